@@ -1,0 +1,33 @@
+import secrets
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+
+from apikeys.models import ApiKey
+
+
+class Command(BaseCommand):
+    help = (
+        "In development, on a database with no users yet, create an admin account and an "
+        "API key, and print their secrets once."
+    )
+
+    def handle(self, *args, **options):
+        User = get_user_model()
+        if settings.ENVIRONMENT != "development" or User.objects.exists():
+            return
+        password = secrets.token_urlsafe(12)
+        User.objects.create_superuser("admin", "", password)
+        key, secret = ApiKey.objects.create_key(name="development")
+        url = "http://127.0.0.1:8000"
+        self.stdout.write(
+            "\nFirst start: an admin account and an API key were created. They are shown "
+            "only now.\n"
+            f"  Admin:   {url}/admin/  user: admin  password: {password}\n"
+            f"  API key: {secret}\n"
+            f"  Try:     curl {url}/v1/chat/completions -H 'Authorization: Bearer {secret}' "
+            "-H 'Content-Type: application/json' "
+            "-d '{\"model\": \"echo\", \"messages\": [{\"role\": \"user\", \"content\": "
+            "\"Hello!\"}]}'\n"
+        )

@@ -1,0 +1,163 @@
+import hashlib
+import re
+import secrets
+from datetime import timedelta
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils import timezone
+
+SECRET_PREFIX = "sk-gw-"
+# Characters of the secret kept in the clear so operators can tell keys apart.
+VISIBLE_PREFIX_LENGTH = len(SECRET_PREFIX) + 6
+RATE_PATTERN = re.compile(r"^(\d+)/([smhd])$")
+# How stale last_used_at may get before a request writes it again, so that a busy key
+# costs one UPDATE a minute rather than one per request.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def digest(secret):
+    # The secret is 256 random bits, so a plain SHA-256 is as strong as a slow hash here
+    # and does not depend on SECRET_KEY, which may be rotated.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def validate_rate(value):
+    match = RATE_PATTERN.match(value)
+    if not match or int(match.group(1)) < 1:
+        raise ValidationError(
+            "Enter a rate as a count per unit: N/s, N/m, N/h or N/d, for example 100/h."
+        )
+
+
+def validate_model_list(value):
+    if not isinstance(value, list) or not all(isinstance(m, str) and m for m in value):
+        raise ValidationError("Enter a list of model names.")
+
+
+class ApiKeyManager(models.Manager):
+    def create_key(self, *, name, **fields):
+        """Create a key and return it with its secret, which is not stored anywhere."""
+        secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+        key = self.model(name=name, prefix=secret[:VISIBLE_PREFIX_LENGTH], **fields)
+        key.digest = digest(secret)
+        key.full_clean()
+        key.save()
+        return key, secret
+
+    async def afor_secret(self, secret):
+        """Return the key whose secret this is, or None."""
+        if not secret.startswith(SECRET_PREFIX):
+            return None
+        # The lookup is by digest, so timing reveals nothing about the stored value; the
+        # final compare_digest guards against a database collation that is not exact.
+        key = await self.filter(digest=digest(secret)).afirst()
+        if key is None or not secrets.compare_digest(key.digest, digest(secret)):
+            return None
+        return key
+
+
+class ApiKey(models.Model):
+    READ = "read"
+    READ_WRITE = "read-write"
+    PERMISSION_CHOICES = [
+        (READ, "read: list and read models"),
+        (READ_WRITE, "read-write: everything"),
+    ]
+
+    name = models.CharField(max_length=100, unique=True)
+    prefix = models.CharField(max_length=32, editable=False, db_index=True)
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    permissions = models.CharField(max_length=16, choices=PERMISSION_CHOICES, default=READ_WRITE)
+    is_active = models.BooleanField("active", default=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    allowed_models = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_model_list],
+        help_text="Model names or aliases this key may use; empty means every model.",
+    )
+    rate_limit = models.CharField(
+        max_length=20,
+        default="100/h",
+        validators=[validate_rate],
+        help_text="Requests allowed per second, minute, hour or day: N/s, N/m, N/h or N/d.",
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = ApiKeyManager()
+
+    class Meta:
+        verbose_name = "API key"
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def is_expired(self):
+        return self.expires_at is not None and self.expires_at <= timezone.now()
+
+    @property
+    def can_write(self):
+        return self.permissions == self.READ_WRITE
+
+    def allows_model(self, *names):
+        """Tell whether any of these names (a model's id or an alias) is open to this key."""
+        if not self.allowed_models:
+            return True
+        return any(name in self.allowed_models for name in names)
+
+    def revoke(self):
+        self.is_active = False
+        self.revoked_at = timezone.now()
+        self.save(update_fields=["is_active", "revoked_at"])
+
+    async def atouch(self):
+        """Record that the key was used, at most once per LAST_USED_RESOLUTION."""
+        now = timezone.now()
+        if self.last_used_at is None or now - self.last_used_at >= LAST_USED_RESOLUTION:
+            self.last_used_at = now
+            await ApiKey.objects.filter(pk=self.pk).aupdate(last_used_at=now)
+
+
+class UsageRecord(models.Model):
+    OK = "ok"
+    CLIENT_ERROR = "client_error"
+    UPSTREAM_ERROR = "upstream_error"
+    CLIENT_CLOSED = "client_closed"
+    STATUS_CHOICES = [
+        (OK, "ok"),
+        (CLIENT_ERROR, "refused by the provider as invalid"),
+        (UPSTREAM_ERROR, "provider failed"),
+        (CLIENT_CLOSED, "client closed the stream"),
+    ]
+
+    api_key = models.ForeignKey(
+        ApiKey, null=True, on_delete=models.SET_NULL, related_name="usage_records"
+    )
+    # The key's name, kept so that records stay readable after the key is deleted.
+    key_name = models.CharField(max_length=100)
+    model = models.CharField(max_length=200, db_index=True)
+    provider = models.CharField(max_length=100, blank=True)
+    endpoint = models.CharField(max_length=100)
+    stream = models.BooleanField(default=False)
+    status = models.CharField(max_length=20, choices=STATUS_CHOICES, default=OK)
+    http_status = models.PositiveSmallIntegerField(default=200)
+    error = models.TextField(blank=True)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    total_tokens = models.PositiveIntegerField(default=0)
+    latency_ms = models.PositiveIntegerField(default=0)
+    time_to_first_token_ms = models.PositiveIntegerField(null=True, blank=True)
+    request_id = models.CharField(max_length=64, db_index=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["api_key", "created_at"])]
+
+    def __str__(self):
+        return f"{self.request_id} {self.model} {self.status}"

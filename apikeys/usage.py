@@ -1,0 +1,95 @@
+"""Usage records: one for every request that reached a provider, whatever its outcome."""
+
+import asyncio
+import time
+
+from asgiref.sync import sync_to_async
+
+from apikeys.models import UsageRecord
+from gateway.db import close_connections
+from gateway.errors import GatewayError, InvalidRequest
+
+# Saves still running after the request that started them was cancelled; kept so that
+# the event loop does not drop them.
+_pending_saves = set()
+
+
+class UsageMeter:
+    """Measure one provider call and write its usage record once it has ended."""
+
+    def __init__(self, request, model, provider, endpoint, stream):
+        self.fields = {
+            "api_key": request.api_key,
+            "key_name": request.api_key.name,
+            "model": model,
+            "provider": provider,
+            "endpoint": endpoint,
+            "stream": stream,
+            "request_id": request.id,
+        }
+        self.started = time.monotonic()
+        self.first_token_at = None
+        self.usage = None
+        self.completion_tokens_seen = 0
+        self.status = UsageRecord.OK
+        self.http_status = 200
+        self.error = ""
+
+    def first_token(self):
+        if self.first_token_at is None:
+            self.first_token_at = time.monotonic()
+
+    def succeeded(self, usage):
+        self.usage = usage
+
+    def failed(self, error):
+        self.status = (
+            UsageRecord.CLIENT_ERROR
+            if isinstance(error, InvalidRequest)
+            else UsageRecord.UPSTREAM_ERROR
+        )
+        self.http_status = error.status if isinstance(error, GatewayError) else 500
+        self.error = str(error)
+
+    def client_closed(self):
+        self.status = UsageRecord.CLIENT_CLOSED
+        # Nginx's code for a request the client closed before the answer was complete.
+        self.http_status = 499
+
+    def record_fields(self):
+        now = time.monotonic()
+        usage = self.usage
+        prompt = usage.prompt_tokens if usage else 0
+        completion = usage.completion_tokens if usage else self.completion_tokens_seen
+        return {
+            **self.fields,
+            "status": self.status,
+            "http_status": self.http_status,
+            "error": self.error[:2000],
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "latency_ms": round((now - self.started) * 1000),
+            "time_to_first_token_ms": (
+                round((self.first_token_at - self.started) * 1000)
+                if self.first_token_at is not None
+                else None
+            ),
+        }
+
+    async def save(self):
+        """Write the record, even if the request is cancelled while it is written."""
+        task = asyncio.ensure_future(_write(self.record_fields()))
+        _pending_saves.add(task)
+        task.add_done_callback(_pending_saves.discard)
+        await asyncio.shield(task)
+
+
+@sync_to_async
+def _write(fields):
+    try:
+        UsageRecord.objects.create(**fields)
+    finally:
+        # A cancelled stream's request has already released its connection; this write
+        # must not leave a new one open behind it.
+        close_connections()

@@ -1,0 +1,143 @@
+import os
+import re
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils import timezone
+
+ENV_NAME_PATTERN = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+
+def validate_env_name(value):
+    if value and not ENV_NAME_PATTERN.match(value):
+        raise ValidationError("Enter the name of an environment variable, like MY_API_TOKEN.")
+
+
+class Provider(models.Model):
+    CLOUDFLARE = "cloudflare"
+    OPENAI = "openai"
+    ECHO = "echo"
+    KIND_CHOICES = [
+        (CLOUDFLARE, "Cloudflare Workers AI"),
+        (OPENAI, "OpenAI-compatible server"),
+        (ECHO, "Echo (development model, no account needed)"),
+    ]
+
+    name = models.SlugField(max_length=50, unique=True)
+    kind = models.CharField(max_length=20, choices=KIND_CHOICES)
+    base_url = models.URLField(
+        blank=True,
+        help_text="Cloudflare: empty means CLOUDFLARE_API_BASE_URL. "
+        "OpenAI-compatible: the URL that ends in /v1.",
+    )
+    account_id = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="Cloudflare account id; empty means CLOUDFLARE_ACCOUNT_ID.",
+    )
+    # The credential itself is never stored: only the name of the variable holding it.
+    api_key_env = models.CharField(
+        "API key variable",
+        max_length=100,
+        blank=True,
+        validators=[validate_env_name],
+        help_text="Name of the environment variable that holds this provider's API key or token.",
+    )
+    is_active = models.BooleanField("active", default=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    def clean(self):
+        if self.kind == self.OPENAI and not self.base_url:
+            raise ValidationError({"base_url": "An OpenAI-compatible provider needs its base URL."})
+
+    def get_base_url(self):
+        if self.kind == self.CLOUDFLARE:
+            return (self.base_url or settings.CLOUDFLARE_API_BASE_URL).rstrip("/")
+        return self.base_url.rstrip("/")
+
+    def get_account_id(self):
+        return self.account_id or settings.CLOUDFLARE_ACCOUNT_ID
+
+    def get_api_key(self):
+        """Read the credential from the environment at call time, so rotation needs no edit."""
+        if self.api_key_env:
+            return os.environ.get(self.api_key_env, "")
+        if self.kind == self.CLOUDFLARE:
+            return settings.CLOUDFLARE_API_TOKEN
+        return ""
+
+
+class ModelQuerySet(models.QuerySet):
+    def available(self):
+        return self.filter(enabled=True, provider__is_active=True).select_related("provider")
+
+
+class Model(models.Model):
+    TEXT_GENERATION = "Text Generation"
+    TEXT_EMBEDDINGS = "Text Embeddings"
+
+    name = models.CharField(
+        max_length=200, unique=True, help_text="The provider's model name, used as the model id."
+    )
+    provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="models")
+    task = models.CharField(max_length=100, default=TEXT_GENERATION)
+    description = models.TextField(blank=True)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = ModelQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def capabilities(self):
+        generates_text = self.task == self.TEXT_GENERATION
+        return {
+            "chat": generates_text,
+            "completions": generates_text,
+            "embeddings": self.task == self.TEXT_EMBEDDINGS,
+        }
+
+
+class ModelAlias(models.Model):
+    """Another name for a model, such as gpt-4o-mini for a Cloudflare model."""
+
+    name = models.CharField(max_length=200, unique=True)
+    model = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="aliases")
+
+    class Meta:
+        verbose_name_plural = "model aliases"
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    def clean(self):
+        if Model.objects.filter(name=self.name).exists():
+            raise ValidationError({"name": "A model already has this name."})
+
+
+def ensure_default_providers(**kwargs):
+    """Create the echo model in development and a Cloudflare provider once it is configured."""
+    if settings.ENVIRONMENT == "development":
+        echo, _ = Provider.objects.get_or_create(name="echo", defaults={"kind": Provider.ECHO})
+        Model.objects.get_or_create(
+            name="echo",
+            defaults={
+                "provider": echo,
+                "description": "Answers with the last user message; streams it word by word.",
+            },
+        )
+    if settings.CLOUDFLARE_ACCOUNT_ID and settings.CLOUDFLARE_API_TOKEN:
+        Provider.objects.get_or_create(name="cloudflare", defaults={"kind": Provider.CLOUDFLARE})

@@ -1,0 +1,10 @@
+from django.urls import path
+
+from completions import views
+
+urlpatterns = [
+    path("models", views.models_list),
+    # Model ids contain slashes (@cf/meta/llama-3.1-8b-instruct).
+    path("models/<path:model_id>", views.model_detail),
+    path("chat/completions", views.chat_completions),
+]

@@ -1,0 +1,65 @@
+import functools
+import json
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.views.decorators.csrf import csrf_exempt
+
+from apikeys.authentication import authenticate
+from apikeys.permissions import require_write
+from gateway.errors import (
+    GatewayError,
+    InvalidRequest,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    error_response,
+)
+
+
+def api_endpoint(*, methods, write=False):
+    """Make an async view an API endpoint: method check, key, permission, OpenAI errors.
+
+    The view gets the authenticated key as `request.api_key` and may raise any
+    GatewayError; it is rendered as OpenAI's error object.
+    """
+
+    def decorator(view):
+        @csrf_exempt
+        @functools.wraps(view)
+        async def wrapper(request, *args, **kwargs):
+            try:
+                if request.method not in methods:
+                    raise MethodNotAllowed(request.method, methods)
+                request.api_key = await authenticate(request)
+                if write:
+                    require_write(request.api_key)
+                return await view(request, *args, **kwargs)
+            except GatewayError as error:
+                return error_response(error)
+
+        return wrapper
+
+    return decorator
+
+
+def json_body(request):
+    """Return the request's decoded JSON body, or raise the matching 4xx error."""
+    content_type = request.content_type or ""
+    if content_type and content_type != "application/json":
+        raise InvalidRequest(
+            f"Unsupported content type '{content_type}'; send application/json.",
+            code="unsupported_content_type",
+        )
+    try:
+        raw = request.body
+    except RequestDataTooBig:
+        raise PayloadTooLarge(
+            f"The request body is larger than {settings.MAX_REQUEST_BYTES} bytes."
+        ) from None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise InvalidRequest(
+            "We could not parse the JSON body of your request. The body must be valid JSON.",
+            code="invalid_json",
+        ) from None

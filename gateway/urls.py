@@ -1,0 +1,22 @@
+from django.conf import settings
+from django.contrib import admin
+from django.contrib.staticfiles.urls import staticfiles_urlpatterns
+from django.urls import include, path, re_path
+
+from gateway import views
+
+urlpatterns = [
+    path("healthz", views.healthz),
+    path("v1/", include("completions.urls")),
+    path("admin/", admin.site.urls),
+]
+if settings.DEBUG:
+    # daphne does not serve the admin's static files; in production a web server does.
+    urlpatterns += staticfiles_urlpatterns()
+urlpatterns += [
+    # Anything else is an unknown API path, answered in OpenAI's error format.
+    re_path(r"^(?!admin)(?P<path>.*)$", views.not_found),
+]
+
+handler404 = "gateway.views.page_not_found"
+handler500 = "gateway.views.server_error"

@@ -1,0 +1,119 @@
+"""Shared fixtures: the fake upstream, its providers and models, and the personas.
+
+Personas:
+    alice   a read-write key that may use every model
+    bob     a read key (lists models, cannot run them)
+    carol   a read-write key limited to @cf/meta/llama-3.1-8b-instruct
+"""
+
+import pytest
+from django.test import AsyncClient, override_settings
+
+from apikeys.models import ApiKey
+from completions.models import Model, ModelAlias, Provider
+from completions.providers.client import close_client
+from tests import fake_upstream
+from tests.fake_upstream import FakeUpstream
+
+LLAMA = "@cf/meta/llama-3.1-8b-instruct"
+
+
+@pytest.fixture(scope="session")
+def upstream():
+    with FakeUpstream().start() as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _fresh_upstream(request):
+    """Clear what the fake upstream recorded, only for tests that use it."""
+    if "upstream" in request.fixturenames:
+        request.getfixturevalue("upstream").reset()
+
+
+@pytest.fixture(autouse=True)
+async def _close_http_client():
+    """Close the shared upstream client of each test's event loop when the test ends."""
+    yield
+    await close_client()
+
+
+@pytest.fixture
+def cloudflare(upstream, monkeypatch, settings):
+    """A Cloudflare provider on the fake upstream, with a few of its models."""
+    monkeypatch.setenv("TEST_CF_TOKEN", fake_upstream.CLOUDFLARE_TOKEN)
+    settings.UPSTREAM_TIMEOUT = 5
+    provider = Provider.objects.create(
+        name="cloudflare",
+        kind=Provider.CLOUDFLARE,
+        base_url=upstream.cloudflare_base_url,
+        account_id=fake_upstream.CLOUDFLARE_ACCOUNT,
+        api_key_env="TEST_CF_TOKEN",
+    )
+    llama = Model.objects.create(name=LLAMA, provider=provider)
+    ModelAlias.objects.create(name="gpt-4o-mini", model=llama)
+    for name in [
+        "@cf/test/fail-500",
+        "@cf/test/rate-limited",
+        "@cf/test/bad-request",
+        "@cf/test/cut-stream",
+        "@cf/test/bad-json",
+        "@cf/test/slow",
+        "@cf/test/drip",
+        "@cf/test/hang",
+    ]:
+        Model.objects.create(name=name, provider=provider)
+    Model.objects.create(
+        name="@cf/baai/bge-small-en-v1.5", provider=provider, task=Model.TEXT_EMBEDDINGS
+    )
+    return provider
+
+
+@pytest.fixture
+def openai_upstream(upstream, monkeypatch):
+    """An OpenAI-compatible provider on the fake upstream, serving gpt-test-mini."""
+    monkeypatch.setenv("TEST_OPENAI_KEY", fake_upstream.OPENAI_KEY)
+    provider = Provider.objects.create(
+        name="openai-fake",
+        kind=Provider.OPENAI,
+        base_url=upstream.openai_base_url,
+        api_key_env="TEST_OPENAI_KEY",
+    )
+    Model.objects.create(name="gpt-test-mini", provider=provider)
+    for name in ["gpt-test-fail-500", "gpt-test-cut-stream"]:
+        Model.objects.create(name=name, provider=provider)
+    return provider
+
+
+class Persona:
+    def __init__(self, key, secret):
+        self.key = key
+        self.secret = secret
+        self.headers = {"Authorization": f"Bearer {secret}"}
+
+
+@pytest.fixture
+def alice(db):
+    return Persona(*ApiKey.objects.create_key(name="alice"))
+
+
+@pytest.fixture
+def bob(db):
+    return Persona(*ApiKey.objects.create_key(name="bob", permissions=ApiKey.READ))
+
+
+@pytest.fixture
+def carol(db):
+    return Persona(*ApiKey.objects.create_key(name="carol", allowed_models=[LLAMA]))
+
+
+@pytest.fixture
+def api():
+    """Django's async test client, posting JSON like the OpenAI SDK does."""
+    return AsyncClient()
+
+
+@pytest.fixture
+def no_echo_delay():
+    with override_settings(ECHO_STREAM_DELAY=0):
+        yield

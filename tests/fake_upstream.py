@@ -1,0 +1,664 @@
+"""A fake Cloudflare Workers AI and OpenAI upstream for tests.
+
+The server runs its own event loop in a daemon thread and listens on a real loopback port, so
+both in-process code and a separate gateway process (for example daphne) reach it over HTTP.
+
+Behaviour is chosen by substrings of the requested model name, because a gateway running in
+another process can only influence the upstream through the request it forwards:
+
+    fail-500      500 whose message contains the account id, base URL and token
+    rate-limited  429 with ``Retry-After: 7``
+    bad-request   400 "context too long"
+    unknown       400 "No such model" (Cloudflare) / 404 model_not_found (OpenAI)
+    cut-stream    streaming stops after 3 word events and the connection is dropped
+    bad-json      streaming sends 2 word events, one malformed event, then [DONE]
+    slow          0.5 s before answering, 0.05 s between stream events
+    drip          streams a "drip" word every 0.2 s, up to 100 events
+    hang          30 s before answering
+
+Usage::
+
+    with FakeUpstream().start() as upstream:
+        httpx.post(f"{upstream.cloudflare_base_url}/accounts/acc-test-123/ai/run/@cf/x", ...)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Self
+
+from aiohttp import web
+
+CLOUDFLARE_TOKEN = "cf-test-token"
+CLOUDFLARE_ACCOUNT = "acc-test-123"
+OPENAI_KEY = "oa-test-key"
+
+RETRY_AFTER_SECONDS = 7
+SLOW_DELAY_SECONDS = 0.5
+SLOW_EVENT_INTERVAL_SECONDS = 0.05
+DRIP_EVENT_INTERVAL_SECONDS = 0.2
+DRIP_MAX_EVENTS = 100
+HANG_SECONDS = 30.0
+CUT_STREAM_AFTER_EVENTS = 3
+BAD_JSON_AFTER_EVENTS = 2
+DEFAULT_PER_PAGE = 20
+
+# Handlers still sleeping (hang, drip) are cancelled after this long when the server stops, so
+# stop() never waits for them to finish on their own.
+SHUTDOWN_TIMEOUT_SECONDS = 0.5
+
+DONE_EVENT = b"data: [DONE]\n\n"
+MALFORMED_EVENT = b"data: {not json\n\n"
+
+TEXT_GENERATION_TASK = {
+    "id": "c329a1f9-323d-4e91-b2aa-582dd4188d34",
+    "name": "Text Generation",
+    "description": "Family of generative text models, such as large language models (LLM).",
+}
+TEXT_EMBEDDINGS_TASK = {
+    "id": "0137cdcf-162a-4108-94f2-1ca59e8c65ee",
+    "name": "Text Embeddings",
+    "description": "Feature extraction models transform raw data into numerical features.",
+}
+TEXT_TO_IMAGE_TASK = {
+    "id": "3d6e1f35-341b-4915-a6c8-9a7142a9033a",
+    "name": "Text-to-Image",
+    "description": "Generates images from input text.",
+}
+
+# Prices in USD per million tokens, as (input, output). Distinct values let an import test tell
+# models apart.
+DEFAULT_PRICES: dict[str, tuple[float, float]] = {
+    "@cf/meta/llama-3.1-8b-instruct": (0.28, 0.83),
+    "@cf/meta/llama-3.2-1b-instruct": (0.027, 0.201),
+    "@cf/test/model-05": (0.5, 1.5),
+    "@cf/test/model-17": (0.1, 0.2),
+}
+# Named explicitly so that the catalogue stays readable; the rest are @cf/test/model-NN.
+NAMED_TEXT_GENERATION_MODELS = [
+    "@cf/meta/llama-3.1-8b-instruct",
+    "@cf/meta/llama-3.2-1b-instruct",
+    "@hf/mistral/mistral-7b-instruct-v0.2",
+]
+EMBEDDING_MODELS = [
+    "@cf/baai/bge-small-en-v1.5",
+    "@cf/baai/bge-base-en-v1.5",
+    "@cf/baai/bge-large-en-v1.5",
+]
+IMAGE_MODELS = [
+    "@cf/stabilityai/stable-diffusion-xl-base-1.0",
+    "@cf/black-forest-labs/flux-1-schnell",
+]
+
+OPENAI_MODELS = [
+    {"id": "gpt-test-mini", "object": "model", "created": 1700000000, "owned_by": "fake"},
+    {"id": "text-embed-test", "object": "model", "created": 1700000000, "owned_by": "fake"},
+]
+
+
+def _model_id(number: int) -> str:
+    return f"{number:08x}-0000-4000-8000-{number:012x}"
+
+
+def _catalogue_entry(number: int, name: str, task: dict[str, str]) -> dict[str, Any]:
+    properties: list[dict[str, Any]] = []
+    if task is TEXT_GENERATION_TASK:
+        properties.append({"property_id": "context_window", "value": "8192"})
+    elif task is TEXT_EMBEDDINGS_TASK:
+        properties.append({"property_id": "context_window", "value": "512"})
+    if name in DEFAULT_PRICES:
+        input_price, output_price = DEFAULT_PRICES[name]
+        properties.append(
+            {
+                "property_id": "price",
+                "value": [
+                    {"unit": "per M input tokens", "price": input_price, "currency": "USD"},
+                    {"unit": "per M output tokens", "price": output_price, "currency": "USD"},
+                ],
+            }
+        )
+    return {
+        "id": _model_id(number),
+        "name": name,
+        "description": f"Test model {name}.",
+        "task": dict(task),
+        "created_at": "2024-07-23 17:00:00.000",
+        "tags": [],
+        "properties": properties,
+    }
+
+
+def default_catalogue() -> list[dict[str, Any]]:
+    """Return a fresh copy of the 25-model catalogue.
+
+    Embedding and image models sit between the text generation models so that some text
+    generation models land on page 2: a client that ignores pagination misses them.
+    """
+    text_generation = NAMED_TEXT_GENERATION_MODELS + [
+        f"@cf/test/model-{number:02d}" for number in range(4, 21)
+    ]
+    ordered = (
+        [(name, TEXT_GENERATION_TASK) for name in text_generation[:3]]
+        + [(name, TEXT_EMBEDDINGS_TASK) for name in EMBEDDING_MODELS]
+        + [(name, TEXT_TO_IMAGE_TASK) for name in IMAGE_MODELS]
+        + [(name, TEXT_GENERATION_TASK) for name in text_generation[3:]]
+    )
+    return [_catalogue_entry(number, name, task) for number, (name, task) in enumerate(ordered, 1)]
+
+
+def _content_text(content: Any) -> str:
+    """Flatten a message content that may be a string or a list of OpenAI content parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            part.get("text", "")
+            for part in content
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+        )
+    return ""
+
+
+def _sse(payload: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
+
+
+def _json_body(raw: bytes) -> Any:
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def _bearer_token(request: web.Request) -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+def _fault(model: str) -> str | None:
+    """The error fault a model name asks for, if any; checked before anything is answered."""
+    for name in ("unknown", "fail-500", "rate-limited", "bad-request"):
+        if name in model:
+            return name
+    return None
+
+
+@dataclass
+class Answer:
+    words: list[str]
+    prompt_tokens: int
+    truncated: bool
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.words)
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.words)
+
+    @property
+    def pieces(self) -> list[str]:
+        """Words as streamed: every word but the first carries its leading space."""
+        return [word if index == 0 else f" {word}" for index, word in enumerate(self.words)]
+
+    def usage(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+
+
+def _answer(messages: list[Any], max_tokens: Any, model: str, stream: bool) -> Answer:
+    contents = [_content_text(m.get("content")) for m in messages if isinstance(m, dict)]
+    prompt_tokens = sum(len(text.split()) for text in contents)
+    if stream and "drip" in model:
+        words = ["drip"] * DRIP_MAX_EVENTS
+    else:
+        user_contents = [
+            _content_text(m.get("content"))
+            for m in messages
+            if isinstance(m, dict) and m.get("role") == "user"
+        ]
+        last_user = user_contents[-1] if user_contents else ""
+        words = f"Echo: {last_user}".split()
+    truncated = False
+    # bool is an int subclass, but "max_tokens": true is not a limit.
+    is_limit = isinstance(max_tokens, int) and not isinstance(max_tokens, bool)
+    if is_limit and 0 <= max_tokens < len(words):
+        words = words[:max_tokens]
+        truncated = True
+    return Answer(words=words, prompt_tokens=prompt_tokens, truncated=truncated)
+
+
+class FakeUpstream:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port
+        self.url = ""
+        self.requests: list[dict[str, Any]] = []
+        self.catalogue: list[dict[str, Any]] = default_catalogue()
+        # Only changed on the server's event loop thread, so reads from tests are safe enough.
+        self.open_streams = 0
+        self.drip_closed = threading.Event()
+        self._requests_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def cloudflare_base_url(self) -> str:
+        return f"{self.url}/client/v4"
+
+    @property
+    def openai_base_url(self) -> str:
+        return f"{self.url}/openai/v1"
+
+    # Lifecycle
+
+    def start(self) -> Self:
+        if self._thread is not None:
+            return self
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="fake-upstream", daemon=True
+        )
+        self._thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self._serve(), self._loop).result(timeout=10)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        if self._runner is not None:
+            cleanup = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop)
+            cleanup.result(timeout=SHUTDOWN_TIMEOUT_SECONDS + 10)
+            self._runner = None
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+        self._loop = None
+        self._thread = None
+
+    def reset(self) -> None:
+        with self._requests_lock:
+            self.requests.clear()
+        self.catalogue = default_catalogue()
+        self.drip_closed.clear()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    async def _serve(self) -> None:
+        app = web.Application(middlewares=[self._record_and_render_http_errors])
+        app.router.add_post("/client/v4/accounts/{account}/ai/run/{model:.+}", self._cloudflare_run)
+        app.router.add_get(
+            "/client/v4/accounts/{account}/ai/models/search", self._cloudflare_models
+        )
+        app.router.add_post("/openai/v1/chat/completions", self._openai_chat)
+        app.router.add_get("/openai/v1/models", self._openai_models)
+        # handler_cancellation makes a client disconnect cancel the handler at once, as a real
+        # upstream would stop generating; drip tests rely on noticing that.
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            handler_cancellation=True,
+            shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        bound_port = self._runner.addresses[0][1]
+        self.url = f"http://{self.host}:{bound_port}"
+
+    # Shared plumbing
+
+    @web.middleware
+    async def _record_and_render_http_errors(
+        self, request: web.Request, handler: Any
+    ) -> web.StreamResponse:
+        raw_body = await request.read()
+        record = {
+            "method": request.method,
+            "path": request.path,
+            "query": dict(request.query),
+            "headers": {name.lower(): value for name, value in request.headers.items()},
+            "json": _json_body(raw_body),
+        }
+        with self._requests_lock:
+            self.requests.append(record)
+        try:
+            return await handler(request)
+        except web.HTTPException as error:
+            if error.status not in (404, 405):
+                raise
+            if error.status == 405:
+                message = f"Method {request.method} not allowed for {request.path}"
+            else:
+                message = f"No route for {request.path}"
+            if request.path.startswith("/client/v4"):
+                return _cloudflare_error(error.status, 7000, message)
+            if request.path.startswith("/openai"):
+                return _openai_error(error.status, message, "invalid_request_error", None)
+            return web.json_response({"error": message}, status=error.status)
+
+    async def _wait_before_answering(self, model: str) -> None:
+        if "hang" in model:
+            await asyncio.sleep(HANG_SECONDS)
+        elif "slow" in model:
+            await asyncio.sleep(SLOW_DELAY_SECONDS)
+
+    async def _stream(
+        self,
+        request: web.Request,
+        model: str,
+        opening: list[bytes],
+        word_events: list[bytes],
+        closing: list[bytes],
+    ) -> web.StreamResponse:
+        """Send an SSE stream, applying the stream faults the model name asks for."""
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        is_drip = "drip" in model
+        if is_drip:
+            interval = DRIP_EVENT_INTERVAL_SECONDS
+            self.open_streams += 1
+        else:
+            interval = SLOW_EVENT_INTERVAL_SECONDS if "slow" in model else 0.0
+        try:
+            for event in opening:
+                await _send(response, event)
+            for index, event in enumerate(word_events):
+                if "cut-stream" in model and index == CUT_STREAM_AFTER_EVENTS:
+                    return _drop_connection(request, response)
+                if "bad-json" in model and index == BAD_JSON_AFTER_EVENTS:
+                    await _send(response, MALFORMED_EVENT)
+                    await _send(response, DONE_EVENT)
+                    await response.write_eof()
+                    return response
+                if index and interval:
+                    await asyncio.sleep(interval)
+                await _send(response, event)
+            if "cut-stream" in model:
+                return _drop_connection(request, response)
+            for event in closing:
+                await _send(response, event)
+            await _send(response, DONE_EVENT)
+        except (ConnectionError, asyncio.CancelledError):
+            # The client went away mid-stream; drip tests wait for exactly this signal.
+            if is_drip:
+                self.drip_closed.set()
+            raise
+        finally:
+            if is_drip:
+                self.open_streams -= 1
+        await response.write_eof()
+        return response
+
+    # Cloudflare Workers AI
+
+    def _cloudflare_auth_error(self, request: web.Request) -> web.Response | None:
+        if _bearer_token(request) != CLOUDFLARE_TOKEN:
+            return _cloudflare_error(401, 10000, "Authentication error")
+        if request.match_info.get("account") != CLOUDFLARE_ACCOUNT:
+            return _cloudflare_error(403, 10000, "Authentication error")
+        return None
+
+    async def _cloudflare_run(self, request: web.Request) -> web.StreamResponse:
+        if auth_error := self._cloudflare_auth_error(request):
+            return auth_error
+        model = request.match_info["model"]
+        body = _json_body(await request.read())
+        if not isinstance(body, dict):
+            return _cloudflare_error(400, 5006, "AiError: Bad input: body must be a JSON object")
+        messages = body.get("messages")
+        if messages is None and isinstance(body.get("prompt"), str):
+            messages = [{"role": "user", "content": body["prompt"]}]
+        if not isinstance(messages, list):
+            return _cloudflare_error(400, 5006, "AiError: Bad input: missing messages")
+
+        fault = _fault(model)
+        if fault == "unknown":
+            return _cloudflare_error(400, 5007, f"No such model {model} or task")
+        if fault == "fail-500":
+            message = (
+                f"Internal error on account {CLOUDFLARE_ACCOUNT} at {self.cloudflare_base_url}"
+                f" with token {CLOUDFLARE_TOKEN}"
+            )
+            return _cloudflare_error(500, 3043, message)
+        if fault == "rate-limited":
+            return _cloudflare_error(
+                429,
+                3040,
+                "Capacity temporarily exceeded",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        if fault == "bad-request":
+            return _cloudflare_error(400, 5006, "AiError: Bad input: context too long")
+
+        await self._wait_before_answering(model)
+        stream = bool(body.get("stream"))
+        answer = _answer(messages, body.get("max_tokens"), model, stream)
+        if not stream:
+            return web.json_response(
+                {
+                    "result": {"response": answer.text, "usage": answer.usage()},
+                    "success": True,
+                    "errors": [],
+                    "messages": [],
+                }
+            )
+        return await self._stream(
+            request,
+            model,
+            opening=[],
+            word_events=[_sse({"response": piece, "p": "abc"}) for piece in answer.pieces],
+            closing=[_sse({"response": "", "usage": answer.usage()})],
+        )
+
+    async def _cloudflare_models(self, request: web.Request) -> web.Response:
+        if auth_error := self._cloudflare_auth_error(request):
+            return auth_error
+        page = _positive_int(request.query.get("page"), 1)
+        per_page = _positive_int(request.query.get("per_page"), DEFAULT_PER_PAGE)
+        models = self.catalogue
+        # Workers AI filters by task name; supporting it keeps a client using it honest.
+        if task := request.query.get("task"):
+            models = [
+                m for m in models if m.get("task", {}).get("name", "").lower() == task.lower()
+            ]
+        start = (page - 1) * per_page
+        page_models = copy.deepcopy(models[start : start + per_page])
+        return web.json_response(
+            {
+                "result": page_models,
+                "success": True,
+                "errors": [],
+                "messages": [],
+                "result_info": {
+                    "count": len(page_models),
+                    "page": page,
+                    "per_page": per_page,
+                    "total_count": len(models),
+                },
+            }
+        )
+
+    # OpenAI
+
+    async def _openai_chat(self, request: web.Request) -> web.StreamResponse:
+        token = _bearer_token(request)
+        if token != OPENAI_KEY:
+            return _openai_invalid_key(token)
+        body = _json_body(await request.read())
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            return _openai_error(
+                400, "'messages' is a required property", "invalid_request_error", None
+            )
+        model = str(body.get("model", ""))
+
+        fault = _fault(model)
+        if fault == "unknown":
+            return _openai_error(
+                404,
+                f"The model `{model}` does not exist or you do not have access to it.",
+                "invalid_request_error",
+                "model_not_found",
+            )
+        if fault == "fail-500":
+            message = f"Internal error at {self.openai_base_url} with key {OPENAI_KEY}"
+            return _openai_error(500, message, "server_error", None)
+        if fault == "rate-limited":
+            return _openai_error(
+                429,
+                f"Rate limit reached for {model}. Please try again in {RETRY_AFTER_SECONDS}s.",
+                "requests",
+                "rate_limit_exceeded",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        if fault == "bad-request":
+            return _openai_error(
+                400,
+                "This model's maximum context length is 8192 tokens.",
+                "invalid_request_error",
+                "context_length_exceeded",
+            )
+
+        await self._wait_before_answering(model)
+        stream = bool(body.get("stream"))
+        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+        answer = _answer(body["messages"], max_tokens, model, stream)
+        finish_reason = "length" if answer.truncated else "stop"
+        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+        if not stream:
+            return web.json_response(
+                {
+                    "id": completion_id,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": answer.text},
+                            "logprobs": None,
+                            "finish_reason": finish_reason,
+                        }
+                    ],
+                    "usage": answer.usage(),
+                }
+            )
+
+        stream_options = body.get("stream_options")
+        include_usage = isinstance(stream_options, dict) and bool(
+            stream_options.get("include_usage")
+        )
+
+        def chunk(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> bytes:
+            payload: dict[str, Any] = {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": choices,
+            }
+            # OpenAI adds "usage": null to every chunk once usage was asked for.
+            if include_usage:
+                payload["usage"] = usage
+            return _sse(payload)
+
+        def delta(content: dict[str, str], finish: str | None = None) -> bytes:
+            choice = {"index": 0, "delta": content, "logprobs": None, "finish_reason": finish}
+            return chunk([choice])
+
+        closing = [delta({}, finish_reason)]
+        if include_usage:
+            closing.append(chunk([], answer.usage()))
+        return await self._stream(
+            request,
+            model,
+            opening=[delta({"role": "assistant", "content": ""})],
+            word_events=[delta({"content": piece}) for piece in answer.pieces],
+            closing=closing,
+        )
+
+    async def _openai_models(self, request: web.Request) -> web.Response:
+        token = _bearer_token(request)
+        if token != OPENAI_KEY:
+            return _openai_invalid_key(token)
+        return web.json_response({"object": "list", "data": copy.deepcopy(OPENAI_MODELS)})
+
+
+async def _send(response: web.StreamResponse, event: bytes) -> None:
+    # write() hands each event to the socket at once and waits when the buffer is full, so a
+    # separate drain() (deprecated in aiohttp 3.14) is not needed to flush event by event.
+    await response.write(event)
+
+
+def _drop_connection(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+    """Close the socket without the final chunk, so the client sees a truncated body."""
+    if request.transport is not None:
+        request.transport.close()
+    return response
+
+
+def _positive_int(value: str | None, default: int) -> int:
+    try:
+        number = int(value) if value is not None else default
+    except ValueError:
+        return default
+    return number if number > 0 else default
+
+
+def _cloudflare_error(
+    status: int, code: int, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response(
+        {
+            "result": None,
+            "success": False,
+            "errors": [{"code": code, "message": message}],
+            "messages": [],
+        },
+        status=status,
+        headers=headers,
+    )
+
+
+def _openai_error(
+    status: int,
+    message: str,
+    error_type: str,
+    code: str | None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    return web.json_response(
+        {"error": {"message": message, "type": error_type, "param": None, "code": code}},
+        status=status,
+        headers=headers,
+    )
+
+
+def _openai_invalid_key(token: str | None) -> web.Response:
+    message = "You didn't provide an API key." if token is None else "Incorrect API key provided."
+    return _openai_error(401, message, "invalid_request_error", "invalid_api_key")
