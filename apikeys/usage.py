@@ -34,6 +34,7 @@ class UsageMeter:
         self.status = UsageRecord.OK
         self.http_status = 200
         self.error = ""
+        self.saved = False
 
     def first_token(self):
         if self.first_token_at is None:
@@ -78,7 +79,10 @@ class UsageMeter:
         }
 
     async def save(self):
-        """Write the record, even if the request is cancelled while it is written."""
+        """Write the record once, even if the request is cancelled while it is written."""
+        if self.saved:
+            return
+        self.saved = True
         task = asyncio.ensure_future(_write(self.record_fields()))
         _pending_saves.add(task)
         task.add_done_callback(_pending_saves.discard)

@@ -140,12 +140,16 @@ async def _chat_events(deltas, first, meter, stops, chunks):
                 yield chunks.content(rest)
             if stop_filter.stopped:
                 finish_reason = "stop"
+        # Recorded before the last events, so a client that has seen [DONE] can count on
+        # the record being there.
+        await meter.save()
         yield chunks.finish(finish_reason)
         if chunks.include_usage and meter.usage is not None:
             yield chunks.usage(meter.usage)
         yield chunks.done()
     except GatewayError as error:
         meter.failed(error)
+        await meter.save()
         yield chunks.error(error)
         yield chunks.done()
     except (asyncio.CancelledError, GeneratorExit):
