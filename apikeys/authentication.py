@@ -18,9 +18,7 @@ async def authenticate(request):
     if key is None:
         # Never echo the secret back: error messages end up in logs.
         raise AuthenticationFailed()
-    if not key.is_active:
-        raise AuthenticationFailed("This API key has been revoked.", code="revoked_api_key")
-    if key.is_expired:
-        raise AuthenticationFailed("This API key has expired.", code="expired_api_key")
+    if key.state != "active":
+        raise AuthenticationFailed(f"This API key is {key.state}.", code=f"{key.state}_api_key")
     await key.atouch()
     return key

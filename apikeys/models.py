@@ -101,6 +101,17 @@ class ApiKey(models.Model):
         return self.expires_at is not None and self.expires_at <= timezone.now()
 
     @property
+    def state(self):
+        """Return active, disabled (switched off, can be switched on), revoked or expired."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if not self.is_active:
+            return "disabled"
+        if self.is_expired:
+            return "expired"
+        return "active"
+
+    @property
     def can_write(self):
         return self.permissions == self.READ_WRITE
 

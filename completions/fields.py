@@ -66,7 +66,8 @@ class MessageContentField(serializers.Field):
 
     default_error_messages = {
         "invalid": "Must be a string or a list of text parts.",
-        "part": 'Each content part must be {"type": "text", "text": "..."}.',
+        # Doubled braces: DRF formats error messages with str.format().
+        "part": 'Each content part must be {{"type": "text", "text": "..."}}.',
         "unsupported": "Content parts of type '{type}' are not supported; send text parts.",
     }
 

@@ -100,6 +100,10 @@ class Model(models.Model):
     def __str__(self):
         return self.name
 
+    def clean(self):
+        if ModelAlias.objects.filter(name=self.name).exists():
+            raise ValidationError({"name": "An alias already has this name."})
+
     @property
     def capabilities(self):
         generates_text = self.task == self.TEXT_GENERATION
@@ -128,6 +132,9 @@ class ModelAlias(models.Model):
             raise ValidationError({"name": "A model already has this name."})
 
 
+ECHO_DESCRIPTION = "Answers with the last user message; streams it word by word."
+
+
 def ensure_default_providers(**kwargs):
     """Create the echo model in development and a Cloudflare provider once it is configured."""
     if settings.ENVIRONMENT == "development":
@@ -136,7 +143,7 @@ def ensure_default_providers(**kwargs):
             name="echo",
             defaults={
                 "provider": echo,
-                "description": "Answers with the last user message; streams it word by word.",
+                "description": ECHO_DESCRIPTION,
             },
         )
     if settings.CLOUDFLARE_ACCOUNT_ID and settings.CLOUDFLARE_API_TOKEN:

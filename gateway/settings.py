@@ -26,7 +26,7 @@ if ENVIRONMENT == "production":
         raise ImproperlyConfigured(
             "SECRET_KEY must be set to a random value of at least 32 characters in production"
         )
-    if not envstr("ALLOWED_HOSTS"):
+    if not envlist("ALLOWED_HOSTS"):
         raise ImproperlyConfigured(
             "ALLOWED_HOSTS must list this gateway's host names in production"
         )

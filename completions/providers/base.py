@@ -8,13 +8,17 @@ OpenAI's format. Every failure leaves a provider as a `gateway.errors.GatewayErr
 import asyncio
 import contextlib
 import json
+import logging
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import httpx
 from django.conf import settings
 
 from completions.providers.client import get_client
 from gateway.errors import InvalidRequest, RateLimited, UpstreamError, UpstreamTimeout, redact
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -84,7 +88,13 @@ class BaseProvider:
     @property
     def secrets(self):
         """Values that must never reach a client in an upstream's error message."""
-        return [self.row.get_api_key(), self.row.get_account_id(), self.row.get_base_url()]
+        base_url = self.row.get_base_url()
+        return [
+            self.row.get_api_key(),
+            self.row.get_account_id(),
+            base_url,
+            urlsplit(base_url).netloc,
+        ]
 
     @property
     def client(self):
@@ -95,22 +105,26 @@ class BaseProvider:
         """Turn transport failures into the gateway's errors."""
         try:
             yield
-        except (httpx.TimeoutException, TimeoutError):
-            raise UpstreamTimeout(
-                f"The provider '{self.row.name}' did not answer within "
-                f"{settings.UPSTREAM_TIMEOUT:g} seconds."
-            ) from None
-        except httpx.TransportError as exc:
-            raise UpstreamError(
-                f"Could not reach the provider '{self.row.name}': "
-                f"{redact(str(exc) or type(exc).__name__, self.secrets)}"
-            ) from None
+        except (httpx.TransportError, TimeoutError) as exc:
+            if timed_out(exc):
+                raise UpstreamTimeout(
+                    f"The provider '{self.row.name}' did not answer within "
+                    f"{settings.UPSTREAM_TIMEOUT:g} seconds."
+                ) from None
+            # The transport's message names the upstream's host and port: it is logged
+            # for the operator, not shown to the client.
+            logger.warning(
+                "Provider %s unreachable: %s",
+                self.row.name,
+                redact(str(exc) or type(exc).__name__, self.secrets),
+            )
+            raise UpstreamError(f"Could not reach the provider '{self.row.name}'.") from None
 
-    async def post_json(self, url, body, headers):
-        """POST and return the decoded JSON answer, with the whole call bounded in time."""
+    async def request_json(self, method, url, headers, body=None):
+        """Send a request and return the decoded JSON answer, the whole call bounded in time."""
         with self.translate_errors():
             async with asyncio.timeout(settings.UPSTREAM_TIMEOUT):
-                response = await self.client.post(url, json=body, headers=headers)
+                response = await self.client.request(method, url, json=body, headers=headers)
         return self.check_response(response, response.content)
 
     @contextlib.asynccontextmanager
@@ -180,11 +194,24 @@ async def iter_sse_data(response):
             if data == "[DONE]":
                 return
             yield data
-    except httpx.TimeoutException:
-        raise UpstreamTimeout("The provider's stream stalled.") from None
-    except httpx.TransportError:
-        pass
+    except httpx.TransportError as exc:
+        if timed_out(exc):
+            raise UpstreamTimeout("The provider's stream stalled.") from None
     raise UpstreamError("The provider's stream ended before it was complete.", code="stream_cut")
+
+
+def timed_out(exc):
+    """Tell whether a transport failure was a timeout rather than a lost connection.
+
+    httpx_aiohttp maps every aiohttp connection error, a refused connection or a server
+    that hung up included, to httpx.ConnectTimeout; the aiohttp error it was made from
+    says whether time ran out.
+    """
+    if isinstance(exc, TimeoutError):
+        return True
+    if not isinstance(exc, httpx.TimeoutException):
+        return False
+    return exc.__cause__ is None or isinstance(exc.__cause__, TimeoutError)
 
 
 def parse_event(data):

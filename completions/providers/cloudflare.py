@@ -49,8 +49,8 @@ class CloudflareProvider(BaseProvider):
         return body
 
     async def chat(self, request):
-        data = await self.post_json(
-            self._url(f"run/{request.model}"), self._body(request, False), self._headers()
+        data = await self.request_json(
+            "POST", self._url(f"run/{request.model}"), self._headers(), self._body(request, False)
         )
         result = data.get("result") if isinstance(data, dict) else None
         if not isinstance(result, dict):
@@ -82,26 +82,29 @@ class CloudflareProvider(BaseProvider):
 
     async def list_models(self):
         models = []
+        seen = 0
         page = 1
         while True:
             url = self._url(f"models/search?page={page}&per_page={CATALOGUE_PAGE_SIZE}")
-            with self.translate_errors():
-                response = await self.client.get(url, headers=self._headers())
-            data = self.check_response(response, response.content)
-            results = data.get("result") or []
-            for item in results:
-                models.append(
-                    {
-                        "name": item["name"],
-                        "task": (item.get("task") or {}).get("name", ""),
-                        "description": item.get("description") or "",
-                    }
-                )
+            data = await self.request_json("GET", url, self._headers())
+            results = data.get("result") if isinstance(data, dict) else None
+            if not isinstance(results, list):
+                raise UpstreamError("The provider answered the model search without a result.")
+            models.extend(
+                {
+                    "name": item["name"],
+                    "task": (item.get("task") or {}).get("name", ""),
+                    "description": item.get("description") or "",
+                }
+                for item in results
+                if isinstance(item, dict) and isinstance(item.get("name"), str)
+            )
+            seen += len(results)
             info = data.get("result_info") or {}
             total = info.get("total_count")
-            if not results or (total is not None and len(models) >= total):
-                return models
-            if total is None and len(results) < int(info.get("per_page") or CATALOGUE_PAGE_SIZE):
+            # The server may cap the page size below what was asked for.
+            per_page = info.get("per_page") or CATALOGUE_PAGE_SIZE
+            if len(results) < per_page or (total is not None and seen >= total):
                 return models
             page += 1
 

@@ -8,6 +8,7 @@ import asyncio
 
 from django.conf import settings
 
+from completions.models import ECHO_DESCRIPTION, Model
 from completions.providers.base import (
     BaseProvider,
     ChatResult,
@@ -46,4 +47,4 @@ class EchoProvider(BaseProvider):
         yield Delta(finish_reason=finish_reason_for(request, usage), usage=usage)
 
     async def list_models(self):
-        return [{"name": "echo", "task": "Text Generation", "description": "Echo model"}]
+        return [{"name": "echo", "task": Model.TEXT_GENERATION, "description": ECHO_DESCRIPTION}]

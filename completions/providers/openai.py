@@ -41,7 +41,7 @@ class OpenAIProvider(BaseProvider):
 
     async def chat(self, request):
         url = f"{self.row.get_base_url()}/chat/completions"
-        data = await self.post_json(url, self._body(request, False), self._headers())
+        data = await self.request_json("POST", url, self._headers(), self._body(request, False))
         try:
             choice = data["choices"][0]
             content = choice["message"].get("content") or ""
@@ -75,14 +75,14 @@ class OpenAIProvider(BaseProvider):
             )
 
     async def list_models(self):
-        with self.translate_errors():
-            response = await self.client.get(
-                f"{self.row.get_base_url()}/models", headers=self._headers()
-            )
-        data = self.check_response(response, response.content)
+        data = await self.request_json("GET", f"{self.row.get_base_url()}/models", self._headers())
+        items = data.get("data") if isinstance(data, dict) else None
+        # OpenAI's list says nothing of a model's task: an empty task keeps what an
+        # operator set, and makes a new model a text-generation one.
         return [
-            {"name": item["id"], "task": "Text Generation", "description": ""}
-            for item in data.get("data") or []
+            {"name": item["id"], "task": "", "description": ""}
+            for item in items or []
+            if isinstance(item, dict) and isinstance(item.get("id"), str)
         ]
 
     def error_message(self, data):

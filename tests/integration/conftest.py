@@ -95,13 +95,23 @@ def gateway(tmp_path_factory, upstream_for_gateway):
         capture_output=True,
         text=True,
     ).stdout
-    secrets = dict(line.split() for line in output.splitlines() if line.startswith(("alice", "bob")))
+    secrets = dict(
+        line.split() for line in output.splitlines() if line.startswith(("alice", "bob"))
+    )
 
     port = _free_port()
     log = open(folder / "daphne.log", "w")  # noqa: SIM115 - closed at teardown
     server = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-         "gateway.asgi:application"],
+        [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "gateway.asgi:application",
+        ],
         env=env,
         cwd=ROOT,
         stdout=log,

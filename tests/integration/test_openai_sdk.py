@@ -13,9 +13,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def client(gateway):
-    return openai.OpenAI(
-        base_url=gateway.api_base, api_key=gateway.secrets["alice"], max_retries=0
-    )
+    return openai.OpenAI(base_url=gateway.api_base, api_key=gateway.secrets["alice"], max_retries=0)
 
 
 @pytest.fixture
@@ -101,9 +99,7 @@ def test_it_refuses_a_wrong_key(gateway):
 
 
 def test_it_refuses_chat_to_a_read_key(gateway):
-    client = openai.OpenAI(
-        base_url=gateway.api_base, api_key=gateway.secrets["bob"], max_retries=0
-    )
+    client = openai.OpenAI(base_url=gateway.api_base, api_key=gateway.secrets["bob"], max_retries=0)
     assert client.models.list().data
 
     with pytest.raises(openai.PermissionDeniedError):

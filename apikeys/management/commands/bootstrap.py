@@ -28,6 +28,6 @@ class Command(BaseCommand):
             f"  API key: {secret}\n"
             f"  Try:     curl {url}/v1/chat/completions -H 'Authorization: Bearer {secret}' "
             "-H 'Content-Type: application/json' "
-            "-d '{\"model\": \"echo\", \"messages\": [{\"role\": \"user\", \"content\": "
-            "\"Hello!\"}]}'\n"
+            '-d \'{"model": "echo", "messages": [{"role": "user", "content": '
+            '"Hello!"}]}\'\n'
         )

@@ -1,0 +1,203 @@
+"""Create, list and revoke API keys from the shell.
+
+    manage.py apikey create --name ci [--permissions read] [--rate-limit 100/h]
+                            [--models m1,m2] [--expires 2027-01-01]
+    manage.py apikey list
+    manage.py apikey revoke ci
+
+`create` prints the new secret alone on the last line of stdout, so scripts can take it
+with `tail -1`; warnings go to stderr to keep that line last.
+"""
+
+import argparse
+from datetime import UTC, date, datetime, time
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from apikeys.models import ApiKey, validate_rate
+from completions.models import Model, ModelAlias
+
+# The option each ApiKey field is set from, to name it in error messages.
+FIELD_OPTIONS = {
+    "name": "--name",
+    "permissions": "--permissions",
+    "rate_limit": "--rate-limit",
+    "allowed_models": "--models",
+    "expires_at": "--expires",
+}
+TIME_FORMAT = "%Y-%m-%d %H:%M UTC"
+
+
+def _rate(value):
+    try:
+        validate_rate(value)
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(" ".join(exc.messages)) from None
+    return value
+
+
+def _model_list(value):
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        # An empty list would mean every model, the opposite of what restricting asks for.
+        raise argparse.ArgumentTypeError("name at least one model, for example m1,m2.")
+    return names
+
+
+def _moment(value):
+    """Parse a date (midnight UTC) or an ISO datetime (UTC unless it carries an offset)."""
+    try:
+        return datetime.combine(date.fromisoformat(value), time(), tzinfo=UTC)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{value}' is neither a date (2027-01-01) nor an ISO datetime "
+            "(2027-01-01T12:00:00+00:00)."
+        ) from None
+    if timezone.is_naive(moment):
+        moment = moment.replace(tzinfo=UTC)
+    return moment
+
+
+def _when(moment):
+    return moment.astimezone(UTC).strftime(TIME_FORMAT) if moment else "never"
+
+
+def _table(header, rows):
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+
+
+class Command(BaseCommand):
+    help = "Create, list or revoke API keys. Secrets are shown once, when a key is created."
+
+    def add_arguments(self, parser):
+        actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+        create = actions.add_parser(
+            "create",
+            help="Create a key and print its secret alone on the last line.",
+            description="Create a key and print its secret alone on the last line of stdout.",
+        )
+        create.add_argument("--name", required=True, help="A unique name for the key.")
+        create.add_argument(
+            "--permissions",
+            choices=[ApiKey.READ, ApiKey.READ_WRITE],
+            default=ApiKey.READ_WRITE,
+            help="read: list and read models; read-write: everything (the default).",
+        )
+        create.add_argument(
+            "--rate-limit",
+            type=_rate,
+            metavar="N/UNIT",
+            help="Requests allowed per s, m, h or d, like 10/m (default "
+            f"{ApiKey._meta.get_field('rate_limit').default}).",
+        )
+        create.add_argument(
+            "--models",
+            type=_model_list,
+            metavar="M1,M2",
+            help="Comma-separated model names or aliases the key may use; default every model.",
+        )
+        create.add_argument(
+            "--expires",
+            type=_moment,
+            metavar="WHEN",
+            help="A date (expires at midnight UTC) or an ISO datetime (UTC if no offset).",
+        )
+
+        actions.add_parser("list", help="Show every key; never its secret.")
+
+        revoke = actions.add_parser("revoke", help="Revoke a key for good.")
+        revoke.add_argument("name", help="The key's name.")
+
+    def handle(self, *args, action, **options):
+        getattr(self, f"_{action}")(**options)
+
+    def _create(self, *, name, permissions, rate_limit, models, expires, **options):
+        if ApiKey.objects.filter(name=name).exists():
+            raise CommandError(f"--name: a key named '{name}' already exists.")
+        if expires is not None and expires <= timezone.now():
+            raise CommandError(f"--expires: {_when(expires)} is already past.")
+        fields = {"permissions": permissions, "allowed_models": models or [], "expires_at": expires}
+        if rate_limit is not None:
+            fields["rate_limit"] = rate_limit
+        try:
+            key, secret = ApiKey.objects.create_key(name=name, **fields)
+        except ValidationError as exc:
+            raise CommandError(_describe(exc)) from None
+
+        for unknown in _unknown_models(key.allowed_models):
+            # A key may be made before its models are synced, so this only warns.
+            self.stderr.write(f"Warning: no model or alias is named '{unknown}' yet.")
+        self.stdout.write(
+            f"Created key '{key.name}' ({key.prefix}…): {key.permissions}, {key.rate_limit}, "
+            f"models: {', '.join(key.allowed_models) or 'all'}, expires: {_when(key.expires_at)}."
+        )
+        self.stdout.write("The secret is shown only now; store it safely:")
+        self.stdout.write(secret)
+
+    def _list(self, **options):
+        keys = list(ApiKey.objects.all())
+        if not keys:
+            self.stdout.write("No API keys.")
+            return
+        header = [
+            "NAME",
+            "PREFIX",
+            "PERMISSIONS",
+            "STATE",
+            "RATE LIMIT",
+            "MODELS",
+            "EXPIRES",
+            "LAST USED",
+        ]
+        rows = [
+            [
+                key.name,
+                key.prefix,
+                key.permissions,
+                key.state,
+                key.rate_limit,
+                ",".join(key.allowed_models) or "all",
+                _when(key.expires_at),
+                _when(key.last_used_at),
+            ]
+            for key in keys
+        ]
+        for line in _table(header, rows):
+            self.stdout.write(line)
+
+    def _revoke(self, *, name, **options):
+        key = ApiKey.objects.filter(name=name).first()
+        if key is None:
+            raise CommandError(f"No key is named '{name}'; see `manage.py apikey list`.")
+        if key.revoked_at is not None:
+            self.stdout.write(f"Key '{name}' was already revoked at {_when(key.revoked_at)}.")
+            return
+        key.revoke()
+        self.stdout.write(f"Revoked key '{name}'; requests with it are now refused.")
+
+
+def _describe(error):
+    """Return a ValidationError from the model as one message naming the options at fault."""
+    if not hasattr(error, "message_dict"):
+        return " ".join(error.messages)
+    return " ".join(
+        f"{FIELD_OPTIONS.get(field, field)}: {' '.join(messages)}"
+        for field, messages in error.message_dict.items()
+    )
+
+
+def _unknown_models(names):
+    known = set(Model.objects.filter(name__in=names).values_list("name", flat=True))
+    known |= set(ModelAlias.objects.filter(name__in=names).values_list("name", flat=True))
+    return [name for name in names if name not in known]

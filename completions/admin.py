@@ -1,0 +1,111 @@
+"""Admin for providers, their models and the models' aliases."""
+
+from django.contrib import admin, messages
+from django.db.models import Count
+from django.urls import reverse
+from django.utils.html import format_html
+
+from completions.models import Model, ModelAlias, Provider
+
+
+@admin.register(Provider)
+class ProviderAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "kind",
+        "base_url",
+        "is_active",
+        "model_count",
+        "key_variable",
+        "credential",
+    ]
+    list_filter = ["kind", "is_active"]
+    search_fields = ["name"]
+    fields = [
+        "name",
+        "kind",
+        "base_url",
+        "account_id",
+        "api_key_env",
+        "credential",
+        "is_active",
+        "created_at",
+    ]
+    readonly_fields = ["credential", "created_at"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(model_count=Count("models"))
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if db_field.name == "base_url":
+            # A URL typed without a scheme is taken as https, Django 6's default; a local
+            # server on plain http needs its http:// written out.
+            kwargs["assume_scheme"] = "https"
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+    @admin.display(description="models", ordering="model_count")
+    def model_count(self, provider):
+        url = reverse("admin:completions_model_changelist", current_app=self.admin_site.name)
+        return format_html(
+            '<a href="{}?provider__id__exact={}">{}</a>', url, provider.pk, provider.model_count
+        )
+
+    @admin.display(description="API key variable", ordering="api_key_env")
+    def key_variable(self, provider):
+        if provider.api_key_env:
+            return provider.api_key_env
+        if provider.kind == Provider.CLOUDFLARE:
+            return "CLOUDFLARE_API_TOKEN (default)"
+        return "-"
+
+    @admin.display(description="API key is")
+    def credential(self, provider):
+        """Say whether the provider's key variable holds a value, never what the value is."""
+        if provider.pk is None:
+            # Read at request time, so an unsaved form has nothing to report yet.
+            return "-"
+        if provider.kind == Provider.ECHO:
+            return "not needed"
+        if not provider.api_key_env and provider.kind != Provider.CLOUDFLARE:
+            return "none named"
+        return "set" if provider.get_api_key() else "not set"
+
+
+class ModelAliasInline(admin.TabularInline):
+    model = ModelAlias
+    extra = 1
+
+
+@admin.register(Model)
+class LanguageModelAdmin(admin.ModelAdmin):
+    """Admin for completions.Model, the models a provider serves."""
+
+    list_display = ["name", "provider", "task", "enabled", "alias_names"]
+    list_filter = ["provider", "task", "enabled"]
+    list_select_related = ["provider"]
+    search_fields = ["name", "aliases__name"]
+    fields = ["name", "provider", "task", "description", "enabled", "created_at"]
+    readonly_fields = ["created_at"]
+    inlines = [ModelAliasInline]
+    actions = ["enable_models", "disable_models"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("aliases")
+
+    @admin.display(description="aliases")
+    def alias_names(self, model):
+        return ", ".join(alias.name for alias in model.aliases.all())
+
+    @admin.action(description="Enable selected models", permissions=["change"])
+    def enable_models(self, request, queryset):
+        count = queryset.update(enabled=True)
+        self.message_user(request, f"Enabled {count} model(s).", messages.SUCCESS)
+
+    @admin.action(description="Disable selected models", permissions=["change"])
+    def disable_models(self, request, queryset):
+        count = queryset.update(enabled=False)
+        self.message_user(
+            request,
+            f"Disabled {count} model(s); they are no longer listed or served.",
+            messages.SUCCESS,
+        )
