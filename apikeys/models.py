@@ -83,6 +83,19 @@ class ApiKey(models.Model):
         validators=[validate_rate],
         help_text="Requests allowed per second, minute, hour or day: N/s, N/m, N/h or N/d.",
     )
+    tokens_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Prompt and completion tokens allowed per minute."
+    )
+    tokens_per_day = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Prompt and completion tokens allowed per day."
+    )
+    monthly_budget = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text="Spend allowed per calendar month (UTC), in USD; empty means no limit.",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -151,7 +164,10 @@ class UsageRecord(models.Model):
     )
     # The key's name, kept so that records stay readable after the key is deleted.
     key_name = models.CharField(max_length=100)
+    # The model that answered (a fallback, if the requested one failed), and the name the
+    # client asked for (an alias, say).
     model = models.CharField(max_length=200, db_index=True)
+    requested_model = models.CharField(max_length=200, blank=True)
     provider = models.CharField(max_length=100, blank=True)
     endpoint = models.CharField(max_length=100)
     stream = models.BooleanField(default=False)
@@ -161,6 +177,9 @@ class UsageRecord(models.Model):
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
     total_tokens = models.PositiveIntegerField(default=0)
+    # Whether the token counts are the gateway's estimate (the provider reported none).
+    tokens_estimated = models.BooleanField(default=False)
+    cost = models.DecimalField(max_digits=14, decimal_places=8, default=0, help_text="USD")
     latency_ms = models.PositiveIntegerField(default=0)
     time_to_first_token_ms = models.PositiveIntegerField(null=True, blank=True)
     request_id = models.CharField(max_length=64, db_index=True)

@@ -17,16 +17,17 @@ _pending_saves = set()
 class UsageMeter:
     """Measure one provider call and write its usage record once it has ended."""
 
-    def __init__(self, request, model, provider, endpoint, stream):
+    def __init__(self, request, model, endpoint, stream, requested_model=""):
         self.fields = {
+            "requested_model": requested_model,
             "api_key": request.api_key,
             "key_name": request.api_key.name,
-            "model": model,
-            "provider": provider,
             "endpoint": endpoint,
             "stream": stream,
             "request_id": request.id,
         }
+        # The model that answers; a fallback replaces it (see answered_by).
+        self.model = model
         self.started = time.monotonic()
         self.first_token_at = None
         self.usage = None
@@ -35,6 +36,9 @@ class UsageMeter:
         self.http_status = 200
         self.error = ""
         self.saved = False
+
+    def answered_by(self, model):
+        self.model = model
 
     def first_token(self):
         if self.first_token_at is None:
@@ -64,6 +68,8 @@ class UsageMeter:
         completion = usage.completion_tokens if usage else self.completion_tokens_seen
         return {
             **self.fields,
+            "model": self.model.name,
+            "provider": self.model.provider.name,
             "status": self.status,
             "http_status": self.http_status,
             "error": self.error[:2000],

@@ -90,6 +90,28 @@ class Model(models.Model):
     task = models.CharField(max_length=100, default=TEXT_GENERATION)
     description = models.TextField(blank=True)
     enabled = models.BooleanField(default=True)
+    input_price = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text="USD per million prompt tokens.",
+    )
+    output_price = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text="USD per million completion tokens.",
+    )
+    fallbacks = models.ManyToManyField(
+        "self",
+        through="ModelFallback",
+        symmetrical=False,
+        related_name="+",
+        blank=True,
+        help_text="Models tried in order when this one's provider fails before answering.",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     objects = ModelQuerySet.as_manager()
@@ -133,6 +155,21 @@ class ModelAlias(models.Model):
 
 
 ECHO_DESCRIPTION = "Answers with the last user message; streams it word by word."
+
+
+class ModelFallback(models.Model):
+    model = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="fallback_links")
+    fallback = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="+")
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [
+            models.UniqueConstraint(fields=["model", "fallback"], name="unique_fallback")
+        ]
+
+    def __str__(self):
+        return f"{self.model} -> {self.fallback}"
 
 
 def ensure_default_providers(**kwargs):

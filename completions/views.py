@@ -62,7 +62,7 @@ async def chat_completions(request):
     )
     stops = None if provider.takes_stop else data.get("stop")
     meter = UsageMeter(
-        request, model.name, model.provider.name, "/v1/chat/completions", data["stream"]
+        request, model, "/v1/chat/completions", data["stream"], requested_model=data["model"]
     )
     completion_id = "chatcmpl-" + uuid.uuid4().hex
     if data["stream"]:
