@@ -5,7 +5,7 @@ INSTALLED := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint format check
+.PHONY: install run test test-production-stack services-stop lint format check
 
 $(INSTALLED): requirements.txt
 	python3 -m venv $(VENV)
@@ -20,8 +20,19 @@ run: install
 	$(PYTHON) manage.py bootstrap
 	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) gateway.asgi:application
 
+# The whole suite on SQLite and the in-process cache (the browser test needs Chromium,
+# installed here when missing).
 test: install
+	scripts/system-deps browser
 	$(PYTHON) -m pytest
+
+# The whole suite again on PostgreSQL and Redis, started on loopback by scripts/services.
+test-production-stack: install
+	scripts/system-deps browser services
+	env $$(scripts/services start) $(PYTHON) -m pytest
+
+services-stop:
+	scripts/services stop
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -12,6 +12,7 @@ from django.test import AsyncClient, override_settings
 from apikeys.models import ApiKey
 from completions.models import Model, ModelAlias, Provider
 from completions.providers.client import close_client
+from gateway.db import aclose_connections
 from tests import fake_upstream
 from tests.fake_upstream import FakeUpstream
 
@@ -33,9 +34,11 @@ def _fresh_upstream(request):
 
 @pytest.fixture(autouse=True)
 async def _close_http_client():
-    """Close the shared upstream client of each test's event loop when the test ends."""
+    """Close what a test's async code left open: the upstream client and the connections
+    of the ORM's worker thread (PostgreSQL will not drop a test database still in use)."""
     yield
     await close_client()
+    await aclose_connections()
 
 
 @pytest.fixture

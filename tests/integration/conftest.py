@@ -4,12 +4,14 @@ The fake upstream runs in the test process; the gateway reaches it over loopback
 would reach Cloudflare.
 """
 
+import contextlib
 import os
 import socket
 import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -46,6 +48,48 @@ def _free_port():
         return sock.getsockname()[1]
 
 
+class Database:
+    """A database of the gateway's own for one test session.
+
+    A SQLite file by default; a fresh PostgreSQL database (dropped at the end) when the run
+    itself is on PostgreSQL (DATABASE_URL), so that the production-stack leg tests daphne on
+    PostgreSQL and Redis too.
+    """
+
+    def __init__(self, folder):
+        self.main_url = os.environ.get("DATABASE_URL", "")
+        self.postgres = self.main_url.startswith(("postgres://", "postgresql://"))
+        if self.postgres:
+            self.name = "gateway_it_" + uuid.uuid4().hex[:12]
+            self.url = self.main_url.rsplit("/", 1)[0] + "/" + self.name
+            self._admin("CREATE DATABASE {}")
+        else:
+            self.path = folder / "db.sqlite3"
+            self.url = f"sqlite:///{self.path}"
+
+    def _admin(self, statement):
+        import psycopg
+
+        with psycopg.connect(self.main_url, autocommit=True) as db:
+            db.execute(statement.format(self.name))
+
+    def rows(self, query):
+        """Return the rows of a query as dicts."""
+        if self.postgres:
+            import psycopg
+            from psycopg.rows import dict_row
+
+            with psycopg.connect(self.url, row_factory=dict_row) as db:
+                return db.execute(query).fetchall()
+        with sqlite3.connect(self.path) as db:
+            db.row_factory = sqlite3.Row
+            return [dict(row) for row in db.execute(query).fetchall()]
+
+    def drop(self):
+        if self.postgres:
+            self._admin("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+
+
 class Gateway:
     def __init__(self, base_url, database, secrets):
         self.base_url = base_url
@@ -54,11 +98,80 @@ class Gateway:
         self.secrets = secrets
 
     def usage_records(self):
-        """Return the usage records the server wrote, newest last, as dicts."""
-        with sqlite3.connect(self.database) as db:
-            db.row_factory = sqlite3.Row
-            rows = db.execute("SELECT * FROM apikeys_usagerecord ORDER BY id").fetchall()
-        return [dict(row) for row in rows]
+        """Return the usage records the server wrote, oldest first, as dicts."""
+        return self.database.rows("SELECT * FROM apikeys_usagerecord ORDER BY id")
+
+
+def gateway_env(database, **extra):
+    """Return the environment of a gateway process on this database."""
+    env = {
+        **os.environ,
+        "ENVIRONMENT": "development",
+        "DATABASE_URL": database.url,
+        "TEST_CF_TOKEN": fake_upstream.CLOUDFLARE_TOKEN,
+        "ECHO_STREAM_DELAY": "0",
+        "UPSTREAM_TIMEOUT": "10",
+        "DJANGO_SETTINGS_MODULE": "gateway.settings",
+        **extra,
+    }
+    if os.environ.get("REDIS_URL"):
+        # Database 1 of the same Redis: the in-process tests clear database 0 as they go.
+        env["REDIS_URL"] = os.environ["REDIS_URL"].rsplit("/", 1)[0] + "/1"
+    return env
+
+
+def manage(env, *args):
+    """Run a management command in the gateway's environment; return its stdout."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *args],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+
+
+@contextlib.contextmanager
+def daphne(env, log_path):
+    """Run daphne on a free port until the block ends; yield its base URL."""
+    port = _free_port()
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "gateway.asgi:application",
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        base_url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        try:
+            while True:
+                try:
+                    if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"daphne did not start: {log_path.read_text()}")
+                time.sleep(0.1)
+            yield base_url
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
 
 
 @pytest.fixture(scope="session")
@@ -70,68 +183,24 @@ def upstream_for_gateway():
 @pytest.fixture(scope="session")
 def gateway(tmp_path_factory, upstream_for_gateway):
     folder = tmp_path_factory.mktemp("gateway")
-    database = folder / "db.sqlite3"
-    env = {
-        **os.environ,
-        "ENVIRONMENT": "development",
-        "DATABASE_URL": f"sqlite:///{database}",
-        "TEST_CF_TOKEN": fake_upstream.CLOUDFLARE_TOKEN,
-        "ECHO_STREAM_DELAY": "0",
-        "UPSTREAM_TIMEOUT": "10",
-        "DJANGO_SETTINGS_MODULE": "gateway.settings",
-    }
-    manage = [sys.executable, str(ROOT / "manage.py")]
-    subprocess.run([*manage, "migrate", "--no-input", "-v0"], env=env, cwd=ROOT, check=True)
-    setup = SETUP.format(
-        cloudflare=upstream_for_gateway.cloudflare_base_url,
-        account=fake_upstream.CLOUDFLARE_ACCOUNT,
-        llama=LLAMA,
-    )
-    output = subprocess.run(
-        [*manage, "shell", "-c", setup],
-        env=env,
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    secrets = dict(
-        line.split() for line in output.splitlines() if line.startswith(("alice", "bob"))
-    )
-
-    port = _free_port()
-    log = open(folder / "daphne.log", "w")  # noqa: SIM115 - closed at teardown
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "gateway.asgi:application",
-        ],
-        env=env,
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while True:
-        try:
-            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            server.kill()
-            raise RuntimeError(f"daphne did not start: {(folder / 'daphne.log').read_text()}")
-        time.sleep(0.1)
+    database = Database(folder)
+    env = gateway_env(database)
     try:
-        yield Gateway(base_url, database, secrets)
+        manage(env, "migrate", "--no-input", "-v0")
+        output = manage(
+            env,
+            "shell",
+            "-c",
+            SETUP.format(
+                cloudflare=upstream_for_gateway.cloudflare_base_url,
+                account=fake_upstream.CLOUDFLARE_ACCOUNT,
+                llama=LLAMA,
+            ),
+        )
+        secrets = dict(
+            line.split() for line in output.splitlines() if line.startswith(("alice", "bob"))
+        )
+        with daphne(env, folder / "daphne.log") as base_url:
+            yield Gateway(base_url, database, secrets)
     finally:
-        server.terminate()
-        server.wait(timeout=10)
-        log.close()
+        database.drop()
