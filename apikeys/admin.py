@@ -1,25 +1,37 @@
-"""Admin for API keys and their usage records.
+"""Admin for API keys, their usage records and the usage report.
 
 A key's secret exists only in the response to the add form: `create_key` stores its digest,
 and the page that shows the secret is rendered directly rather than after a redirect, so the
 secret never passes through a URL, the session or the messages cookie.
+
+The usage report (UsageReportAdmin) is a page of its own, listed in the admin index through
+the UsageReport proxy model: totals, a chart and tables for a period, and a CSV export.
 """
 
+import csv
 import re
+from datetime import timedelta
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponse
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_variables
 
-from apikeys.models import ApiKey, UsageRecord
+from apikeys import throttling
+from apikeys.charts import Series, stacked_bar_chart
+from apikeys.models import ApiKey, UsageRecord, UsageReport
+from apikeys.reports import PRESETS, SUM_FIELDS, Period, PeriodUsage
 from completions.models import Model, ModelAlias
 
 MODEL_NAME_SEPARATORS = re.compile(r"[,\n]")
+LIMIT_FIELDS = ["rate_limit", "tokens_per_minute", "tokens_per_day", "monthly_budget"]
 
 
 def refers_to_digest(lookup):
@@ -56,12 +68,19 @@ class ApiKeyForm(forms.ModelForm):
 
     class Meta:
         model = ApiKey
-        fields = ["name", "permissions", "is_active", "expires_at", "allowed_models", "rate_limit"]
+        fields = [
+            "name",
+            "permissions",
+            "is_active",
+            "expires_at",
+            "allowed_models",
+            *LIMIT_FIELDS,
+        ]
 
 
 class ApiKeyAddForm(ApiKeyForm):
     class Meta(ApiKeyForm.Meta):
-        fields = ["name", "permissions", "expires_at", "allowed_models", "rate_limit"]
+        fields = ["name", "permissions", "expires_at", "allowed_models", *LIMIT_FIELDS]
 
     def clean_expires_at(self):
         expires_at = self.cleaned_data["expires_at"]
@@ -101,7 +120,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "is_active",
         "state",
         "expires_at",
-        "rate_limit",
+        "limits",
         "created_at",
         "last_used_at",
     ]
@@ -110,12 +129,13 @@ class ApiKeyAdmin(admin.ModelAdmin):
     actions = ["revoke_keys"]
     fieldsets = [
         (None, {"fields": ["name", "prefix", "permissions", "is_active"]}),
-        ("Limits", {"fields": ["expires_at", "allowed_models", "rate_limit"]}),
+        ("Limits", {"fields": ["expires_at", "allowed_models", *LIMIT_FIELDS]}),
+        ("Usage", {"fields": ["usage_and_limits"]}),
         ("History", {"fields": ["created_at", "last_used_at", "revoked_at"]}),
     ]
     add_fieldsets = [
         (None, {"fields": ["name", "permissions"]}),
-        ("Limits", {"fields": ["expires_at", "allowed_models", "rate_limit"]}),
+        ("Limits", {"fields": ["expires_at", "allowed_models", *LIMIT_FIELDS]}),
     ]
 
     def get_form(self, request, obj=None, **kwargs):
@@ -129,7 +149,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return []
-        readonly = ["prefix", "created_at", "last_used_at", "revoked_at"]
+        readonly = ["prefix", "usage_and_limits", "created_at", "last_used_at", "revoked_at"]
         if obj.revoked_at is not None:
             # Revoking is for good; a key only switched off can be switched back on.
             readonly.append("is_active")
@@ -147,6 +167,43 @@ class ApiKeyAdmin(admin.ModelAdmin):
         if key.state == "expired":
             return format_html("<strong>{}</strong>", "expired")
         return key.state
+
+    @admin.display(description="limits")
+    def limits(self, key):
+        limits = [key.rate_limit]
+        if key.tokens_per_minute is not None:
+            limits.append(f"{key.tokens_per_minute:,} tokens/min")
+        if key.tokens_per_day is not None:
+            limits.append(f"{key.tokens_per_day:,} tokens/day")
+        if key.monthly_budget is not None:
+            limits.append(f"{key.monthly_budget} USD/month")
+        return ", ".join(limits)
+
+    @admin.display(description="usage and what is left")
+    def usage_and_limits(self, key):
+        """Show the key's usage of the last day and this month, and what its limits leave."""
+        now = timezone.now()
+        month_start = throttling.month_start(now.timestamp())
+        day = PeriodUsage(Period(now - timedelta(days=1), now, "Last 24 hours"), key=key)
+        month = PeriodUsage(Period(month_start, now, f"{month_start:%B %Y} (UTC)"), key=key)
+        month_totals = month.totals()
+        requests = throttling.request_window(key, increment=False)
+        context = {
+            "periods": [(day.period, day.totals()), (month.period, month_totals)],
+            "windows": ([requests] if requests else []) + throttling.token_windows(key),
+            "budget": key.monthly_budget,
+            "budget_left": (
+                max(key.monthly_budget - month_totals["cost"], 0)
+                if key.monthly_budget is not None
+                else None
+            ),
+            "month_end": throttling.month_end(now.timestamp()),
+            "report_url": reverse(
+                "admin:apikeys_usagereport_changelist", current_app=self.admin_site.name
+            )
+            + f"?key={key.pk}&period=30d",
+        }
+        return render_to_string("admin/apikeys/apikey/usage.html", context)
 
     @admin.action(description="Revoke selected keys", permissions=["change"])
     def revoke_keys(self, request, queryset):
@@ -229,6 +286,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
         "status",
         "http_status",
         "tokens",
+        "cost",
         "latency",
         "time_to_first_token",
         "request_id",
@@ -262,6 +320,10 @@ class UsageRecordAdmin(admin.ModelAdmin):
     def tokens(self, record):
         return record.total_tokens
 
+    @admin.display(description="cost (USD)", ordering="cost")
+    def cost(self, record):
+        return record.cost.normalize() if record.cost else 0
+
     @admin.display(description="latency (ms)", ordering="latency_ms")
     def latency(self, record):
         return record.latency_ms
@@ -269,3 +331,168 @@ class UsageRecordAdmin(admin.ModelAdmin):
     @admin.display(description="TTFT (ms)", ordering="time_to_first_token_ms")
     def time_to_first_token(self, record):
         return record.time_to_first_token_ms
+
+
+class ReportForm(forms.Form):
+    """The report's period and filters, read from the query string."""
+
+    period = forms.ChoiceField(
+        choices=[*((name, label) for name, (label, _) in PRESETS.items()), ("custom", "Custom")],
+        initial="24h",
+    )
+    start = forms.DateField(
+        required=False, widget=forms.DateInput(attrs={"type": "date"}), label="From"
+    )
+    end = forms.DateField(
+        required=False, widget=forms.DateInput(attrs={"type": "date"}), label="To"
+    )
+    key = forms.ModelChoiceField(ApiKey.objects.all(), required=False, empty_label="All keys")
+    model = forms.ChoiceField(required=False)
+
+    # The longest custom period, in days: a year of daily bars.
+    MAX_DAYS = 366
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Every model that has usage, including models since deleted.
+        names = UsageRecord.objects.order_by("model").values_list("model", flat=True).distinct()
+        self.fields["model"].choices = [("", "All models"), *((name, name) for name in names)]
+
+    def clean(self):
+        data = super().clean()
+        if data.get("period") != "custom":
+            return data
+        start, end = data.get("start"), data.get("end")
+        if start is None or end is None:
+            raise forms.ValidationError("A custom period needs its first and last day.")
+        if start > end:
+            raise forms.ValidationError("The first day comes after the last one.")
+        if (end - start).days + 1 > self.MAX_DAYS:
+            raise forms.ValidationError(f"Choose at most {self.MAX_DAYS} days.")
+        return data
+
+    def report(self):
+        data = self.cleaned_data
+        if data["period"] == "custom":
+            period = Period.days(data["start"], data["end"])
+        else:
+            period = Period.last(data["period"])
+        return PeriodUsage(period, key=data["key"], model=data["model"])
+
+
+@admin.register(UsageReport)
+class UsageReportAdmin(admin.ModelAdmin):
+    """Answer at a glance: who is using what, how much, and is anything failing."""
+
+    template = "admin/apikeys/usagereport/report.html"
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("", view(self.report_view), name="apikeys_usagereport_changelist"),
+            path("csv/", view(self.csv_view), name="apikeys_usagereport_csv"),
+        ]
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.has_perm("apikeys.view_usagerecord")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def report_view(self, request):
+        form = self._form(request)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Usage report",
+            "subtitle": None,
+            "opts": self.opts,
+            "form": form,
+        }
+        if form.is_valid():
+            report = form.report()
+            series = report.series()
+            context.update(
+                {
+                    "report": report,
+                    "totals": report.totals(),
+                    "charts": _charts(report.period, series),
+                    "by_key": report.by_key(),
+                    "by_model": report.by_model(),
+                    "csv_url": reverse(
+                        "admin:apikeys_usagereport_csv", current_app=self.admin_site.name
+                    )
+                    + "?"
+                    + request.GET.urlencode(),
+                }
+            )
+        return TemplateResponse(request, self.template, context)
+
+    def csv_view(self, request):
+        form = self._form(request)
+        if not form.is_valid():
+            return HttpResponse(
+                "The period or filters are not valid: " + " ".join(form.errors.get("__all__", [])),
+                status=400,
+                content_type="text/plain",
+            )
+        report = form.report()
+        filename = f"usage-{report.period.start:%Y%m%d-%H%M}-{report.period.end:%Y%m%d-%H%M}.csv"
+        response = HttpResponse(
+            content_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
+        writer = csv.writer(response)
+        writer.writerow(["key", "model", *SUM_FIELDS])
+        for row in report.by_key_and_model():
+            writer.writerow([row["key_name"], row["model"], *(row[f] for f in SUM_FIELDS)])
+        return response
+
+    def _form(self, request):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        # The last 24 hours until a period is chosen.
+        return ReportForm({"period": "24h", **request.GET.dict()})
+
+
+def _charts(period, rows):
+    hourly = period.bucket == "hour"
+    tooltips = [
+        f"{row['bucket']:%Y-%m-%d %H:00}" if hourly else f"{row['bucket']:%Y-%m-%d}" for row in rows
+    ]
+    labels = []
+    for row in rows:
+        moment = row["bucket"]
+        if not hourly:
+            labels.append(f"{moment:%b %d}")
+        elif moment.hour == 0 or not labels:
+            labels.append(f"{moment:%b %d} {moment:%H}h")
+        else:
+            labels.append(f"{moment:%H}h")
+    return [
+        stacked_bar_chart(
+            f"Requests per {period.bucket}",
+            labels,
+            [
+                Series("succeeded", "ok", [row["requests"] - row["errors"] for row in rows]),
+                Series("failed", "failed", [row["errors"] for row in rows]),
+            ],
+            tooltips,
+        ),
+        stacked_bar_chart(
+            f"Tokens per {period.bucket}",
+            labels,
+            [
+                Series("prompt tokens", "prompt", [row["prompt_tokens"] for row in rows]),
+                Series(
+                    "completion tokens", "completion", [row["completion_tokens"] for row in rows]
+                ),
+            ],
+            tooltips,
+        ),
+    ]

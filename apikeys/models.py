@@ -191,3 +191,15 @@ class UsageRecord(models.Model):
 
     def __str__(self):
         return f"{self.request_id} {self.model} {self.status}"
+
+
+class UsageReport(UsageRecord):
+    """The admin's usage report (apikeys/admin.py): listed in the admin, no table of its own."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "usage report"
+        verbose_name_plural = "usage report"
+        # Its page is read by whoever may view usage records (UsageReportAdmin); the
+        # permissions a proxy model would get are not needed.
+        default_permissions = ()

@@ -1,13 +1,24 @@
-"""Usage records: one for every request that reached a provider, whatever its outcome."""
+"""Usage records: one for every request that reached a provider, whatever its outcome.
+
+The record carries the request's cost, from the answering model's prices, and its tokens
+and cost are added to the key's limit counters (apikeys/throttling.py) once it is written.
+"""
 
 import asyncio
 import time
+from decimal import ROUND_HALF_UP, Decimal
 
 from asgiref.sync import sync_to_async
 
 from apikeys.models import UsageRecord
+from apikeys.throttling import acount_usage
 from gateway.db import close_connections
 from gateway.errors import GatewayError, InvalidRequest
+
+# Model prices are per million tokens.
+TOKENS_PER_PRICE_UNIT = 1_000_000
+# The precision UsageRecord.cost keeps, in USD.
+COST_PRECISION = Decimal("0.00000001")
 
 # Saves still running after the request that started them was cancelled; kept so that
 # the event loop does not drop them.
@@ -66,6 +77,8 @@ class UsageMeter:
         usage = self.usage
         prompt = usage.prompt_tokens if usage else 0
         completion = usage.completion_tokens if usage else self.completion_tokens_seen
+        # Without the provider's usage, a cut stream's tokens are those counted as they came.
+        estimated = usage.estimated if usage else completion > 0
         return {
             **self.fields,
             "model": self.model.name,
@@ -76,6 +89,8 @@ class UsageMeter:
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
+            "tokens_estimated": estimated,
+            "cost": cost_of(self.model, prompt, completion),
             "latency_ms": round((now - self.started) * 1000),
             "time_to_first_token_ms": (
                 round((self.first_token_at - self.started) * 1000)
@@ -89,10 +104,26 @@ class UsageMeter:
         if self.saved:
             return
         self.saved = True
-        task = asyncio.ensure_future(_write(self.record_fields()))
+        task = asyncio.ensure_future(_record(self.fields["api_key"], self.record_fields()))
         _pending_saves.add(task)
         task.add_done_callback(_pending_saves.discard)
         await asyncio.shield(task)
+
+
+def cost_of(model, prompt_tokens, completion_tokens):
+    """Return the USD cost of these tokens at the model's prices; an unknown price is 0."""
+    input_price = model.input_price or Decimal(0)
+    output_price = model.output_price or Decimal(0)
+    cost = (prompt_tokens * input_price + completion_tokens * output_price) / TOKENS_PER_PRICE_UNIT
+    return cost.quantize(COST_PRECISION, rounding=ROUND_HALF_UP)
+
+
+async def _record(key, fields):
+    try:
+        await _write(fields)
+    finally:
+        # Counted even if the write failed: the provider has spent the tokens all the same.
+        await acount_usage(key, fields["total_tokens"], fields["cost"])
 
 
 @sync_to_async

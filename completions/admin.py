@@ -5,7 +5,7 @@ from django.db.models import Count
 from django.urls import reverse
 from django.utils.html import format_html
 
-from completions.models import Model, ModelAlias, Provider
+from completions.models import OPENAI_NAMES, Model, ModelAlias, ModelFallback, Provider
 
 
 @admin.register(Provider)
@@ -76,18 +76,48 @@ class ModelAliasInline(admin.TabularInline):
     extra = 1
 
 
+class ModelFallbackInline(admin.TabularInline):
+    """The models tried in order (lowest position first) when this one's provider fails."""
+
+    model = ModelFallback
+    fk_name = "model"
+    extra = 1
+    fields = ["position", "fallback"]
+    autocomplete_fields = ["fallback"]
+    verbose_name = "fallback"
+    verbose_name_plural = "fallbacks (tried in order of position when the provider fails)"
+
+
 @admin.register(Model)
 class LanguageModelAdmin(admin.ModelAdmin):
     """Admin for completions.Model, the models a provider serves."""
 
-    list_display = ["name", "provider", "task", "enabled", "alias_names"]
+    list_display = [
+        "name",
+        "provider",
+        "task",
+        "enabled",
+        "input_price",
+        "output_price",
+        "alias_names",
+    ]
     list_filter = ["provider", "task", "enabled"]
     list_select_related = ["provider"]
     search_fields = ["name", "aliases__name"]
-    fields = ["name", "provider", "task", "description", "enabled", "created_at"]
+    fields = [
+        "name",
+        "provider",
+        "task",
+        "description",
+        "enabled",
+        "accepts_images",
+        "input_price",
+        "output_price",
+        "created_at",
+    ]
     readonly_fields = ["created_at"]
-    inlines = [ModelAliasInline]
-    actions = ["enable_models", "disable_models"]
+    inlines = [ModelAliasInline, ModelFallbackInline]
+    actions = ["enable_models", "disable_models", "add_openai_names"]
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("aliases")
@@ -100,6 +130,30 @@ class LanguageModelAdmin(admin.ModelAdmin):
     def enable_models(self, request, queryset):
         count = queryset.update(enabled=True)
         self.message_user(request, f"Enabled {count} model(s).", messages.SUCCESS)
+
+    @admin.action(description="Give selected models the usual OpenAI names", permissions=["change"])
+    def add_openai_names(self, request, queryset):
+        """Alias each selected model by the OpenAI model names of its task that are free."""
+        added, taken = [], []
+        for model in queryset:
+            for name in OPENAI_NAMES.get(model.task, []):
+                if Model.objects.filter(name=name).exists():
+                    taken.append(name)
+                    continue
+                alias, created = ModelAlias.objects.get_or_create(
+                    name=name, defaults={"model": model}
+                )
+                (added if created else taken).append(f"{name} -> {alias.model}")
+        if added:
+            self.message_user(request, "Added: " + ", ".join(added) + ".", messages.SUCCESS)
+        if taken:
+            self.message_user(
+                request, "Already taken, left as they are: " + ", ".join(taken) + ".", messages.INFO
+            )
+        if not added and not taken:
+            self.message_user(
+                request, "The selected models' tasks have no usual OpenAI names.", messages.INFO
+            )
 
     @admin.action(description="Disable selected models", permissions=["change"])
     def disable_models(self, request, queryset):

@@ -62,12 +62,17 @@ class StopField(serializers.Field):
 
 
 class MessageContentField(serializers.Field):
-    """A string, or a list of text parts: [{"type": "text", "text": "..."}]."""
+    """A string, or a list of text and image parts, as OpenAI's message content.
+
+    Parts are {"type": "text", "text"} and {"type": "image_url", "image_url": {"url"}};
+    whether the model can take images is decided once the model is known.
+    """
 
     default_error_messages = {
-        "invalid": "Must be a string or a list of text parts.",
+        "invalid": "Must be a string or a list of content parts.",
         # Doubled braces: DRF formats error messages with str.format().
-        "part": 'Each content part must be {{"type": "text", "text": "..."}}.',
+        "part": 'Each content part must be {{"type": "text", "text": "..."}} or '
+        '{{"type": "image_url", "image_url": {{"url": "..."}}}}.',
         "unsupported": "Content parts of type '{type}' are not supported; send text parts.",
     }
 
@@ -76,14 +81,101 @@ class MessageContentField(serializers.Field):
             return data
         if not isinstance(data, list) or not data:
             self.fail("invalid")
-        for part in data:
-            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-                self.fail("part")
-            if part["type"] != "text":
-                self.fail("unsupported", type=part["type"])
+        return [self._part(part) for part in data]
+
+    def _part(self, part):
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            self.fail("part")
+        if part["type"] == "text":
             if not isinstance(part.get("text"), str):
                 self.fail("part")
-        return [{"type": "text", "text": part["text"]} for part in data]
+            return {"type": "text", "text": part["text"]}
+        if part["type"] == "image_url":
+            image = part.get("image_url")
+            if not isinstance(image, dict) or not isinstance(image.get("url"), str):
+                self.fail("part")
+            kept = {"url": image["url"]}
+            if isinstance(image.get("detail"), str):
+                kept["detail"] = image["detail"]
+            return {"type": "image_url", "image_url": kept}
+        self.fail("unsupported", type=part["type"])
+
+    def to_representation(self, value):
+        return value
+
+
+class StringsField(serializers.Field):
+    """A string, or a non-empty list of strings; arrays of token ids are refused.
+
+    Returns a list of strings. `max_items` bounds the list's length.
+    """
+
+    default_error_messages = {
+        "invalid": "Must be a string or a list of strings.",
+        "tokens": "Arrays of token ids are not supported; send text.",
+        "empty": "Must not be empty.",
+        "too_many": "Must hold at most {max_items} items.",
+    }
+
+    def __init__(self, *, max_items, allow_empty_strings=True, **kwargs):
+        self.max_items = max_items
+        self.allow_empty_strings = allow_empty_strings
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            data = [data]
+        if not isinstance(data, list):
+            self.fail("invalid")
+        if not data:
+            self.fail("empty")
+        if any(isinstance(item, (int, list)) for item in data):
+            self.fail("tokens")
+        if not all(isinstance(item, str) for item in data):
+            self.fail("invalid")
+        if not self.allow_empty_strings and not all(data):
+            self.fail("empty")
+        if len(data) > self.max_items:
+            self.fail("too_many", max_items=self.max_items)
+        return data
+
+    def to_representation(self, value):
+        return value
+
+
+class JSONObjectField(serializers.Field):
+    """Any JSON object, taken as it is (a JSON schema, a tool's parameters)."""
+
+    default_error_messages = {"invalid": "Must be a JSON object."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            self.fail("invalid")
+        return data
+
+    def to_representation(self, value):
+        return value
+
+
+class ToolChoiceField(serializers.Field):
+    """One of "none", "auto", "required", or {"type": "function", "function": {"name"}}."""
+
+    default_error_messages = {
+        "invalid": 'Must be "none", "auto", "required" or '
+        '{{"type": "function", "function": {{"name": "..."}}}}.',
+    }
+
+    def to_internal_value(self, data):
+        if data in ("none", "auto", "required"):
+            return data
+        if (
+            isinstance(data, dict)
+            and data.get("type") == "function"
+            and isinstance(data.get("function"), dict)
+            and isinstance(data["function"].get("name"), str)
+        ):
+            return {"type": "function", "function": {"name": data["function"]["name"]}}
+        self.fail("invalid")
 
     def to_representation(self, value):
         return value

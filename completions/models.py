@@ -90,6 +90,12 @@ class Model(models.Model):
     task = models.CharField(max_length=100, default=TEXT_GENERATION)
     description = models.TextField(blank=True)
     enabled = models.BooleanField(default=True)
+    accepts_images = models.BooleanField(
+        "takes images",
+        default=False,
+        help_text="Whether the model takes image content parts in chat messages; "
+        "if not, such requests are refused with a 400.",
+    )
     input_price = models.DecimalField(
         max_digits=12,
         decimal_places=6,
@@ -154,6 +160,17 @@ class ModelAlias(models.Model):
             raise ValidationError({"name": "A model already has this name."})
 
 
+# OpenAI model names that clients default to, by the task of the model that can stand in
+# for them; the admin's "usual OpenAI names" action aliases a model by them.
+OPENAI_NAMES = {
+    Model.TEXT_GENERATION: ["gpt-4o-mini", "gpt-4o", "gpt-3.5-turbo", "gpt-4"],
+    Model.TEXT_EMBEDDINGS: [
+        "text-embedding-3-small",
+        "text-embedding-3-large",
+        "text-embedding-ada-002",
+    ],
+}
+
 ECHO_DESCRIPTION = "Answers with the last user message; streams it word by word."
 
 
@@ -170,6 +187,25 @@ class ModelFallback(models.Model):
 
     def __str__(self):
         return f"{self.model} -> {self.fallback}"
+
+    def clean(self):
+        model = getattr(self, "model", None)
+        fallback = getattr(self, "fallback", None)
+        if model is None or fallback is None:
+            return
+        if fallback == model:
+            raise ValidationError({"fallback": "A model cannot be its own fallback."})
+        if model.task == Model.TEXT_EMBEDDINGS:
+            raise ValidationError(
+                {
+                    "fallback": "Embedding models take no fallbacks: another model's vectors "
+                    "live in another space."
+                }
+            )
+        if fallback.task != model.task:
+            raise ValidationError(
+                {"fallback": f"A fallback must do what the model does ({model.task})."}
+            )
 
 
 def ensure_default_providers(**kwargs):

@@ -1,19 +1,66 @@
-"""Find the model a request names, by its id or one of its aliases."""
+"""Find the model a request names, by its id or one of its aliases, and its fallbacks."""
+
+from django.db.models import Prefetch
 
 from apikeys.permissions import require_model_access
-from completions.models import Model
-from gateway.errors import ModelNotFound
+from completions.models import Model, ModelFallback
+from gateway.errors import InvalidRequest, ModelNotFound
+
+# What each capability is called in the error for a model that lacks it.
+CAPABILITY_NAMES = {
+    "chat": "chat completions",
+    "completions": "legacy completions (/v1/completions)",
+    "embeddings": "embeddings",
+}
 
 
-async def resolve_model(name, key):
-    """Return the enabled Model called `name` (or aliased so) that this key may use."""
-    model = await Model.objects.available().filter(name=name).afirst()
+def _models():
+    # The fallbacks come with the model, so a request makes no query of its own for them.
+    links = ModelFallback.objects.select_related("fallback__provider").order_by("position")
+    return Model.objects.available().prefetch_related(Prefetch("fallback_links", queryset=links))
+
+
+async def resolve_model(name, key, capability=None):
+    """Return the enabled Model called `name` (or aliased so) that this key may use.
+
+    With a capability ("chat", "completions", "embeddings"), a model without it is
+    refused with a 400 naming `model`.
+    """
+    model = await _models().filter(name=name).afirst()
     if model is None:
-        model = await Model.objects.available().filter(aliases__name=name).afirst()
+        model = await _models().filter(aliases__name=name).afirst()
     if model is None:
         raise ModelNotFound(name)
     require_model_access(key, model, name)
+    if capability is not None and not model.capabilities[capability]:
+        raise InvalidRequest(
+            f"The model '{name}' does not support {CAPABILITY_NAMES[capability]}; "
+            f"it is a '{model.task}' model.",
+            param="model",
+            code="unsupported_model",
+        )
     return model
+
+
+def fallback_chain(model, key, capability, suits=None):
+    """Return the model, then those of its fallbacks able to stand in for it, in order.
+
+    A fallback stands in if it is enabled, on an active provider, open to the key, has
+    the capability and, if given, `suits(fallback)` says it can take the request.
+    """
+    chain = [model]
+    for link in model.fallback_links.all():
+        fallback = link.fallback
+        if (
+            fallback.enabled
+            and fallback.provider.is_active
+            and fallback.capabilities[capability]
+            and key.allows_model(fallback.name)
+            and (suits is None or suits(fallback))
+            and fallback not in chain
+        ):
+            chain.append(fallback)
+    return chain
 
 
 async def list_models(key):

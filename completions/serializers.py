@@ -1,14 +1,23 @@
-"""Validation of request bodies, with DRF serializers run from plain async views."""
+"""Validation of request bodies, with DRF serializers run from plain async views.
+
+Parameters the gateway cannot honour are refused with a 400 naming them rather than
+silently dropped, where a client would rely on them (n > 1, logprobs, a non-empty
+logit_bias); parameters that only tune generation are passed on where the provider
+takes them and otherwise ignored (see the README's mapping table).
+"""
 
 from rest_framework import serializers
 
 from completions.fields import (
+    JSONObjectField,
     MessageContentField,
     StopField,
     StrictBooleanField,
     StrictCharField,
     StrictFloatField,
     StrictIntegerField,
+    StringsField,
+    ToolChoiceField,
 )
 from gateway.errors import InvalidRequest
 
@@ -23,7 +32,35 @@ SAMPLING_PARAMS = (
     "presence_penalty",
     "frequency_penalty",
     "user",
+    "top_k",
+    "parallel_tool_calls",
 )
+# Messages in one chat request, and characters in one message's content (text parts
+# added up): well past any model's context, short of what would tie up the gateway.
+MAX_MESSAGES = 2048
+MAX_MESSAGE_CHARACTERS = 1_000_000
+# Characters in one stop sequence: the stream filter holds back up to that much text.
+MAX_STOP_CHARACTERS = 256
+# OpenAI's limit on the number of tools in one request.
+MAX_TOOLS = 128
+# Prompts of one legacy completion, each sent upstream as a call of its own.
+MAX_PROMPTS = 16
+# OpenAI's limit on the number of inputs in one embeddings request.
+MAX_EMBEDDING_INPUTS = 2048
+TOOL_NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
+ONLY_ONE_CHOICE = "Only 1 is supported; send separate requests for more choices."
+
+
+class FunctionCallSerializer(serializers.Serializer):
+    name = StrictCharField()
+    # OpenAI's arguments are a JSON text, as the model wrote them.
+    arguments = StrictCharField(allow_blank=True)
+
+
+class ToolCallSerializer(serializers.Serializer):
+    id = StrictCharField()
+    type = serializers.ChoiceField(choices=["function"])
+    function = FunctionCallSerializer()
 
 
 class MessageSerializer(serializers.Serializer):
@@ -31,7 +68,18 @@ class MessageSerializer(serializers.Serializer):
     content = MessageContentField(required=False, allow_null=True)
     name = StrictCharField(required=False, max_length=64)
     tool_call_id = StrictCharField(required=False)
-    tool_calls = serializers.ListField(child=serializers.DictField(), required=False)
+    tool_calls = serializers.ListField(child=ToolCallSerializer(), required=False)
+
+    def validate_content(self, value):
+        parts = [value] if isinstance(value, str) else value or []
+        length = sum(
+            len(part) if isinstance(part, str) else len(part.get("text", "")) for part in parts
+        )
+        if length > MAX_MESSAGE_CHARACTERS:
+            raise serializers.ValidationError(
+                f"Too long: {length} characters, at most {MAX_MESSAGE_CHARACTERS}."
+            )
+        return value
 
     def validate(self, attrs):
         # Only an assistant message that calls tools may come without content.
@@ -39,6 +87,41 @@ class MessageSerializer(serializers.Serializer):
             attrs["role"] == "assistant" and attrs.get("tool_calls")
         ):
             raise serializers.ValidationError({"content": ["This field is required."]})
+        if attrs["role"] == "tool" and not attrs.get("tool_call_id"):
+            raise serializers.ValidationError(
+                {"tool_call_id": ["A tool message needs the id of the call it answers."]}
+            )
+        return attrs
+
+
+class FunctionSerializer(serializers.Serializer):
+    name = serializers.RegexField(TOOL_NAME_PATTERN)
+    description = StrictCharField(required=False, allow_blank=True)
+    parameters = JSONObjectField(required=False)
+    strict = StrictBooleanField(required=False, allow_null=True)
+
+
+class ToolSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(choices=["function"])
+    function = FunctionSerializer()
+
+
+class JSONSchemaSerializer(serializers.Serializer):
+    name = serializers.RegexField(TOOL_NAME_PATTERN)
+    description = StrictCharField(required=False, allow_blank=True)
+    schema = JSONObjectField(required=False, default=dict)
+    strict = StrictBooleanField(required=False, allow_null=True)
+
+
+class ResponseFormatSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(choices=["text", "json_object", "json_schema"])
+    json_schema = JSONSchemaSerializer(required=False)
+
+    def validate(self, attrs):
+        if attrs["type"] == "json_schema" and "json_schema" not in attrs:
+            raise serializers.ValidationError({"json_schema": ["This field is required."]})
+        if attrs["type"] != "json_schema":
+            attrs.pop("json_schema", None)
         return attrs
 
 
@@ -46,34 +129,130 @@ class StreamOptionsSerializer(serializers.Serializer):
     include_usage = StrictBooleanField(required=False, default=False)
 
 
-class ChatCompletionSerializer(serializers.Serializer):
+class GenerationSerializer(serializers.Serializer):
+    """The fields chat and legacy completions share."""
+
     model = StrictCharField(max_length=200)
-    messages = serializers.ListField(child=MessageSerializer(), min_length=1, max_length=2048)
     temperature = StrictFloatField(required=False, min_value=0, max_value=2)
     top_p = StrictFloatField(required=False, min_value=0, max_value=1)
+    # Workers AI's, not OpenAI's; vLLM and llama.cpp take it too.
+    top_k = StrictIntegerField(required=False, min_value=1)
     max_tokens = StrictIntegerField(required=False, min_value=1)
-    # The newer name of max_tokens, sent by recent SDKs.
-    max_completion_tokens = StrictIntegerField(required=False, min_value=1)
     stop = StopField(required=False)
     seed = StrictIntegerField(required=False)
     presence_penalty = StrictFloatField(required=False, min_value=-2, max_value=2)
     frequency_penalty = StrictFloatField(required=False, min_value=-2, max_value=2)
-    n = StrictIntegerField(required=False, min_value=1, max_value=1)
+    n = StrictIntegerField(
+        required=False, min_value=1, max_value=1, error_messages={"max_value": ONLY_ONE_CHOICE}
+    )
+    logit_bias = JSONObjectField(required=False, allow_null=True)
     stream = StrictBooleanField(required=False, default=False)
     stream_options = StreamOptionsSerializer(required=False)
     user = StrictCharField(required=False, max_length=256)
 
+    def validate_stop(self, value):
+        if any(len(stop) > MAX_STOP_CHARACTERS for stop in value):
+            raise serializers.ValidationError(
+                f"Each stop sequence may have at most {MAX_STOP_CHARACTERS} characters."
+            )
+        return value
+
+    def validate_logit_bias(self, value):
+        if value:
+            raise serializers.ValidationError("Not supported; send an empty object or none.")
+        return value
+
     def validate(self, attrs):
-        if "max_completion_tokens" in attrs:
-            attrs.setdefault("max_tokens", attrs.pop("max_completion_tokens"))
         if attrs.get("stream_options") and not attrs["stream"]:
             raise serializers.ValidationError(
                 {"stream_options": ["Only allowed when stream is true."]}
             )
         return attrs
 
+    @property
+    def include_usage(self):
+        return self.validated_data.get("stream_options", {}).get("include_usage", False)
+
     def sampling_params(self):
         return {k: self.validated_data[k] for k in SAMPLING_PARAMS if k in self.validated_data}
+
+
+class ChatCompletionSerializer(GenerationSerializer):
+    messages = serializers.ListField(
+        child=MessageSerializer(), min_length=1, max_length=MAX_MESSAGES
+    )
+    # The newer name of max_tokens, sent by recent SDKs.
+    max_completion_tokens = StrictIntegerField(required=False, min_value=1)
+    tools = serializers.ListField(child=ToolSerializer(), required=False, max_length=MAX_TOOLS)
+    tool_choice = ToolChoiceField(required=False)
+    # Whether the model may call several tools in one turn: passed to OpenAI-compatible
+    # servers; on Workers AI the model decides, so it is not sent there.
+    parallel_tool_calls = StrictBooleanField(required=False)
+    response_format = ResponseFormatSerializer(required=False)
+    logprobs = StrictBooleanField(required=False, allow_null=True)
+    top_logprobs = StrictIntegerField(required=False, allow_null=True)
+
+    def validate_logprobs(self, value):
+        if value:
+            raise serializers.ValidationError("Log probabilities are not supported.")
+        return value
+
+    def validate_top_logprobs(self, value):
+        if value:
+            raise serializers.ValidationError("Log probabilities are not supported.")
+        return value
+
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        if "max_completion_tokens" in attrs:
+            attrs.setdefault("max_tokens", attrs.pop("max_completion_tokens"))
+        choice = attrs.get("tool_choice")
+        if choice is not None and not attrs.get("tools") and choice != "none":
+            raise serializers.ValidationError(
+                {"tool_choice": ["Only allowed when tools are given."]}
+            )
+        if isinstance(choice, dict):
+            name = choice["function"]["name"]
+            if not any(tool["function"]["name"] == name for tool in attrs["tools"]):
+                raise serializers.ValidationError(
+                    {"tool_choice": [f"No tool named '{name}' is among the tools."]}
+                )
+        return attrs
+
+
+class CompletionSerializer(GenerationSerializer):
+    prompt = StringsField(max_items=MAX_PROMPTS)
+    suffix = StrictCharField(required=False, allow_null=True, allow_blank=True)
+    # OpenAI's default for legacy completions; a client that wants more says so.
+    max_tokens = StrictIntegerField(required=False, min_value=1, default=16)
+    echo = StrictBooleanField(required=False, default=False)
+    best_of = StrictIntegerField(
+        required=False, min_value=1, max_value=1, error_messages={"max_value": ONLY_ONE_CHOICE}
+    )
+    logprobs = StrictIntegerField(required=False, allow_null=True)
+
+    def validate_logprobs(self, value):
+        if value:
+            raise serializers.ValidationError("Log probabilities are not supported.")
+        return value
+
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        if attrs["stream"] and len(attrs["prompt"]) > 1:
+            raise serializers.ValidationError(
+                {"prompt": ["A streamed completion takes one prompt; send one request each."]}
+            )
+        return attrs
+
+
+class EmbeddingSerializer(serializers.Serializer):
+    model = StrictCharField(max_length=200)
+    input = StringsField(max_items=MAX_EMBEDDING_INPUTS, allow_empty_strings=False)
+    encoding_format = serializers.ChoiceField(
+        choices=["float", "base64"], required=False, default="float"
+    )
+    dimensions = StrictIntegerField(required=False, min_value=1)
+    user = StrictCharField(required=False, max_length=256)
 
 
 def validate_body(serializer_class, body):

@@ -2,11 +2,17 @@
 
 
 def cut_at_stop(text, stops):
-    """Return (text before the earliest stop sequence, whether one was found)."""
-    positions = [i for i in (text.find(s) for s in stops) if i >= 0]
-    if not positions:
+    """Return (text before the first stop sequence, whether one was found).
+
+    The first is the one that ends first, as generation meets it, not the one that starts
+    first: in " aa" with stops "a" and " aa", "a" is complete at " a" and wins. So the
+    stream filter, which sees the text as it comes, agrees with this however the text was
+    cut into deltas.
+    """
+    found = [(i + len(s), i) for s, i in ((s, text.find(s)) for s in stops) if i >= 0]
+    if not found:
         return text, False
-    return text[: min(positions)], True
+    return text[: min(found)[1]], True
 
 
 class StopFilter:

@@ -1,9 +1,16 @@
-"""Server-sent events in OpenAI's chat.completion.chunk format."""
+"""Server-sent events in OpenAI's formats: chat.completion.chunk and text_completion."""
 
+import asyncio
+import contextlib
 import json
+import logging
 import time
 
 from django.http import StreamingHttpResponse
+
+from gateway.middleware import track_stream
+
+logger = logging.getLogger(__name__)
 
 DONE = b"data: [DONE]\n\n"
 
@@ -14,18 +21,95 @@ def sse(payload):
 
 def sse_response(events):
     """Answer with an async iterator of SSE events, each sent as soon as it is yielded."""
-    response = StreamingHttpResponse(events, content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    # Tells nginx not to buffer the stream (see deploy notes).
-    response["X-Accel-Buffering"] = "no"
-    return response
+    return EventStreamResponse(events)
 
 
-class ChatChunks:
-    """Build the events of one streamed chat completion."""
+# Tasks ending the events of closed responses, kept from garbage collection until done.
+_ending = set()
+
+
+class EventStreamResponse(StreamingHttpResponse):
+    """A text/event-stream answer whose events generator ends when the response is closed.
+
+    Django closes a response once it is done with it, but not the async generators inside
+    it: when a client goes away mid-stream, a server whose send() was interrupted leaves
+    the events generator, and the upstream request inside it, suspended until garbage
+    collection. close() ends it at once instead, so that its `finally` closes the upstream
+    and records the usage. close() may be called from a worker thread (Django's ASGI
+    handler does so), so the generator is ended on the event loop that runs it.
+    """
+
+    def __init__(self, events):
+        self._events = _Events(events)
+        self._loop = asyncio.get_running_loop()
+        self._closing = False
+        super().__init__(self._events, content_type="text/event-stream")
+        self["Cache-Control"] = "no-cache"
+        # Tells nginx not to buffer the stream (see deploy notes).
+        self["X-Accel-Buffering"] = "no"
+        # Closed by the middleware if the request is cancelled before this is sent.
+        track_stream(self)
+
+    def close(self):
+        super().close()
+        if self._closing or self._events.finished:
+            return
+        self._closing = True
+        # A closed loop has nothing left running to end.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._end_events)
+
+    def _end_events(self):
+        task = self._loop.create_task(self._events.aclose())
+        _ending.add(task)
+        task.add_done_callback(_ending.discard)
+
+
+class _Events:
+    """An async iterator of events that remembers whether its first event was asked for."""
+
+    def __init__(self, events):
+        self.events = events
+        self.started = False
+
+    def __aiter__(self):
+        return self
+
+    def __anext__(self):
+        self.started = True
+        return self.events.__anext__()
+
+    @property
+    def finished(self):
+        # An async generator that has returned or was closed has no frame left.
+        return getattr(self.events, "ag_frame", True) is None
+
+    async def aclose(self):
+        """End the events, running their generator's cleanup even if it never started."""
+        if self.finished or not hasattr(self.events, "aclose"):
+            return
+        try:
+            if not self.started:
+                # Closing a generator that never ran skips its `finally` clauses, and the
+                # upstream stream it was handed would stay open: run it to its first event.
+                self.started = True
+                await anext(self.events, None)
+            await self.events.aclose()
+        except RuntimeError:
+            # Still running in the task that serves it, which ends it itself.
+            pass
+        except Exception:
+            logger.exception("Ending an abandoned event stream failed")
+
+
+class Chunks:
+    """Build the events of one streamed answer; subclasses give the object's shape."""
+
+    object = ""
 
     def __init__(self, completion_id, model, include_usage):
         self.completion_id = completion_id
+        # The name the client asked for, or the fallback's that answered.
         self.model = model
         self.include_usage = include_usage
         self.created = int(time.time())
@@ -34,7 +118,7 @@ class ChatChunks:
         return sse(
             {
                 "id": self.completion_id,
-                "object": "chat.completion.chunk",
+                "object": self.object,
                 "created": self.created,
                 "model": self.model,
                 "choices": choices,
@@ -42,20 +126,24 @@ class ChatChunks:
             }
         )
 
-    def _delta(self, delta, finish_reason=None):
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+    def _choice(self, fields, finish_reason=None):
+        choice = {"index": 0, **fields, "logprobs": None, "finish_reason": finish_reason}
         # With include_usage, OpenAI sends "usage": null on every chunk but the last.
         extra = {"usage": None} if self.include_usage else {}
         return self._chunk([choice], **extra)
 
-    def role(self):
-        return self._delta({"role": "assistant", "content": ""})
+    def opening(self):
+        """Return the events sent before the model's first token."""
+        return []
 
     def content(self, text):
-        return self._delta({"content": text})
+        raise NotImplementedError
+
+    def tool_calls(self, deltas):
+        raise NotImplementedError
 
     def finish(self, finish_reason):
-        return self._delta({}, finish_reason)
+        raise NotImplementedError
 
     def usage(self, usage):
         return self._chunk([], usage=usage.as_dict())
@@ -65,3 +153,43 @@ class ChatChunks:
 
     def done(self):
         return DONE
+
+
+class ChatChunks(Chunks):
+    """Build chat.completion.chunk events: the role first, then content or tool-call deltas."""
+
+    object = "chat.completion.chunk"
+
+    def opening(self):
+        return [self._choice({"delta": {"role": "assistant", "content": ""}})]
+
+    def content(self, text):
+        return self._choice({"delta": {"content": text}})
+
+    def tool_calls(self, deltas):
+        return self._choice({"delta": {"tool_calls": deltas}})
+
+    def finish(self, finish_reason):
+        return self._choice({"delta": {}}, finish_reason)
+
+
+class TextCompletionChunks(Chunks):
+    """Build legacy text_completion events; with echo, the prompt comes first."""
+
+    object = "text_completion"
+
+    def __init__(self, completion_id, model, include_usage, echo_prompt=""):
+        super().__init__(completion_id, model, include_usage)
+        self.echo_prompt = echo_prompt
+
+    def opening(self):
+        return [self.content(self.echo_prompt)] if self.echo_prompt else []
+
+    def content(self, text):
+        return self._choice({"text": text})
+
+    def tool_calls(self, deltas):
+        raise AssertionError("A legacy completion has no tools; no provider sends their deltas.")
+
+    def finish(self, finish_reason):
+        return self._choice({"text": ""}, finish_reason)

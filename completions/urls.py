@@ -7,4 +7,6 @@ urlpatterns = [
     # Model ids contain slashes (@cf/meta/llama-3.1-8b-instruct).
     path("models/<path:model_id>", views.model_detail),
     path("chat/completions", views.chat_completions),
+    path("completions", views.completions),
+    path("embeddings", views.embeddings),
 ]

@@ -1,26 +1,45 @@
 """The OpenAI endpoints: plain async views, each step of the pipeline named by its module.
 
-authenticate and authorize (gateway/decorators.py, apikeys/) -> validate
-(serializers.py) -> find the model (registry.py) -> call the provider (providers/) ->
-record usage (apikeys/usage.py).
+authenticate, authorize and limit (gateway/decorators.py, apikeys/) -> validate
+(serializers.py) -> find the model and its fallbacks (registry.py) -> call the provider,
+falling back while it fails (fallbacks.py, providers/) -> record usage (apikeys/usage.py).
 """
 
 import asyncio
+import base64
+import struct
 import time
 import uuid
 
 from django.http import JsonResponse
 
 from apikeys.usage import UsageMeter
+from completions.fallbacks import call_with_fallbacks
 from completions.providers import get_provider
-from completions.providers.base import ChatRequest
-from completions.registry import list_models, resolve_model
-from completions.serializers import ChatCompletionSerializer, validate_body
+from completions.providers.base import (
+    ChatRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    Usage,
+    estimate_tokens,
+    first_image_message,
+)
+from completions.registry import fallback_chain, list_models, resolve_model
+from completions.serializers import (
+    ChatCompletionSerializer,
+    CompletionSerializer,
+    EmbeddingSerializer,
+    validate_body,
+)
 from completions.stop import StopFilter, cut_at_stop
-from completions.streaming import ChatChunks, sse_response
+from completions.streaming import ChatChunks, TextCompletionChunks, sse_response
 from gateway.db import aclose_connections
 from gateway.decorators import api_endpoint, json_body
 from gateway.errors import GatewayError, InvalidRequest
+
+# Upstream calls one request may have in flight at once (prompts of a legacy completion,
+# batches of embeddings), so that one request cannot exhaust the upstream's concurrency.
+MAX_PARALLEL_CALLS = 4
 
 
 def _model_object(model_id, model):
@@ -51,77 +70,232 @@ async def model_detail(request, model_id):
 async def chat_completions(request):
     serializer = validate_body(ChatCompletionSerializer, json_body(request))
     data = serializer.validated_data
-    model = await resolve_model(data["model"], request.api_key)
-    if not model.capabilities["chat"]:
+    model = await resolve_model(data["model"], request.api_key, "chat")
+    images_at = first_image_message(data["messages"])
+    if images_at is not None and not model.accepts_images:
         raise InvalidRequest(
-            f"The model '{data['model']}' does not support chat completions.", param="model"
+            f"The model '{data['model']}' cannot take content parts of type 'image_url'; "
+            "send text, or choose a model that takes images.",
+            param=f"messages[{images_at}].content",
         )
-    provider = get_provider(model.provider)
-    chat = ChatRequest(
-        model=model.name, messages=data["messages"], params=serializer.sampling_params()
+    candidates = fallback_chain(
+        model,
+        request.api_key,
+        "chat",
+        suits=lambda fallback: images_at is None or fallback.accepts_images,
     )
-    stops = None if provider.takes_stop else data.get("stop")
     meter = UsageMeter(
         request, model, "/v1/chat/completions", data["stream"], requested_model=data["model"]
     )
-    completion_id = "chatcmpl-" + uuid.uuid4().hex
-    if data["stream"]:
-        include_usage = data.get("stream_options", {}).get("include_usage", False)
-        return await _stream_chat(
-            provider, chat, meter, stops, ChatChunks(completion_id, data["model"], include_usage)
+
+    def chat_for(candidate):
+        return ChatRequest(
+            model=candidate.name,
+            messages=data["messages"],
+            params=serializer.sampling_params(),
+            tools=data.get("tools"),
+            tool_choice=data.get("tool_choice"),
+            response_format=data.get("response_format"),
         )
 
-    try:
-        result = await provider.chat(chat)
-    except GatewayError as error:
-        meter.failed(error)
-        await meter.save()
-        raise
+    completion_id = "chatcmpl-" + uuid.uuid4().hex
+    if data["stream"]:
+        chunks = ChatChunks(completion_id, data["model"], serializer.include_usage)
+        return await _stream(
+            candidates,
+            meter,
+            lambda provider, candidate: provider.stream_chat(chat_for(candidate)),
+            chunks,
+            data.get("stop"),
+        )
+
+    async def call(provider, candidate):
+        return await provider.chat(chat_for(candidate))
+
+    answered, provider, result = await call_with_fallbacks(candidates, meter, call)
     meter.first_token()
     meter.succeeded(result.usage)
     await meter.save()
-    content, stopped = cut_at_stop(result.content, stops) if stops else (result.content, False)
+    content, finish_reason = result.content, result.finish_reason
+    if content and data.get("stop") and not provider.takes_stop:
+        content, stopped = cut_at_stop(content, data["stop"])
+        finish_reason = "stop" if stopped else finish_reason
+    message = {"role": "assistant", "content": content}
+    if result.tool_calls:
+        message["tool_calls"] = result.tool_calls
     return JsonResponse(
         {
             "id": completion_id,
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": data["model"],
+            "model": _answering_name(data["model"], model, answered),
             "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": content},
-                    "logprobs": None,
-                    "finish_reason": "stop" if stopped else result.finish_reason,
-                }
+                {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
             ],
             "usage": result.usage.as_dict(),
         }
     )
 
 
-async def _stream_chat(provider, chat, meter, stops, chunks):
-    deltas = provider.stream_chat(chat)
+@api_endpoint(methods=["POST"], write=True)
+async def completions(request):
+    serializer = validate_body(CompletionSerializer, json_body(request))
+    data = serializer.validated_data
+    model = await resolve_model(data["model"], request.api_key, "completions")
+    params = serializer.sampling_params()
+    if data.get("suffix"):
+        if not get_provider(model.provider).takes_suffix:
+            raise InvalidRequest(
+                f"The model '{data['model']}' cannot insert text before a suffix; "
+                "leave 'suffix' out.",
+                param="suffix",
+            )
+        params["suffix"] = data["suffix"]
+    candidates = fallback_chain(
+        model,
+        request.api_key,
+        "completions",
+        suits=lambda fallback: (
+            "suffix" not in params or get_provider(fallback.provider).takes_suffix
+        ),
+    )
+    prompts = data["prompt"]
+    meter = UsageMeter(
+        request, model, "/v1/completions", data["stream"], requested_model=data["model"]
+    )
+
+    def completion_for(candidate, prompt):
+        return CompletionRequest(model=candidate.name, prompt=prompt, params=params)
+
+    completion_id = "cmpl-" + uuid.uuid4().hex
+    if data["stream"]:
+        [prompt] = prompts
+        chunks = TextCompletionChunks(
+            completion_id,
+            data["model"],
+            serializer.include_usage,
+            echo_prompt=prompt if data["echo"] else "",
+        )
+        return await _stream(
+            candidates,
+            meter,
+            lambda provider, candidate: provider.stream_complete(completion_for(candidate, prompt)),
+            chunks,
+            data.get("stop"),
+        )
+
+    async def call(provider, candidate):
+        return await _all(provider.complete(completion_for(candidate, p)) for p in prompts)
+
+    answered, provider, results = await call_with_fallbacks(candidates, meter, call)
+    usage = sum((result.usage for result in results), Usage())
+    meter.first_token()
+    meter.succeeded(usage)
+    await meter.save()
+    choices = []
+    for index, (prompt, result) in enumerate(zip(prompts, results, strict=True)):
+        text, finish_reason = result.content or "", result.finish_reason
+        if data.get("stop") and not provider.takes_stop:
+            text, stopped = cut_at_stop(text, data["stop"])
+            finish_reason = "stop" if stopped else finish_reason
+        choices.append(
+            {
+                "text": (prompt if data["echo"] else "") + text,
+                "index": index,
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
+        )
+    return JsonResponse(
+        {
+            "id": completion_id,
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": _answering_name(data["model"], model, answered),
+            "choices": choices,
+            "usage": usage.as_dict(),
+        }
+    )
+
+
+@api_endpoint(methods=["POST"], write=True)
+async def embeddings(request):
+    serializer = validate_body(EmbeddingSerializer, json_body(request))
+    data = serializer.validated_data
+    model = await resolve_model(data["model"], request.api_key, "embeddings")
+    provider = get_provider(model.provider)
+    if "dimensions" in data and not provider.takes_dimensions:
+        raise InvalidRequest(
+            f"The model '{data['model']}' cannot shorten its embeddings; leave 'dimensions' out.",
+            param="dimensions",
+        )
+    params = {k: data[k] for k in ("dimensions", "user") if k in data}
+    texts = data["input"]
+    size = provider.embedding_batch_size
+    batches = [texts[start : start + size] for start in range(0, len(texts), size)]
+    meter = UsageMeter(request, model, "/v1/embeddings", False, requested_model=data["model"])
+
+    async def call(provider, candidate):
+        return await _all(
+            provider.embed(EmbeddingRequest(model=candidate.name, texts=batch, params=params))
+            for batch in batches
+        )
+
+    # No fallbacks: another model's vectors live in another space, and mixing them in
+    # one index would go unnoticed.
+    _, _, results = await call_with_fallbacks([model], meter, call)
+    usage = Usage()
+    for batch, result in zip(batches, results, strict=True):
+        usage += result.usage or Usage(
+            prompt_tokens=sum(estimate_tokens(text) for text in batch), estimated=True
+        )
+    meter.succeeded(usage)
+    await meter.save()
+    vectors = [vector for result in results for vector in result.vectors]
+    return JsonResponse(
+        {
+            "object": "list",
+            "data": [
+                {
+                    "object": "embedding",
+                    "index": index,
+                    "embedding": _encode(vector, data["encoding_format"]),
+                }
+                for index, vector in enumerate(vectors)
+            ],
+            "model": data["model"],
+            "usage": {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.prompt_tokens},
+        }
+    )
+
+
+async def _stream(candidates, meter, open_deltas, chunks, stop):
+    """Answer with the stream of the first candidate that sends its first event."""
+
+    async def first_event(provider, candidate):
+        deltas = open_deltas(provider, candidate)
+        try:
+            return deltas, await anext(deltas)
+        except StopAsyncIteration:
+            return deltas, None
+
     # Wait for the upstream's first event before answering, so that an upstream that
-    # refuses the request is answered with a real HTTP error status, not a broken stream.
-    try:
-        first = await anext(deltas)
-    except GatewayError as error:
-        meter.failed(error)
-        await meter.save()
-        raise
-    except StopAsyncIteration:
-        first = None
+    # refuses the request is answered with a real HTTP error status (or replaced by a
+    # fallback), not a broken stream.
+    answered, provider, (deltas, first) = await call_with_fallbacks(candidates, meter, first_event)
+    chunks.model = _answering_name(chunks.model, candidates[0], answered)
+    stops = None if provider.takes_stop else stop
     # An open stream holds no database connection: the usage write opens its own.
     await aclose_connections()
-    return sse_response(_chat_events(deltas, first, meter, stops, chunks))
+    return sse_response(_events(deltas, first, meter, stops, chunks))
 
 
-async def _chat_events(deltas, first, meter, stops, chunks):
+async def _events(deltas, first, meter, stops, chunks):
     stop_filter = StopFilter(stops) if stops else None
     finish_reason = "stop"
     try:
-        yield chunks.role()
+        for event in chunks.opening():
+            yield event
         async for delta in _prepend(first, deltas):
             text = delta.text
             if text:
@@ -131,6 +305,9 @@ async def _chat_events(deltas, first, meter, stops, chunks):
                 if text:
                     meter.first_token()
                     yield chunks.content(text)
+            if delta.tool_calls:
+                meter.first_token()
+                yield chunks.tool_calls(delta.tool_calls)
             if delta.usage is not None:
                 meter.succeeded(delta.usage)
             finish_reason = delta.finish_reason or finish_reason
@@ -168,3 +345,34 @@ async def _prepend(first, rest):
         yield first
     async for item in rest:
         yield item
+
+
+async def _all(calls):
+    """Await the calls, at most MAX_PARALLEL_CALLS at once; return their results in order.
+
+    The first failure cancels the calls still running and is raised.
+    """
+    limit = asyncio.Semaphore(MAX_PARALLEL_CALLS)
+
+    async def bounded(call):
+        async with limit:
+            return await call
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(bounded(call)) for call in calls]
+    except BaseExceptionGroup as failures:
+        raise failures.exceptions[0] from None
+    return [task.result() for task in tasks]
+
+
+def _answering_name(requested_name, requested, answered):
+    """Return the name a response shows: the one asked for, or the fallback's that answered."""
+    return requested_name if answered == requested else answered.name
+
+
+def _encode(vector, encoding_format):
+    if encoding_format == "base64":
+        # OpenAI's base64 is the vector's little-endian float32 bytes.
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    return vector

@@ -7,6 +7,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from apikeys.authentication import authenticate
 from apikeys.permissions import require_write
+from apikeys.throttling import aadmit
 from gateway.errors import (
     GatewayError,
     InvalidRequest,
@@ -17,25 +18,34 @@ from gateway.errors import (
 
 
 def api_endpoint(*, methods, write=False):
-    """Make an async view an API endpoint: method check, key, permission, OpenAI errors.
+    """Make an async view an API endpoint: method check, key, permission, limits, errors.
 
     The view gets the authenticated key as `request.api_key` and may raise any
-    GatewayError; it is rendered as OpenAI's error object.
+    GatewayError; it is rendered as OpenAI's error object. Once the key is known, the
+    answer carries its rate limit headers (x-ratelimit-*), a refusal (429) too.
     """
 
     def decorator(view):
         @csrf_exempt
         @functools.wraps(view)
         async def wrapper(request, *args, **kwargs):
+            allowance = None
             try:
                 if request.method not in methods:
                     raise MethodNotAllowed(request.method, methods)
                 request.api_key = await authenticate(request)
                 if write:
                     require_write(request.api_key)
-                return await view(request, *args, **kwargs)
+                # Endpoints that need write permission are those that run a model, so
+                # they are also held to the key's token limits and budget.
+                allowance = await aadmit(request, spends=write)
+                response = await view(request, *args, **kwargs)
             except GatewayError as error:
-                return error_response(error)
+                response = error_response(error)
+            if allowance is not None:
+                # Set before a streamed answer's first byte is sent.
+                allowance.add_headers(response)
+            return response
 
         return wrapper
 
@@ -58,7 +68,8 @@ def json_body(request):
         ) from None
     try:
         return json.loads(raw)
-    except ValueError:
+    # Nesting deep enough to exhaust the parser's recursion is no valid request either.
+    except (ValueError, RecursionError):
         raise InvalidRequest(
             "We could not parse the JSON body of your request. The body must be valid JSON.",
             code="invalid_json",

@@ -16,7 +16,13 @@ Providers translate their own failures into these at their boundary; views raise
 `error_response()` turns any of them into a JsonResponse.
 """
 
+import ipaddress
+import os
+import re
+from urllib.parse import urlsplit
+
 from django.http import JsonResponse
+from django.views.debug import SafeExceptionReporterFilter
 
 
 class GatewayError(Exception):
@@ -134,3 +140,76 @@ def redact(text, secrets):
     for secret in sorted((s for s in secrets if s), key=len, reverse=True):
         text = text.replace(secret, "[redacted]")
     return text
+
+
+# A URL in an upstream's message; its host decides whether it may be shown.
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s\"'<>]+", re.IGNORECASE)
+# Host names that only make sense inside a private network.
+_INTERNAL_SUFFIXES = (".local", ".internal", ".lan", ".localdomain", ".svc", ".corp", ".arpa")
+
+
+def redact_internal_urls(text):
+    """Return text with every URL that points inside a private network replaced.
+
+    Upstreams and the proxies in front of them name their own addresses in errors
+    (http://10.0.3.7:8000/v1/...). A public URL, such as a link to the provider's
+    documentation, stays: it tells the client where to read about the error.
+    """
+    return _URL.sub(lambda match: "[internal URL]" if _is_internal(match[0]) else match[0], text)
+
+
+def _is_internal(url):
+    try:
+        host = (urlsplit(url).hostname or "").rstrip(".")
+    except ValueError:
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host == "localhost" or "." not in host or host.endswith(_INTERNAL_SUFFIXES)
+    return not address.is_global
+
+
+class ExceptionReporterFilter(SafeExceptionReporterFilter):
+    """Keep API keys and upstream credentials out of error reports, in DEBUG too.
+
+    Django hides settings and request headers with sensitive names, and, outside DEBUG,
+    the variables of functions marked with sensitive_variables. A key that some frame holds
+    under another name would still be shown on DEBUG's error page; this filter also hides
+    every variable with a sensitive name, or whose value shows the request's key or the
+    value of an environment variable with a sensitive name (where credentials live).
+    """
+
+    # Shorter values would match ordinary text; no credential is this short.
+    SHORTEST_SECRET = 8
+
+    def get_traceback_frame_variables(self, request, tb_frame):
+        secrets = self._secrets(request)
+        cleansed = []
+        for name, value in super().get_traceback_frame_variables(request, tb_frame):
+            if value != self.cleansed_substitute and (
+                self.hidden_settings.search(name) or self._shows(value, secrets)
+            ):
+                value = self.cleansed_substitute
+            cleansed.append((name, value))
+        return cleansed
+
+    def _secrets(self, request):
+        values = [
+            value
+            for name, value in os.environ.items()
+            if self.hidden_settings.search(name) and len(value) >= self.SHORTEST_SECRET
+        ]
+        headers = getattr(request, "headers", {})
+        scheme, _, credential = headers.get("Authorization", "").partition(" ")
+        if len(credential.strip()) >= self.SHORTEST_SECRET:
+            values.append(credential.strip())
+        return values
+
+    @staticmethod
+    def _shows(value, secrets):
+        try:
+            text = repr(value)
+        except Exception:
+            return False
+        return any(secret in text for secret in secrets)

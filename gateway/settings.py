@@ -5,9 +5,11 @@ throwaway secret key. Production refuses to start without a real SECRET_KEY and
 ALLOWED_HOSTS.
 """
 
+import re
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONCE
 from django.core.exceptions import ImproperlyConfigured
 
 from gateway.env import envbool, envchoice, envfloat, envint, envlist, envstr
@@ -33,6 +35,7 @@ if ENVIRONMENT == "production":
 
 INSTALLED_APPS = [
     "daphne",
+    "csp",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -41,14 +44,19 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "corsheaders",
     "rest_framework",
+    "django_ratelimit",
     "apikeys",
     "completions",
 ]
 
 MIDDLEWARE = [
+    "gateway.middleware.AbandonedStreamMiddleware",
     "gateway.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "corsheaders.middleware.CorsMiddleware",
+    "gateway.middleware.SecurityHeadersMiddleware",
+    "gateway.middleware.ContentSecurityPolicyMiddleware",
+    "django_permissions_policy.PermissionsPolicyMiddleware",
+    "gateway.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -98,6 +106,13 @@ if REDIS_URL:
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# django-ratelimit refuses the in-process cache (E003, W001): each process would count on its
+# own. Development serves from one process, where it counts exactly, so only there is it
+# allowed; anywhere else several processes need REDIS_URL. Django's own Redis backend
+# (atomic SET NX and INCRBY) is merely not on django-ratelimit's list (W001).
+SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]
+if ENVIRONMENT == "development" and not REDIS_URL:
+    SILENCED_SYSTEM_CHECKS.append("django_ratelimit.E003")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -126,23 +141,161 @@ CLOUDFLARE_API_TOKEN = envstr("CLOUDFLARE_API_TOKEN")
 CLOUDFLARE_API_BASE_URL = envstr(
     "CLOUDFLARE_API_BASE_URL", "https://api.cloudflare.com/client/v4"
 ).rstrip("/")
-# Seconds allowed for a whole non-streamed upstream call, and between two reads of a stream.
+# Upstream timeouts, in seconds; one that runs out is a 504 (or, once a stream has started,
+# an error event). UPSTREAM_TIMEOUT bounds each wait that has no bound of its own.
 UPSTREAM_TIMEOUT = envfloat("UPSTREAM_TIMEOUT", 120.0, minimum=0.1)
+# Opening a connection to an upstream.
 UPSTREAM_CONNECT_TIMEOUT = envfloat("UPSTREAM_CONNECT_TIMEOUT", 10.0, minimum=0.1)
+# From sending the request to the head of the answer, and for a stream to its first event;
+# unset: UPSTREAM_TIMEOUT.
+UPSTREAM_FIRST_BYTE_TIMEOUT = envfloat("UPSTREAM_FIRST_BYTE_TIMEOUT", None, minimum=0.1)
+# The longest silence between two reads of a stream; unset: UPSTREAM_TIMEOUT.
+UPSTREAM_READ_TIMEOUT = envfloat("UPSTREAM_READ_TIMEOUT", None, minimum=0.1)
+# A whole stream, from the request to its last event (10 minutes).
+UPSTREAM_STREAM_TIMEOUT = envfloat("UPSTREAM_STREAM_TIMEOUT", 600.0, minimum=0.1)
+# Retries of a call that failed before any byte reached the client: a connection that could
+# not be made or was lost, 502, 503, and 429 with Retry-After. At most UPSTREAM_RETRIES
+# more attempts, none starting more than UPSTREAM_RETRY_MAX_SECONDS after the first did; the
+# wait doubles from UPSTREAM_RETRY_BACKOFF seconds, or is what Retry-After asks for.
+UPSTREAM_RETRIES = envint("UPSTREAM_RETRIES", 2, minimum=0)
+UPSTREAM_RETRY_MAX_SECONDS = envfloat("UPSTREAM_RETRY_MAX_SECONDS", 5.0, minimum=0.0)
+UPSTREAM_RETRY_BACKOFF = envfloat("UPSTREAM_RETRY_BACKOFF", 0.5, minimum=0.0)
 # Connections the shared HTTP client keeps open to all upstreams together, per process.
 UPSTREAM_MAX_CONNECTIONS = envint("UPSTREAM_MAX_CONNECTIONS", 512, minimum=1)
 # Seconds between two words of the echo development model's stream.
 ECHO_STREAM_DELAY = envfloat("ECHO_STREAM_DELAY", 0.05, minimum=0.0)
 
-# The API is for programs in any origin; the admin is never exposed to other origins.
-CORS_URLS_REGEX = r"^/v1/.*$"
-CORS_ALLOWED_ORIGINS = envlist("CORS_ALLOWED_ORIGINS")
-CORS_ALLOW_ALL_ORIGINS = not CORS_ALLOWED_ORIGINS
-CORS_EXPOSE_HEADERS = ["x-request-id"]
-
+# Security headers (README, "Security settings"). Behind a proxy that terminates TLS, set
+# TRUST_X_FORWARDED_PROTO so that requests it forwards count as HTTPS; without it, HSTS is
+# never sent and the redirect to HTTPS loops.
 SECURE_PROXY_SSL_HEADER = (
     ("HTTP_X_FORWARDED_PROTO", "https") if envbool("TRUST_X_FORWARDED_PROTO", False) else None
 )
+SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", ENVIRONMENT == "production")
+# Load balancers' health checks and metrics scrapers speak plain HTTP to the process.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+# One year, in seconds, once in production; HSTS is sent on HTTPS responses only.
+SECURE_HSTS_SECONDS = envint(
+    "SECURE_HSTS_SECONDS", 365 * 24 * 3600 if ENVIRONMENT == "production" else 0, minimum=0
+)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool(
+    "SECURE_HSTS_INCLUDE_SUBDOMAINS", ENVIRONMENT == "production"
+)
+SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", ENVIRONMENT == "production")
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", ENVIRONMENT == "production")
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+# Origins (https://admin.example.com) allowed to post the admin's forms when they differ from
+# the host the request names, as behind some proxies.
+CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS")
+
+# Error reports (DEBUG's error page, logs of errors) hide API keys and credentials.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "gateway.errors.ExceptionReporterFilter"
+
+# The API answers JSON and event streams that no browser should render or run: nothing may
+# load. The admin gets what its own pages use: its static files, and scripts or styles a
+# template marks with the request's nonce (<script nonce="{{ request.csp_nonce }}">).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'none'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+ADMIN_CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'none'"],
+        "script-src": ["'self'", NONCE],
+        "style-src": ["'self'", NONCE],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+# No page of the gateway uses a powerful browser feature.
+PERMISSIONS_POLICY = {
+    feature: []
+    for feature in (
+        "accelerometer",
+        "autoplay",
+        "browsing-topics",
+        "camera",
+        "display-capture",
+        "encrypted-media",
+        "fullscreen",
+        "geolocation",
+        "gyroscope",
+        "hid",
+        "idle-detection",
+        "magnetometer",
+        "microphone",
+        "midi",
+        "payment",
+        "picture-in-picture",
+        "publickey-credentials-get",
+        "screen-wake-lock",
+        "serial",
+        "usb",
+        "xr-spatial-tracking",
+    )
+}
+
+# The API is for programs in any origin (keys, not cookies, authenticate it); the admin is
+# never exposed to other origins.
+CORS_URLS_REGEX = r"^/v1/.*$"
+CORS_ALLOWED_ORIGINS = envlist("CORS_ALLOWED_ORIGINS")
+CORS_ALLOW_ALL_ORIGINS = not CORS_ALLOWED_ORIGINS
+CORS_ALLOW_CREDENTIALS = False
+CORS_ALLOW_METHODS = ["GET", "POST", "OPTIONS"]
+# What the openai SDKs send from a browser; any other x-stainless-* header they add later is
+# allowed too (gateway.middleware.CorsMiddleware).
+CORS_ALLOW_HEADERS = [
+    "accept",
+    "authorization",
+    "content-type",
+    "user-agent",
+    "x-requested-with",
+    "openai-organization",
+    "openai-project",
+    "openai-beta",
+    "x-stainless-arch",
+    "x-stainless-async",
+    "x-stainless-lang",
+    "x-stainless-os",
+    "x-stainless-package-version",
+    "x-stainless-retry-count",
+    "x-stainless-read-timeout",
+    "x-stainless-runtime",
+    "x-stainless-runtime-version",
+    "x-stainless-timeout",
+    "x-stainless-helper-method",
+]
+CORS_ALLOW_HEADER_PREFIXES = ["x-stainless-"]
+CORS_EXPOSE_HEADERS = [
+    "x-request-id",
+    "retry-after",
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+]
+
+# Admin login attempts allowed per client address and per user name, as django-ratelimit
+# rates (N/s, N/m, N/h, N/d); more are answered with 429 until the window has passed.
+ADMIN_LOGIN_RATE = envstr("ADMIN_LOGIN_RATE", "10/m")
+if not re.fullmatch(r"[1-9][0-9]*/[smhd]", ADMIN_LOGIN_RATE):
+    raise ImproperlyConfigured(
+        f"ADMIN_LOGIN_RATE must be a rate such as 10/m (per s, m, h or d), not {ADMIN_LOGIN_RATE!r}"
+    )
 
 LOGGING = {
     "version": 1,

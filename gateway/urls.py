@@ -7,7 +7,10 @@ from gateway import views
 
 urlpatterns = [
     path("healthz", views.healthz),
+    path("v1/openapi.json", views.openapi),
     path("v1/", include("completions.urls")),
+    # Before the admin's own URLs, so that its login is the rate-limited one.
+    path("admin/login/", views.admin_login),
     path("admin/", admin.site.urls),
 ]
 if settings.DEBUG:
@@ -18,5 +21,6 @@ urlpatterns += [
     re_path(r"^(?!admin)(?P<path>.*)$", views.not_found),
 ]
 
+handler400 = "gateway.views.bad_request"
 handler404 = "gateway.views.page_not_found"
 handler500 = "gateway.views.server_error"

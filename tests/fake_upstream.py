@@ -15,6 +15,25 @@ another process can only influence the upstream through the request it forwards:
     slow          0.5 s before answering, 0.05 s between stream events
     drip          streams a "drip" word every 0.2 s, up to 100 events
     hang          30 s before answering
+    no-usage      answers and streams without token counts
+
+Other behaviour follows the request, as the real services do:
+
+- Cloudflare models named with ``qwen3`` or ``gpt-oss`` answer in the newer OpenAI shape
+  (``result`` is a chat.completion object, streams are chat.completion.chunk events); the
+  others in the older shape (``{"response": ...}``).
+- Given ``tools`` after a user (not a tool) message, the model calls the first tool (or the
+  one ``tool_choice`` names) with ``{"text": <the user message>}``; Cloudflare's older shape
+  sends ``arguments`` as an object, and streams the call in pieces ending with an empty one.
+- Given ``response_format`` (other than text), the answer is ``{"echo": <the message>}``:
+  the object itself in Cloudflare's ``response``, a JSON text elsewhere. Cloudflare refuses
+  JSON mode in a stream, as Workers AI does not stream it.
+- The answer echoes the last user or tool message: "Echo: <message>".
+- Cloudflare embedding models (``bge`` or ``embedding`` in the name) take ``{"text": ...}``,
+  at most 100 texts, and answer ``{"shape": [n, dim], "data": [...]}`` with no usage; the
+  OpenAI ``/embeddings`` answers with usage (a token is a word). Vectors come from
+  ``embedding_vector(text, dimensions)``.
+- OpenAI's legacy ``/completions`` echoes the prompt: "Echo: <prompt>".
 
 Usage::
 
@@ -26,7 +45,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
 import json
+import math
+import random
 import threading
 import time
 import uuid
@@ -48,6 +70,17 @@ HANG_SECONDS = 30.0
 CUT_STREAM_AFTER_EVENTS = 3
 BAD_JSON_AFTER_EVENTS = 2
 DEFAULT_PER_PAGE = 20
+# Workers AI's limit on texts in one embeddings call.
+EMBEDDING_BATCH_LIMIT = 100
+EMBEDDING_DIMENSIONS = {
+    "@cf/baai/bge-small-en-v1.5": 384,
+    "@cf/baai/bge-base-en-v1.5": 768,
+    "@cf/baai/bge-large-en-v1.5": 1024,
+}
+# Dimensions of other embedding models, Cloudflare's and OpenAI's.
+DEFAULT_EMBEDDING_DIMENSIONS = 16
+# Cloudflare model names that answer in the newer, OpenAI-shaped format.
+OPENAI_SHAPED_MARKERS = ("qwen3", "gpt-oss")
 
 # Handlers still sleeping (hang, drip) are cancelled after this long when the server stops, so
 # stop() never waits for them to finish on their own.
@@ -224,13 +257,7 @@ def _answer(messages: list[Any], max_tokens: Any, model: str, stream: bool) -> A
     if stream and "drip" in model:
         words = ["drip"] * DRIP_MAX_EVENTS
     else:
-        user_contents = [
-            _content_text(m.get("content"))
-            for m in messages
-            if isinstance(m, dict) and m.get("role") == "user"
-        ]
-        last_user = user_contents[-1] if user_contents else ""
-        words = f"Echo: {last_user}".split()
+        words = f"Echo: {_last_turn(messages)[1]}".split()
     truncated = False
     # bool is an int subclass, but "max_tokens": true is not a limit.
     is_limit = isinstance(max_tokens, int) and not isinstance(max_tokens, bool)
@@ -238,6 +265,126 @@ def _answer(messages: list[Any], max_tokens: Any, model: str, stream: bool) -> A
         words = words[:max_tokens]
         truncated = True
     return Answer(words=words, prompt_tokens=prompt_tokens, truncated=truncated)
+
+
+def _apply_stop(answer: Answer, stop: Any) -> Answer:
+    """The answer up to its first stop sequence, as OpenAI applies `stop` (Workers AI does not)."""
+    stops = [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else []
+    text = answer.text
+    cuts = [text.find(s) for s in stops if isinstance(s, str) and s and s in text]
+    if not cuts:
+        return answer
+    return Answer(
+        words=text[: min(cuts)].split(), prompt_tokens=answer.prompt_tokens, truncated=False
+    )
+
+
+def _last_turn(messages: list[Any]) -> tuple[str, str]:
+    """The role and text of the last user or tool message."""
+    turns = [
+        (m.get("role"), _content_text(m.get("content")))
+        for m in messages
+        if isinstance(m, dict) and m.get("role") in ("user", "tool")
+    ]
+    return turns[-1] if turns else ("user", "")
+
+
+def _tool_call(body: dict[str, Any], messages: list[Any]) -> tuple[str, dict[str, str]] | None:
+    """The tool the model calls and its arguments, or None if it answers with text."""
+    tools = body.get("tools")
+    role, text = _last_turn(messages)
+    last_role = messages[-1].get("role") if messages and isinstance(messages[-1], dict) else None
+    choice = body.get("tool_choice")
+    if not isinstance(tools, list) or not tools or last_role != "user" or choice == "none":
+        return None
+    names = [
+        (tool.get("function") or {}).get("name") or tool.get("name")
+        for tool in tools
+        if isinstance(tool, dict)
+    ]
+    name = names[0]
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name") or name
+    return name, {"text": text}
+
+
+def _wants_json(body: dict[str, Any]) -> bool:
+    response_format = body.get("response_format")
+    return isinstance(response_format, dict) and response_format.get("type") != "text"
+
+
+def _is_embedding_model(model: str) -> bool:
+    return "bge" in model or "embedding" in model or "embed" in model
+
+
+def embedding_vector(text: str, dimensions: int) -> list[float]:
+    """The fake's embedding of a text: a unit vector seeded by the text's SHA-256."""
+    seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+    generator = random.Random(seed)
+    vector = [generator.gauss(0, 1) for _ in range(dimensions)]
+    norm = math.sqrt(sum(x * x for x in vector))
+    return [x / norm for x in vector]
+
+
+def _openai_completion(
+    model: str,
+    answer: Answer,
+    tool: tuple[str, dict[str, str]] | None,
+    json_mode: bool,
+    include_usage: bool = True,
+) -> dict[str, Any]:
+    """A chat.completion object, as OpenAI and Cloudflare's newer models answer."""
+    message: dict[str, Any] = {"role": "assistant", "content": answer.text}
+    finish_reason = "length" if answer.truncated else "stop"
+    if tool is not None:
+        name, arguments = tool
+        message = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": f"call_{uuid.uuid4().hex[:12]}",
+                    "type": "function",
+                    "function": {"name": name, "arguments": json.dumps(arguments)},
+                }
+            ],
+        }
+        finish_reason = "tool_calls"
+    elif json_mode:
+        message["content"] = json.dumps({"echo": _json_text(answer)})
+    completion: dict[str, Any] = {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
+        ],
+    }
+    if include_usage:
+        completion["usage"] = answer.usage()
+    return completion
+
+
+def _json_text(answer: Answer) -> str:
+    """The message a JSON answer echoes: the answer without its "Echo:" word."""
+    return " ".join(answer.words[1:])
+
+
+def _tool_call_pieces(name: str, arguments: dict[str, str]) -> list[dict[str, Any]]:
+    """OpenAI's streamed tool call: the name first, then the arguments in two pieces."""
+    text = json.dumps(arguments)
+    middle = len(text) // 2
+    return [
+        {
+            "index": 0,
+            "id": f"call_{uuid.uuid4().hex[:12]}",
+            "type": "function",
+            "function": {"name": name, "arguments": ""},
+        },
+        {"index": 0, "function": {"arguments": text[:middle]}},
+        {"index": 0, "function": {"arguments": text[middle:]}},
+    ]
 
 
 class FakeUpstream:
@@ -313,6 +460,8 @@ class FakeUpstream:
             "/client/v4/accounts/{account}/ai/models/search", self._cloudflare_models
         )
         app.router.add_post("/openai/v1/chat/completions", self._openai_chat)
+        app.router.add_post("/openai/v1/completions", self._openai_completions)
+        app.router.add_post("/openai/v1/embeddings", self._openai_embeddings)
         app.router.add_get("/openai/v1/models", self._openai_models)
         # handler_cancellation makes a client disconnect cancel the handler at once, as a real
         # upstream would stop generating; drip tests rely on noticing that.
@@ -430,12 +579,6 @@ class FakeUpstream:
         body = _json_body(await request.read())
         if not isinstance(body, dict):
             return _cloudflare_error(400, 5006, "AiError: Bad input: body must be a JSON object")
-        messages = body.get("messages")
-        if messages is None and isinstance(body.get("prompt"), str):
-            messages = [{"role": "user", "content": body["prompt"]}]
-        if not isinstance(messages, list):
-            return _cloudflare_error(400, 5006, "AiError: Bad input: missing messages")
-
         fault = _fault(model)
         if fault == "unknown":
             return _cloudflare_error(400, 5007, f"No such model {model} or task")
@@ -455,24 +598,44 @@ class FakeUpstream:
         if fault == "bad-request":
             return _cloudflare_error(400, 5006, "AiError: Bad input: context too long")
 
+        if _is_embedding_model(model):
+            return _cloudflare_embeddings(model, body)
+        messages = body.get("messages")
+        if messages is None and isinstance(body.get("prompt"), str):
+            messages = [{"role": "user", "content": body["prompt"]}]
+        if not isinstance(messages, list):
+            return _cloudflare_error(400, 5006, "AiError: Bad input: missing messages")
+
         await self._wait_before_answering(model)
         stream = bool(body.get("stream"))
+        json_mode = _wants_json(body)
+        if stream and json_mode:
+            return _cloudflare_error(400, 5006, "AiError: JSON mode does not support streaming")
         answer = _answer(messages, body.get("max_tokens"), model, stream)
+        tool = _tool_call(body, messages)
+        with_usage = "no-usage" not in model
+        openai_shaped = any(marker in model for marker in OPENAI_SHAPED_MARKERS)
         if not stream:
+            if openai_shaped:
+                result = _openai_completion(model, answer, tool, json_mode, with_usage)
+            else:
+                result = _cloudflare_result(answer, tool, json_mode, with_usage)
             return web.json_response(
-                {
-                    "result": {"response": answer.text, "usage": answer.usage()},
-                    "success": True,
-                    "errors": [],
-                    "messages": [],
-                }
+                {"result": result, "success": True, "errors": [], "messages": []}
             )
+        if openai_shaped:
+            return await self._openai_stream(request, model, answer, tool, with_usage)
+        if tool is not None:
+            name, arguments = tool
+            pieces = _tool_call_pieces(name, arguments)
+            # Workers AI ends a streamed call with an empty piece.
+            pieces.append({"id": None, "type": None, "function": {"name": None}})
+            word_events = [_sse({"response": "", "tool_calls": [piece]}) for piece in pieces]
+        else:
+            word_events = [_sse({"response": piece, "p": "abc"}) for piece in answer.pieces]
+        closing = [_sse({"response": "", "usage": answer.usage()})] if with_usage else []
         return await self._stream(
-            request,
-            model,
-            opening=[],
-            word_events=[_sse({"response": piece, "p": "abc"}) for piece in answer.pieces],
-            closing=[_sse({"response": "", "usage": answer.usage()})],
+            request, model, opening=[], word_events=word_events, closing=closing
         )
 
     async def _cloudflare_models(self, request: web.Request) -> web.Response:
@@ -505,17 +668,7 @@ class FakeUpstream:
 
     # OpenAI
 
-    async def _openai_chat(self, request: web.Request) -> web.StreamResponse:
-        token = _bearer_token(request)
-        if token != OPENAI_KEY:
-            return _openai_invalid_key(token)
-        body = _json_body(await request.read())
-        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
-            return _openai_error(
-                400, "'messages' is a required property", "invalid_request_error", None
-            )
-        model = str(body.get("model", ""))
-
+    def _openai_fault(self, model: str) -> web.Response | None:
         fault = _fault(model)
         if fault == "unknown":
             return _openai_error(
@@ -542,37 +695,53 @@ class FakeUpstream:
                 "invalid_request_error",
                 "context_length_exceeded",
             )
+        return None
+
+    async def _openai_chat(self, request: web.Request) -> web.StreamResponse:
+        token = _bearer_token(request)
+        if token != OPENAI_KEY:
+            return _openai_invalid_key(token)
+        body = _json_body(await request.read())
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            return _openai_error(
+                400, "'messages' is a required property", "invalid_request_error", None
+            )
+        model = str(body.get("model", ""))
+        if fault_response := self._openai_fault(model):
+            return fault_response
 
         await self._wait_before_answering(model)
         stream = bool(body.get("stream"))
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-        answer = _answer(body["messages"], max_tokens, model, stream)
-        finish_reason = "length" if answer.truncated else "stop"
-        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-        created = int(time.time())
+        answer = _apply_stop(_answer(body["messages"], max_tokens, model, stream), body.get("stop"))
+        tool = _tool_call(body, body["messages"])
+        with_usage = "no-usage" not in model
         if not stream:
             return web.json_response(
-                {
-                    "id": completion_id,
-                    "object": "chat.completion",
-                    "created": created,
-                    "model": model,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": answer.text},
-                            "logprobs": None,
-                            "finish_reason": finish_reason,
-                        }
-                    ],
-                    "usage": answer.usage(),
-                }
+                _openai_completion(model, answer, tool, _wants_json(body), with_usage)
             )
-
         stream_options = body.get("stream_options")
-        include_usage = isinstance(stream_options, dict) and bool(
-            stream_options.get("include_usage")
+        include_usage = (
+            with_usage
+            and isinstance(stream_options, dict)
+            and bool(stream_options.get("include_usage"))
         )
+        return await self._openai_stream(
+            request, model, answer, tool, include_usage, _wants_json(body)
+        )
+
+    async def _openai_stream(
+        self,
+        request: web.Request,
+        model: str,
+        answer: Answer,
+        tool: tuple[str, dict[str, str]] | None,
+        include_usage: bool,
+        json_mode: bool = False,
+    ) -> web.StreamResponse:
+        """Stream chat.completion.chunk events, as OpenAI and Cloudflare's newer models do."""
+        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
 
         def chunk(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> bytes:
             payload: dict[str, Any] = {
@@ -587,10 +756,19 @@ class FakeUpstream:
                 payload["usage"] = usage
             return _sse(payload)
 
-        def delta(content: dict[str, str], finish: str | None = None) -> bytes:
+        def delta(content: dict[str, Any], finish: str | None = None) -> bytes:
             choice = {"index": 0, "delta": content, "logprobs": None, "finish_reason": finish}
             return chunk([choice])
 
+        if tool is not None:
+            word_events = [delta({"tool_calls": [piece]}) for piece in _tool_call_pieces(*tool)]
+            finish_reason = "tool_calls"
+        elif json_mode:
+            word_events = [delta({"content": json.dumps({"echo": _json_text(answer)})})]
+            finish_reason = "stop"
+        else:
+            word_events = [delta({"content": piece}) for piece in answer.pieces]
+            finish_reason = "length" if answer.truncated else "stop"
         closing = [delta({}, finish_reason)]
         if include_usage:
             closing.append(chunk([], answer.usage()))
@@ -598,8 +776,96 @@ class FakeUpstream:
             request,
             model,
             opening=[delta({"role": "assistant", "content": ""})],
-            word_events=[delta({"content": piece}) for piece in answer.pieces],
+            word_events=word_events,
             closing=closing,
+        )
+
+    async def _openai_completions(self, request: web.Request) -> web.StreamResponse:
+        token = _bearer_token(request)
+        if token != OPENAI_KEY:
+            return _openai_invalid_key(token)
+        body = _json_body(await request.read())
+        if not isinstance(body, dict) or not isinstance(body.get("prompt"), str):
+            return _openai_error(
+                400, "'prompt' must be a string here", "invalid_request_error", None
+            )
+        model = str(body.get("model", ""))
+        if fault_response := self._openai_fault(model):
+            return fault_response
+        await self._wait_before_answering(model)
+        stream = bool(body.get("stream"))
+        messages = [{"role": "user", "content": body["prompt"]}]
+        answer = _apply_stop(
+            _answer(messages, body.get("max_tokens"), model, stream), body.get("stop")
+        )
+        finish_reason = "length" if answer.truncated else "stop"
+        completion_id = f"cmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+
+        def completion(choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+            return {
+                "id": completion_id,
+                "object": "text_completion",
+                "created": created,
+                "model": model,
+                "choices": choices,
+                **extra,
+            }
+
+        def choice(text: str, finish: str | None = None) -> dict[str, Any]:
+            return {"text": text, "index": 0, "logprobs": None, "finish_reason": finish}
+
+        if not stream:
+            return web.json_response(
+                completion([choice(answer.text, finish_reason)], usage=answer.usage())
+            )
+        stream_options = body.get("stream_options")
+        include_usage = isinstance(stream_options, dict) and bool(
+            stream_options.get("include_usage")
+        )
+        closing = [_sse(completion([choice("", finish_reason)]))]
+        if include_usage:
+            closing.append(_sse(completion([], usage=answer.usage())))
+        return await self._stream(
+            request,
+            model,
+            opening=[],
+            word_events=[_sse(completion([choice(piece)])) for piece in answer.pieces],
+            closing=closing,
+        )
+
+    async def _openai_embeddings(self, request: web.Request) -> web.Response:
+        token = _bearer_token(request)
+        if token != OPENAI_KEY:
+            return _openai_invalid_key(token)
+        body = _json_body(await request.read())
+        texts = body.get("input") if isinstance(body, dict) else None
+        if isinstance(texts, str):
+            texts = [texts]
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            return _openai_error(
+                400,
+                "'input' must be a string or an array of strings",
+                "invalid_request_error",
+                None,
+            )
+        model = str(body.get("model", ""))
+        if fault_response := self._openai_fault(model):
+            return fault_response
+        dimensions = body.get("dimensions") or DEFAULT_EMBEDDING_DIMENSIONS
+        tokens = sum(len(text.split()) for text in texts)
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [
+                    {"object": "embedding", "index": index, "embedding": vector}
+                    for index, vector in enumerate(
+                        embedding_vector(text, dimensions) for text in texts
+                    )
+                ],
+                "model": model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
         )
 
     async def _openai_models(self, request: web.Request) -> web.Response:
@@ -607,6 +873,42 @@ class FakeUpstream:
         if token != OPENAI_KEY:
             return _openai_invalid_key(token)
         return web.json_response({"object": "list", "data": copy.deepcopy(OPENAI_MODELS)})
+
+
+def _cloudflare_result(
+    answer: Answer, tool: tuple[str, dict[str, str]] | None, json_mode: bool, with_usage: bool
+) -> dict[str, Any]:
+    """The older shape of Workers AI's result."""
+    result: dict[str, Any] = {"response": answer.text}
+    if tool is not None:
+        name, arguments = tool
+        result = {"response": None, "tool_calls": [{"name": name, "arguments": arguments}]}
+    elif json_mode:
+        result = {"response": {"echo": _json_text(answer)}}
+    if with_usage:
+        result["usage"] = answer.usage()
+    return result
+
+
+def _cloudflare_embeddings(model: str, body: dict[str, Any]) -> web.Response:
+    texts = body.get("text")
+    if isinstance(texts, str):
+        texts = [texts]
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        return _cloudflare_error(400, 5006, "AiError: Bad input: text must be a string or array")
+    if len(texts) > EMBEDDING_BATCH_LIMIT:
+        return _cloudflare_error(
+            400,
+            5006,
+            f"AiError: Bad input: /text must NOT have more than {EMBEDDING_BATCH_LIMIT} items",
+        )
+    dimensions = EMBEDDING_DIMENSIONS.get(model, DEFAULT_EMBEDDING_DIMENSIONS)
+    result = {
+        "shape": [len(texts), dimensions],
+        "data": [embedding_vector(text, dimensions) for text in texts],
+        "pooling": "mean",
+    }
+    return web.json_response({"result": result, "success": True, "errors": [], "messages": []})
 
 
 async def _send(response: web.StreamResponse, event: bytes) -> None:

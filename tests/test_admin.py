@@ -468,6 +468,8 @@ def test_an_alias_added_inline_is_saved(admin_client, client):
             "aliases-0-id": "",
             "aliases-0-model": model.pk,
             "aliases-0-name": "parrot",
+            "fallback_links-TOTAL_FORMS": "0",
+            "fallback_links-INITIAL_FORMS": "0",
         },
     )
 

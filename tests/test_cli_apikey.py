@@ -1,6 +1,7 @@
 """manage.py apikey create | list | revoke."""
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from io import StringIO
 
 import pytest
@@ -65,6 +66,57 @@ def test_create_sets_every_option():
     assert key.rate_limit == "10/m"
     assert key.allowed_models == ["echo", "@cf/meta/llama-3.1-8b-instruct"]
     assert key.expires_at == datetime(2999, 1, 1, tzinfo=UTC)
+
+
+def test_create_sets_token_limits_and_a_monthly_budget():
+    out, _ = apikey(
+        "create",
+        "--name",
+        "ci",
+        "--rate-limit",
+        "5/m",
+        "--tokens-per-minute",
+        "2000",
+        "--tokens-per-day",
+        "100000",
+        "--monthly-budget",
+        "25",
+    )
+
+    key = ApiKey.objects.get(name="ci")
+    assert (key.rate_limit, key.tokens_per_minute, key.tokens_per_day) == ("5/m", 2000, 100000)
+    assert key.monthly_budget == Decimal("25")
+    assert "5/m, 2000 tokens/m, 100000 tokens/d, 25.00 USD/month" in out
+
+
+def test_a_key_has_no_token_limit_or_budget_unless_asked():
+    apikey("create", "--name", "ci")
+
+    key = ApiKey.objects.get(name="ci")
+    assert (key.tokens_per_minute, key.tokens_per_day, key.monthly_budget) == (None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--tokens-per-minute", "0"),
+        ("--tokens-per-minute", "many"),
+        ("--tokens-per-day", "-5"),
+        ("--monthly-budget", "-1"),
+        ("--monthly-budget", "lots"),
+        ("--monthly-budget", "NaN"),
+    ],
+)
+def test_create_refuses_a_limit_that_makes_no_sense(option, value):
+    with pytest.raises(CommandError, match=option):
+        apikey("create", "--name", "ci", option, value)
+
+    assert not ApiKey.objects.exists()
+
+
+def test_create_refuses_a_budget_with_more_than_cents():
+    with pytest.raises(CommandError, match="--monthly-budget"):
+        apikey("create", "--name", "ci", "--monthly-budget", "0.001")
 
 
 def test_create_takes_an_iso_datetime_with_its_offset():
@@ -144,6 +196,9 @@ def test_list_shows_each_key_with_its_state_and_never_a_secret(alice, bob, carol
         name="dave", rate_limit="5/s", expires_at=datetime(2999, 1, 1, tzinfo=UTC)
     )
     ApiKey.objects.filter(name="alice").update(last_used_at=datetime(2026, 3, 4, 5, 6, tzinfo=UTC))
+    ApiKey.objects.create_key(
+        name="erin", rate_limit="1/m", tokens_per_minute=10, monthly_budget=Decimal("2.5")
+    )
 
     out, _ = apikey("list")
 
@@ -153,8 +208,7 @@ def test_list_shows_each_key_with_its_state_and_never_a_secret(alice, bob, carol
         "PREFIX",
         "PERMISSIONS",
         "STATE",
-        "RATE",
-        "LIMIT",
+        "LIMITS",
         "MODELS",
         "EXPIRES",
         "LAST",
@@ -174,6 +228,7 @@ def test_list_shows_each_key_with_its_state_and_never_a_secret(alice, bob, carol
     assert rows["carol"].split()[3] == "revoked"
     assert "@cf/meta/llama-3.1-8b-instruct" in rows["carol"]
     assert "5/s" in rows["dave"]
+    assert rows["erin"].split()[4] == "1/m,10tok/m,2.50USD/month"
     assert "2999-01-01 00:00 UTC" in rows["dave"]
     assert rows["dave"].endswith("never")
     for secret in [alice.secret, bob.secret, carol.secret, dave_secret]:

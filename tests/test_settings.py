@@ -186,6 +186,8 @@ def test_it_passes_the_system_checks_in_production(tmp_path):
         "SECRET_KEY": PRODUCTION_SECRET_KEY,
         "ALLOWED_HOSTS": "api.example.com",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        # Rate limits need a cache shared by every process (django_ratelimit.E003).
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
     }
 
     process = subprocess.run(

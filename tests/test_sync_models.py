@@ -5,6 +5,7 @@ The fake Cloudflare catalogue holds 25 models: 20 Text Generation, 3 Text Embedd
 the catalogue, with no description) and 8 fault models that the catalogue does not list.
 """
 
+from decimal import Decimal
 from io import StringIO
 
 import pytest
@@ -112,15 +113,13 @@ def test_it_leaves_a_model_hidden_in_the_admin_hidden(cloudflare):
 
 def test_a_second_sync_changes_nothing(cloudflare):
     sync_models("--provider", "cloudflare")
-    before = list(Model.objects.values_list("name", "provider", "task", "description", "enabled"))
+    fields = ["name", "provider", "task", "description", "enabled", "input_price", "output_price"]
+    before = list(Model.objects.values_list(*fields))
 
     out, _ = sync_models("--provider", "cloudflare")
 
     assert "cloudflare: 0 created, 0 updated, 25 unchanged, 8 missing, 0 skipped" in out
-    assert (
-        list(Model.objects.values_list("name", "provider", "task", "description", "enabled"))
-        == before
-    )
+    assert list(Model.objects.values_list(*fields)) == before
 
 
 def test_models_gone_from_the_catalogue_are_kept_and_listed(cloudflare, upstream):
@@ -160,6 +159,75 @@ def test_an_empty_task_in_the_catalogue_keeps_the_stored_one(cloudflare, upstrea
     # A new model whose task is not known is taken for a text generation model.
     assert Model.objects.get(name=MISTRAL).task == Model.TEXT_GENERATION
     assert Model.objects.get(name=BGE_BASE).task == Model.TEXT_GENERATION
+
+
+def test_it_imports_prices_per_million_tokens_where_the_catalogue_gives_them(cloudflare):
+    sync_models("--provider", "cloudflare")
+
+    llama = Model.objects.get(name=LLAMA)
+    assert (llama.input_price, llama.output_price) == (Decimal("0.28"), Decimal("0.83"))
+    small = Model.objects.get(name="@cf/meta/llama-3.2-1b-instruct")
+    assert (small.input_price, small.output_price) == (Decimal("0.027"), Decimal("0.201"))
+    assert Model.objects.get(name=MISTRAL).input_price is None
+
+
+def test_a_catalogue_price_replaces_the_stored_one(cloudflare):
+    sync_models("--provider", "cloudflare")
+    Model.objects.filter(name=LLAMA).update(output_price=Decimal("9"))
+
+    out, _ = sync_models("--provider", "cloudflare")
+
+    assert Model.objects.get(name=LLAMA).output_price == Decimal("0.83")
+    assert "cloudflare: 0 created, 1 updated, 24 unchanged" in out
+
+
+def test_a_catalogue_without_prices_keeps_those_set_in_the_admin(cloudflare, upstream):
+    Model.objects.filter(name=LLAMA).update(input_price=Decimal("1.5"), output_price=Decimal("2"))
+    for entry in upstream.catalogue:
+        entry["properties"] = [p for p in entry["properties"] if p["property_id"] != "price"]
+
+    sync_models("--provider", "cloudflare")
+
+    llama = Model.objects.get(name=LLAMA)
+    assert (llama.input_price, llama.output_price) == (Decimal("1.5"), Decimal("2"))
+
+
+def test_prices_in_other_units_or_currencies_are_left_out(cloudflare, upstream):
+    for entry in upstream.catalogue:
+        if entry["name"] == MISTRAL:
+            entry["properties"].append(
+                {
+                    "property_id": "price",
+                    "value": [
+                        {"unit": "per M input tokens", "price": 0.5, "currency": "EUR"},
+                        {"unit": "per 512x512 tile", "price": 0.01, "currency": "USD"},
+                        {"unit": "per M output tokens", "price": "free", "currency": "USD"},
+                    ],
+                }
+            )
+
+    sync_models("--provider", "cloudflare")
+
+    mistral = Model.objects.get(name=MISTRAL)
+    assert (mistral.input_price, mistral.output_price) == (None, None)
+
+
+def test_a_free_model_is_imported_with_a_price_of_zero(cloudflare, upstream):
+    for entry in upstream.catalogue:
+        if entry["name"] == MISTRAL:
+            entry["properties"].append(
+                {
+                    "property_id": "price",
+                    "value": [
+                        {"unit": "per M input tokens", "price": 0, "currency": "USD"},
+                        {"unit": "per M output tokens", "price": 0, "currency": "USD"},
+                    ],
+                }
+            )
+
+    sync_models("--provider", "cloudflare")
+
+    assert Model.objects.get(name=MISTRAL).input_price == Decimal("0")
 
 
 def test_a_name_owned_by_another_provider_is_skipped_with_a_warning(cloudflare, openai_upstream):

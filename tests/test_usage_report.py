@@ -2,6 +2,7 @@
 
 import json
 from datetime import timedelta
+from decimal import Decimal
 from io import StringIO
 
 import pytest
@@ -15,8 +16,9 @@ from tests.conftest import LLAMA
 pytestmark = pytest.mark.django_db
 
 
-def record(persona, model, *, prompt, completion, days_ago=1, status=UsageRecord.OK):
+def record(persona, model, *, prompt, completion, days_ago=1, status=UsageRecord.OK, cost="0"):
     return UsageRecord.objects.create(
+        cost=Decimal(cost),
         api_key=persona.key,
         key_name=persona.key.name,
         model=model,
@@ -59,6 +61,7 @@ def test_json_sums_requests_and_tokens_per_key_and_model(usage):
             "prompt_tokens": 18,
             "completion_tokens": 27,
             "total_tokens": 45,
+            "cost": 0.0,
         },
         {
             "key": "alice",
@@ -67,6 +70,7 @@ def test_json_sums_requests_and_tokens_per_key_and_model(usage):
             "prompt_tokens": 2,
             "completion_tokens": 2,
             "total_tokens": 4,
+            "cost": 0.0,
         },
         {
             "key": "bob",
@@ -75,8 +79,27 @@ def test_json_sums_requests_and_tokens_per_key_and_model(usage):
             "prompt_tokens": 1000,
             "completion_tokens": 234,
             "total_tokens": 1234,
+            "cost": 0.0,
         },
     ]
+
+
+def test_json_sums_the_cost_of_each_key_and_model_in_usd(alice):
+    record(alice, "echo", prompt=1, completion=1, cost="0.00000472")
+    record(alice, "echo", prompt=1, completion=1, cost="1.25000001")
+
+    assert report_json()[0]["cost"] == 1.25000473
+
+
+def test_the_table_shows_the_cost_and_its_total(alice, bob):
+    record(alice, "echo", prompt=1, completion=1, cost="0.5")
+    record(bob, "echo", prompt=1, completion=1, cost="1234.00004")
+
+    lines = usage_report().splitlines()
+
+    assert lines[2].split()[-2] == "0.5000"
+    assert lines[3].split()[-2] == "1,234.0000"
+    assert lines[-1].split()[-2] == "1,234.5000"
 
 
 def test_it_leaves_out_records_older_than_the_window(alice, usage):
@@ -134,17 +157,19 @@ def test_the_table_shows_each_key_and_model_with_errors(usage):
         "TOKENS",
         "TOTAL",
         "TOKENS",
+        "COST",
+        "(USD)",
         "ERRORS",
     ]
-    assert lines[2].split() == ["alice", LLAMA, "3", "18", "27", "45", "1"]
-    assert lines[3].split() == ["alice", "echo", "1", "2", "2", "4", "0"]
-    assert lines[4].split() == ["bob", "echo", "1", "1,000", "234", "1,234", "0"]
+    assert lines[2].split() == ["alice", LLAMA, "3", "18", "27", "45", "0.0000", "1"]
+    assert lines[3].split() == ["alice", "echo", "1", "2", "2", "4", "0.0000", "0"]
+    assert lines[4].split() == ["bob", "echo", "1", "1,000", "234", "1,234", "0.0000", "0"]
 
 
 def test_the_table_ends_with_a_total_line(usage):
     last = usage_report().splitlines()[-1]
 
-    assert last.split() == ["Total", "5", "1,020", "263", "1,283", "1"]
+    assert last.split() == ["Total", "5", "1,020", "263", "1,283", "0.0000", "1"]
 
 
 def test_the_table_aligns_numbers_to_the_right(usage):

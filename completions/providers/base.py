@@ -1,22 +1,37 @@
 """What every provider offers, and the boundary where upstream failures become ours.
 
-A provider turns a validated chat request into a call to its upstream and answers with
-plain results (`ChatResult`, a stream of `Delta`) that `completions/views.py` renders in
-OpenAI's format. Every failure leaves a provider as a `gateway.errors.GatewayError`.
+A provider turns a validated request (`ChatRequest`, `CompletionRequest`,
+`EmbeddingRequest`) into a call to its upstream and answers with plain results
+(`ChatResult`, a stream of `Delta`, `EmbeddingResult`) that `completions/views.py` renders
+in OpenAI's format. Every failure leaves a provider as a `gateway.errors.GatewayError`.
 """
 
 import asyncio
 import contextlib
+import email.utils
 import json
 import logging
+import math
+import random
+import re
+import time
+import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import httpx
 from django.conf import settings
 
 from completions.providers.client import get_client
-from gateway.errors import InvalidRequest, RateLimited, UpstreamError, UpstreamTimeout, redact
+from gateway.errors import (
+    InvalidRequest,
+    RateLimited,
+    UpstreamError,
+    UpstreamTimeout,
+    redact,
+    redact_internal_urls,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -25,10 +40,19 @@ logger = logging.getLogger(__name__)
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # True when the provider reported no counts and the gateway estimated them.
+    estimated: bool = False
 
     @property
     def total_tokens(self):
         return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other):
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            estimated=self.estimated or other.estimated,
+        )
 
     def as_dict(self):
         return {
@@ -44,6 +68,24 @@ class ChatRequest:
     messages: list
     # Sampling parameters already validated, with OpenAI's names.
     params: dict = field(default_factory=dict)
+    # OpenAI's function tools and tool_choice, as validated; None when not given.
+    tools: list | None = None
+    tool_choice: str | dict | None = None
+    # OpenAI's response_format, {"type": "json_object"} or {"type": "json_schema", ...}.
+    response_format: dict | None = None
+
+    @property
+    def max_tokens(self):
+        return self.params.get("max_tokens")
+
+
+@dataclass
+class CompletionRequest:
+    """A legacy text completion of one prompt string."""
+
+    model: str
+    prompt: str
+    params: dict = field(default_factory=dict)
 
     @property
     def max_tokens(self):
@@ -52,33 +94,73 @@ class ChatRequest:
 
 @dataclass
 class ChatResult:
-    content: str
+    # None when the model answered only with tool calls, as OpenAI's content is then.
+    content: str | None
     usage: Usage
     finish_reason: str = "stop"
+    # Whole calls in OpenAI's shape: {"id", "type": "function", "function": {"name",
+    # "arguments": a JSON string}}.
+    tool_calls: list = field(default_factory=list)
 
 
 @dataclass
 class Delta:
-    """One step of a stream: some text, and at the end a finish reason and the usage."""
+    """One step of a stream: some text or tool-call pieces, at the end finish reason and usage."""
 
     text: str = ""
+    # Pieces of tool calls in OpenAI's delta shape: {"index", "id", "type", "function"}.
+    tool_calls: list = field(default_factory=list)
     finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+@dataclass
+class EmbeddingRequest:
+    model: str
+    texts: list
+    # Parameters other than the input, with OpenAI's names (dimensions, user).
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class EmbeddingResult:
+    # One vector per text, in the order of the texts.
+    vectors: list
+    # None when the provider reported no token counts.
     usage: Usage | None = None
 
 
 class BaseProvider:
     # Whether the upstream applies `stop` itself; if not, the gateway cuts the text.
     takes_stop = False
+    # Whether the upstream takes a legacy completion's `suffix` (text after the insertion).
+    takes_suffix = False
+    # Whether the upstream takes `dimensions` to shorten embeddings.
+    takes_dimensions = False
+    # The most texts one embeddings call may carry; longer inputs are sent in batches.
+    embedding_batch_size = 100
 
     def __init__(self, row):
         self.row = row
 
     async def chat(self, request):
-        """Return a ChatResult for the request."""
+        """Return a ChatResult for a ChatRequest."""
         raise NotImplementedError
 
     def stream_chat(self, request):
         """Return an async iterator of Delta, the last one carrying finish reason and usage."""
+        raise NotImplementedError
+
+    async def complete(self, request):
+        """Return a ChatResult for a CompletionRequest (a legacy text completion)."""
+        raise NotImplementedError
+
+    def stream_complete(self, request):
+        """Return an async iterator of Delta for a CompletionRequest, as stream_chat does."""
+        raise NotImplementedError
+
+    async def embed(self, request):
+        """Return an EmbeddingResult for at most embedding_batch_size texts."""
         raise NotImplementedError
 
     async def list_models(self):
@@ -100,47 +182,131 @@ class BaseProvider:
     def client(self):
         return get_client()
 
+    # Injectable so that tests control time: the clock retries are measured with, and the
+    # pause between two attempts.
+    clock = staticmethod(time.monotonic)
+    sleep = staticmethod(asyncio.sleep)
+
+    def upstream_error(self, exc, seconds):
+        """Return the gateway's error for a transport failure; `seconds` is the time allowed."""
+        if timed_out(exc):
+            if isinstance(exc, httpx.ConnectTimeout):
+                return UpstreamTimeout(
+                    f"Could not connect to the provider '{self.row.name}' within "
+                    f"{settings.UPSTREAM_CONNECT_TIMEOUT:g} seconds."
+                )
+            return UpstreamTimeout(
+                f"The provider '{self.row.name}' did not answer within {seconds:g} seconds."
+            )
+        # The transport's message names the upstream's host and port: it is logged for the
+        # operator, not shown to the client.
+        logger.warning(
+            "Provider %s unreachable: %s",
+            self.row.name,
+            redact(str(exc) or type(exc).__name__, self.secrets),
+        )
+        return UpstreamError(f"Could not reach the provider '{self.row.name}'.")
+
     @contextlib.contextmanager
-    def translate_errors(self):
-        """Turn transport failures into the gateway's errors."""
+    def translate_errors(self, seconds=None):
+        """Turn transport failures and timeouts into the gateway's errors."""
         try:
             yield
         except (httpx.TransportError, TimeoutError) as exc:
-            if timed_out(exc):
-                raise UpstreamTimeout(
-                    f"The provider '{self.row.name}' did not answer within "
-                    f"{settings.UPSTREAM_TIMEOUT:g} seconds."
-                ) from None
-            # The transport's message names the upstream's host and port: it is logged
-            # for the operator, not shown to the client.
-            logger.warning(
-                "Provider %s unreachable: %s",
-                self.row.name,
-                redact(str(exc) or type(exc).__name__, self.secrets),
-            )
-            raise UpstreamError(f"Could not reach the provider '{self.row.name}'.") from None
+            raise self.upstream_error(exc, seconds or settings.UPSTREAM_TIMEOUT) from None
 
     async def request_json(self, method, url, headers, body=None):
-        """Send a request and return the decoded JSON answer, the whole call bounded in time."""
-        with self.translate_errors():
-            async with asyncio.timeout(settings.UPSTREAM_TIMEOUT):
-                response = await self.client.request(method, url, json=body, headers=headers)
-        return self.check_response(response, response.content)
+        """Send a request and return the decoded JSON answer.
+
+        Each attempt is bounded by UPSTREAM_TIMEOUT as a whole, and its head by
+        UPSTREAM_FIRST_BYTE_TIMEOUT; failures worth another attempt are retried (see send).
+        """
+        total = settings.UPSTREAM_TIMEOUT
+        response, deadline = await self.send(method, url, headers, body, total=total)
+        try:
+            with self.translate_errors(total):
+                async with asyncio.timeout_at(deadline):
+                    content = await response.aread()
+        finally:
+            await response.aclose()
+        return self.check_response(response, content)
 
     @contextlib.asynccontextmanager
     async def open_stream(self, url, body, headers):
-        """Open a streamed POST; yield the response once its status is known to be good."""
-        with self.translate_errors():
-            request = self.client.build_request("POST", url, json=body, headers=headers)
-            response = await self.client.send(request, stream=True)
+        """Open a streamed POST; yield the response once its status is known to be good.
+
+        iter_sse_data(response) then reads it within the stream's deadlines: its first
+        event within UPSTREAM_FIRST_BYTE_TIMEOUT, no silence longer than
+        UPSTREAM_READ_TIMEOUT, the whole within UPSTREAM_STREAM_TIMEOUT.
+        """
+        loop = asyncio.get_running_loop()
+        end = loop.time() + settings.UPSTREAM_STREAM_TIMEOUT
+        response, _ = await self.send("POST", url, headers, body)
         try:
             if response.status_code >= 400:
-                with self.translate_errors():
-                    content = await response.aread()
+                with self.translate_errors(read_timeout()):
+                    async with asyncio.timeout(read_timeout()):
+                        content = await response.aread()
                 self.check_response(response, content)
+            response.deadlines = StreamDeadlines(
+                first_event=min(end, loop.time() + first_byte_timeout()), end=end
+            )
             yield response
         finally:
             await response.aclose()
+
+    async def send(self, method, url, headers, body=None, total=None):
+        """Send a request; return (response with its head read, the attempt's deadline or None).
+
+        The body is left unread: the caller reads it and closes the response. The head must
+        come within UPSTREAM_FIRST_BYTE_TIMEOUT (and `total`, if given, bounds the whole
+        attempt). Nothing has reached the client yet, so what failed in a way that another
+        attempt may fix is tried again: a connection that could not be made or was lost,
+        502 and 503, and 429 with Retry-After. Timeouts are not retried: the time is spent.
+        """
+        content = encode_json(body)
+        if content is not None:
+            headers = {**headers, "Content-Type": "application/json"}
+        loop = asyncio.get_running_loop()
+        started = self.clock()
+        attempt = 0
+        while True:
+            deadline = None if total is None else loop.time() + total
+            head_wait = first_byte_timeout() if total is None else min(first_byte_timeout(), total)
+            request = self.client.build_request(
+                method, url, content=content, headers=headers, timeout=transport_timeout()
+            )
+            response = failure = None
+            try:
+                async with asyncio.timeout(head_wait):
+                    response = await self.client.send(request, stream=True)
+            except (httpx.TransportError, TimeoutError) as exc:
+                if timed_out(exc):
+                    raise self.upstream_error(exc, head_wait) from None
+                failure = exc
+            delay = retry_delay(response, attempt)
+            elapsed = self.clock() - started
+            if (
+                delay is None
+                or attempt >= settings.UPSTREAM_RETRIES
+                or elapsed + delay > settings.UPSTREAM_RETRY_MAX_SECONDS
+            ):
+                if failure is not None:
+                    raise self.upstream_error(failure, head_wait) from None
+                return response, deadline
+            reason = f"HTTP {response.status_code}" if response is not None else "connection lost"
+            if response is not None:
+                await response.aclose()
+            attempt += 1
+            logger.warning(
+                "Provider %s failed (%s); retry %d of %d in %.2f s",
+                self.row.name,
+                reason,
+                attempt,
+                settings.UPSTREAM_RETRIES,
+                delay,
+            )
+            await self.sleep(delay)
 
     def check_response(self, response, content):
         """Return the JSON body of a good answer; raise the matching error for a bad one."""
@@ -154,12 +320,13 @@ class BaseProvider:
                     f"The provider '{self.row.name}' answered with a body that is not JSON."
                 )
             return data
-        message = redact(self.error_message(data) or response.reason_phrase, self.secrets)
+        message = redact_internal_urls(
+            redact(self.error_message(data) or response.reason_phrase, self.secrets)
+        )
         status = response.status_code
         if status == 429:
-            headers = {}
-            if response.headers.get("retry-after", "").isdigit():
-                headers["Retry-After"] = response.headers["retry-after"]
+            after = retry_after_seconds(response.headers)
+            headers = {} if after is None else {"Retry-After": str(math.ceil(after))}
             raise RateLimited(
                 f"The provider is rate limiting requests: {message}",
                 code="upstream_rate_limited",
@@ -180,16 +347,132 @@ class BaseProvider:
         return None
 
 
+# Statuses worth another attempt: a proxy or the upstream itself saying it could not
+# answer this time (429 only when the upstream says when to come back).
+RETRIED_STATUSES = (502, 503)
+
+
+def first_byte_timeout():
+    return settings.UPSTREAM_FIRST_BYTE_TIMEOUT or settings.UPSTREAM_TIMEOUT
+
+
+def read_timeout():
+    return settings.UPSTREAM_READ_TIMEOUT or settings.UPSTREAM_TIMEOUT
+
+
+def transport_timeout():
+    """Return the timeouts left to the HTTP client: connecting only.
+
+    Every other wait is bounded by the gateway's own deadlines, which know what is being
+    waited for (a head, a first event, the next event) and so can say it.
+    """
+    return httpx.Timeout(None, connect=settings.UPSTREAM_CONNECT_TIMEOUT)
+
+
+def encode_json(body):
+    """Return the body as JSON bytes, or None; refuse what JSON cannot carry.
+
+    A client's JSON may hold a lone UTF-16 surrogate ("\\ud800"), which no UTF-8 encoder
+    takes; such a request is the client's to fix, not a server error.
+    """
+    if body is None:
+        return None
+    try:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    except (UnicodeEncodeError, ValueError):
+        raise InvalidRequest(
+            "The request holds text that is not valid Unicode (a lone surrogate) or a number "
+            "JSON cannot carry.",
+            code="invalid_text",
+        ) from None
+
+
+def retry_delay(response, attempt):
+    """Return the seconds to wait before another attempt, or None if there should be none.
+
+    `response` is None when the connection failed.
+    """
+    if response is None:
+        return backoff(attempt)
+    status = response.status_code
+    if status == 429:
+        return retry_after_seconds(response.headers)
+    if status in RETRIED_STATUSES:
+        after = retry_after_seconds(response.headers)
+        return backoff(attempt) if after is None else after
+    return None
+
+
+def backoff(attempt):
+    """Return the pause before retry number attempt + 1: doubling, with jitter.
+
+    The jitter (50 to 100% of the doubled pause) keeps many gateway processes that failed
+    together from coming back together.
+    """
+    return settings.UPSTREAM_RETRY_BACKOFF * 2**attempt * random.uniform(0.5, 1.0)
+
+
+def retry_after_seconds(headers):
+    """Return the wait an upstream asks for, in seconds, or None if it asks for none.
+
+    Retry-After is seconds or an HTTP date; OpenAI also sends retry-after-ms.
+    """
+    milliseconds = headers.get("retry-after-ms", "")
+    with contextlib.suppress(ValueError):
+        if math.isfinite(float(milliseconds)) and float(milliseconds) >= 0:
+            return float(milliseconds) / 1000
+    value = headers.get("retry-after", "").strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+@dataclass
+class StreamDeadlines:
+    """When a stream's first event and its end are due, in the event loop's time."""
+
+    first_event: float
+    end: float
+
+
 async def iter_sse_data(response):
     """Yield the data of each server-sent event until [DONE].
 
     A stream that ends before [DONE] was cut by the upstream: that is an error, since
-    the answer and its usage are incomplete.
+    the answer and its usage are incomplete. Each read is bounded in time (see
+    BaseProvider.open_stream); a timeout is an UpstreamTimeout.
     """
+    loop = asyncio.get_running_loop()
+    deadlines = getattr(response, "deadlines", None) or StreamDeadlines(
+        first_event=loop.time() + first_byte_timeout(),
+        end=loop.time() + settings.UPSTREAM_STREAM_TIMEOUT,
+    )
+    started = False
+    lines = _sse_lines(response)
     try:
-        async for line in response.aiter_lines():
+        while True:
+            if not started:
+                deadline = min(deadlines.first_event, deadlines.end)
+            else:
+                deadline = min(loop.time() + read_timeout(), deadlines.end)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    line = await anext(lines)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                raise UpstreamTimeout(_stream_timeout_message(started, deadlines, loop)) from None
             if not line.startswith("data:"):
+                # Comments (": keep-alive"), event names and blank lines: the upstream is
+                # alive, but no event has come.
                 continue
+            started = True
             data = line[5:].strip()
             if data == "[DONE]":
                 return
@@ -197,7 +480,42 @@ async def iter_sse_data(response):
     except httpx.TransportError as exc:
         if timed_out(exc):
             raise UpstreamTimeout("The provider's stream stalled.") from None
+    finally:
+        await lines.aclose()
     raise UpstreamError("The provider's stream ended before it was complete.", code="stream_cut")
+
+
+# SSE ends lines with CRLF, LF or CR, and nothing else: str.splitlines(), which httpx's
+# aiter_lines() uses, also splits on U+2028, U+0085 and others that JSON text may hold.
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+# The longest line an upstream may send, in bytes: one event is a token or a few.
+MAX_SSE_LINE_BYTES = 1024 * 1024
+
+
+async def _sse_lines(response):
+    """Yield the lines of an event stream, split where SSE splits them, as text."""
+    pending = b""
+    async for chunk in response.aiter_bytes():
+        *lines, pending = _LINE_END.split(pending + chunk)
+        for line in lines:
+            yield line.decode("utf-8", "replace")
+        if len(pending) > MAX_SSE_LINE_BYTES:
+            raise UpstreamError(
+                "The provider sent a stream event that is too large.", code="invalid_stream_event"
+            )
+    if pending:
+        yield pending.decode("utf-8", "replace")
+
+
+def _stream_timeout_message(started, deadlines, loop):
+    if loop.time() >= deadlines.end:
+        return (
+            "The provider's stream went on longer than "
+            f"{settings.UPSTREAM_STREAM_TIMEOUT:g} seconds."
+        )
+    if not started:
+        return f"The provider's stream did not start within {first_byte_timeout():g} seconds."
+    return f"The provider's stream stalled: no event for {read_timeout():g} seconds."
 
 
 def timed_out(exc):
@@ -225,12 +543,116 @@ def parse_event(data):
 
 
 def flatten_content(content):
-    """Return message content as one string, joining a list of text parts."""
+    """Return message content as one string, joining its text parts and dropping others."""
     if content is None:
         return ""
     if isinstance(content, str):
         return content
-    return "\n".join(part["text"] for part in content)
+    return "\n".join(part["text"] for part in content if part["type"] == "text")
+
+
+def first_image_message(messages):
+    """Return the index of the first message with an image content part, or None."""
+    for index, message in enumerate(messages):
+        content = message.get("content")
+        if isinstance(content, list) and any(part["type"] == "image_url" for part in content):
+            return index
+    return None
+
+
+def new_tool_call_id():
+    return "call_" + uuid.uuid4().hex[:24]
+
+
+def arguments_text(arguments):
+    """Return tool-call arguments as OpenAI's JSON string; upstreams may send an object."""
+    if arguments is None:
+        return ""
+    if isinstance(arguments, str):
+        return arguments
+    return json.dumps(arguments, ensure_ascii=False)
+
+
+class ToolCallPieces:
+    """Turn an upstream's tool calls, whole or in pieces, into OpenAI's tool-call deltas.
+
+    Upstreams send a call whole ({"name", "arguments": {...}}, Workers AI's older shape) or
+    in pieces sharing an index ({"index", "id", "function": {"name"}}, then
+    {"index", "function": {"arguments": "..."}}, OpenAI's shape). Each call gets an index
+    of its own in order of arrival, and an id if the upstream gave none.
+    """
+
+    def __init__(self):
+        self.count = 0
+        # Upstream index -> the index given to that call.
+        self._indexes = {}
+
+    def feed(self, calls):
+        """Return the OpenAI deltas for a list of upstream tool-call pieces."""
+        deltas = []
+        for call in calls if isinstance(calls, list) else []:
+            if not isinstance(call, dict):
+                continue
+            function = call.get("function") if isinstance(call.get("function"), dict) else {}
+            name = function.get("name") or call.get("name")
+            arguments = function.get("arguments", call.get("arguments"))
+            upstream_index = call.get("index")
+            if upstream_index is not None and upstream_index in self._indexes:
+                text = arguments_text(arguments)
+                if text:
+                    deltas.append(
+                        {"index": self._indexes[upstream_index], "function": {"arguments": text}}
+                    )
+                continue
+            if not isinstance(name, str) or not name:
+                # A piece of no known call: Workers AI ends a call with an empty one.
+                continue
+            if upstream_index is not None:
+                self._indexes[upstream_index] = self.count
+            deltas.append(
+                {
+                    "index": self.count,
+                    "id": call.get("id") or new_tool_call_id(),
+                    "type": "function",
+                    "function": {"name": name, "arguments": arguments_text(arguments)},
+                }
+            )
+            self.count += 1
+        return deltas
+
+
+def join_tool_call_deltas(deltas):
+    """Return whole OpenAI tool calls assembled from their deltas."""
+    calls = {}
+    for delta in deltas:
+        function = delta.get("function", {})
+        call = calls.setdefault(
+            delta["index"],
+            {"id": delta.get("id"), "type": "function", "function": {"name": "", "arguments": ""}},
+        )
+        call["function"]["name"] += function.get("name") or ""
+        call["function"]["arguments"] += function.get("arguments") or ""
+    return [calls[index] for index in sorted(calls)]
+
+
+def whole_tool_calls(calls):
+    """Return an upstream's list of whole tool calls in OpenAI's shape."""
+    return join_tool_call_deltas(ToolCallPieces().feed(calls))
+
+
+def deltas_of_tool_calls(calls):
+    """Return whole OpenAI tool calls as one delta each, for a stream made from a result."""
+    return [{"index": index, **call} for index, call in enumerate(calls)]
+
+
+# Characters per token of English text for the common BPE tokenizers; close enough for
+# accounting when a provider reports no counts, and marked as an estimate.
+CHARACTERS_PER_TOKEN = 4
+
+
+def estimate_tokens(text):
+    """Estimate the tokens of a text from its length."""
+    return max(1, -(-len(text) // CHARACTERS_PER_TOKEN)) if text else 0
 
 
 def finish_reason_for(request, usage):
@@ -238,3 +660,19 @@ def finish_reason_for(request, usage):
     if request.max_tokens is not None and usage.completion_tokens >= request.max_tokens:
         return "length"
     return "stop"
+
+
+def prompt_text(request):
+    """Return the text a chat or completion request sends the model, for estimates."""
+    if isinstance(request, CompletionRequest):
+        return request.prompt
+    return "\n".join(flatten_content(m.get("content")) for m in request.messages)
+
+
+def estimate_usage(request, completion_text):
+    """Return an estimated Usage, for an upstream that reported none."""
+    return Usage(
+        prompt_tokens=estimate_tokens(prompt_text(request)),
+        completion_tokens=estimate_tokens(completion_text),
+        estimated=True,
+    )

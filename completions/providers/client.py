@@ -20,7 +20,9 @@ def get_client():
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None or client.is_closed:
-        # aiohttp's transport (measured 3.3x the throughput of httpx's own pool here).
+        # aiohttp's transport (measured 3.3x the throughput of httpx's own pool here). The
+        # timeouts are defaults for callers that give none: providers set their own on each
+        # request (providers/base.py), so that each wait is bounded and named when it ends.
         client = HttpxAiohttpClient(
             timeout=httpx.Timeout(
                 settings.UPSTREAM_TIMEOUT, connect=settings.UPSTREAM_CONNECT_TIMEOUT

@@ -1,13 +1,31 @@
-"""Any OpenAI-compatible server (OpenAI, vLLM, Ollama, llama.cpp's server) by base URL."""
+"""Any OpenAI-compatible server (OpenAI, vLLM, Ollama, llama.cpp's server) by base URL.
+
+    POST {base}/chat/completions   chat, streamed or not
+    POST {base}/completions        legacy text completions, streamed or not
+    POST {base}/embeddings         embeddings
+    GET  {base}/models             the catalogue
+
+Requests pass through under OpenAI's own names. Streams always ask for usage
+(`stream_options.include_usage`) so that every stream is accounted for; the gateway
+shows the usage chunk to a client only if the client asked for it. Where a server
+reports no usage at all, the counts are estimated and marked so.
+
+Cloudflare's newer models answer in these same shapes, so the readers at the bottom of
+this module serve both providers.
+"""
 
 from completions.providers.base import (
     BaseProvider,
     ChatResult,
     Delta,
+    EmbeddingResult,
+    ToolCallPieces,
     Usage,
+    estimate_usage,
     finish_reason_for,
     iter_sse_data,
     parse_event,
+    whole_tool_calls,
 )
 from gateway.errors import UpstreamError
 
@@ -20,62 +38,87 @@ PASSED_PARAMS = (
     "frequency_penalty",
     "stop",
     "user",
+    # Not OpenAI's, but vLLM, llama.cpp and Ollama's OpenAI endpoints take it.
+    "top_k",
 )
+CHAT_PARAMS = (*PASSED_PARAMS, "parallel_tool_calls")
+COMPLETION_PARAMS = (*PASSED_PARAMS, "suffix")
+EMBEDDING_PARAMS = ("dimensions", "user")
+STREAM_FIELDS = {"stream": True, "stream_options": {"include_usage": True}}
 
 
 class OpenAIProvider(BaseProvider):
     takes_stop = True
+    takes_suffix = True
+    takes_dimensions = True
+    # OpenAI's own limit of inputs per embeddings request.
+    embedding_batch_size = 2048
+
+    def _url(self, path):
+        return f"{self.row.get_base_url()}/{path}"
 
     def _headers(self):
         key = self.row.get_api_key()
         return {"Authorization": f"Bearer {key}"} if key else {}
 
-    def _body(self, request, stream):
+    def _chat_body(self, request, stream):
         body = {"model": request.model, "messages": request.messages}
-        body.update({k: request.params[k] for k in PASSED_PARAMS if k in request.params})
+        body.update({k: request.params[k] for k in CHAT_PARAMS if k in request.params})
+        for name in ("tools", "tool_choice", "response_format"):
+            if getattr(request, name) is not None:
+                body[name] = getattr(request, name)
         if stream:
-            # Usage is always asked for, so that every stream can be accounted for.
-            body["stream"] = True
-            body["stream_options"] = {"include_usage": True}
+            body.update(STREAM_FIELDS)
+        return body
+
+    def _completion_body(self, request, stream):
+        body = {"model": request.model, "prompt": request.prompt}
+        body.update({k: request.params[k] for k in COMPLETION_PARAMS if k in request.params})
+        if stream:
+            body.update(STREAM_FIELDS)
         return body
 
     async def chat(self, request):
-        url = f"{self.row.get_base_url()}/chat/completions"
-        data = await self.request_json("POST", url, self._headers(), self._body(request, False))
-        try:
-            choice = data["choices"][0]
-            content = choice["message"].get("content") or ""
-        except (KeyError, IndexError, TypeError, AttributeError):
-            raise UpstreamError("The provider answered without a choice.") from None
-        usage = _usage(data.get("usage"))
-        return ChatResult(
-            content=content,
-            usage=usage,
-            finish_reason=choice.get("finish_reason") or finish_reason_for(request, usage),
+        data = await self.request_json(
+            "POST", self._url("chat/completions"), self._headers(), self._chat_body(request, False)
         )
+        return chat_result_from_openai(data, request)
 
-    async def stream_chat(self, request):
-        url = f"{self.row.get_base_url()}/chat/completions"
-        async with self.open_stream(url, self._body(request, True), self._headers()) as response:
-            usage = Usage()
-            finish_reason = None
-            async for data in iter_sse_data(response):
-                event = parse_event(data)
-                if not isinstance(event, dict):
-                    continue
-                if event.get("usage"):
-                    usage = _usage(event["usage"])
-                for choice in event.get("choices") or []:
-                    text = (choice.get("delta") or {}).get("content")
-                    if text:
-                        yield Delta(text=text)
-                    finish_reason = choice.get("finish_reason") or finish_reason
-            yield Delta(
-                finish_reason=finish_reason or finish_reason_for(request, usage), usage=usage
-            )
+    def stream_chat(self, request):
+        body = self._chat_body(request, True)
+        return self._stream(self._url("chat/completions"), body, request, chat_event_deltas)
+
+    async def complete(self, request):
+        data = await self.request_json(
+            "POST", self._url("completions"), self._headers(), self._completion_body(request, False)
+        )
+        return completion_result_from_openai(data, request)
+
+    def stream_complete(self, request):
+        body = self._completion_body(request, True)
+        return self._stream(self._url("completions"), body, request, completion_event_deltas)
+
+    async def _stream(self, url, body, request, read_event):
+        async with self.open_stream(url, body, self._headers()) as response:
+            async for delta in read_openai_stream(iter_sse_data(response), request, read_event):
+                yield delta
+
+    async def embed(self, request):
+        body = {"model": request.model, "input": request.texts, "encoding_format": "float"}
+        body.update({k: request.params[k] for k in EMBEDDING_PARAMS if k in request.params})
+        data = await self.request_json("POST", self._url("embeddings"), self._headers(), body)
+        items = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(items, list) or len(items) != len(request.texts):
+            raise UpstreamError("The provider answered with a different number of embeddings.")
+        try:
+            items = sorted(items, key=lambda item: item["index"])
+            vectors = [[float(x) for x in item["embedding"]] for item in items]
+        except (KeyError, TypeError, ValueError):
+            raise UpstreamError("The provider answered with malformed embeddings.") from None
+        return EmbeddingResult(vectors=vectors, usage=usage_from_openai(data.get("usage")))
 
     async def list_models(self):
-        data = await self.request_json("GET", f"{self.row.get_base_url()}/models", self._headers())
+        data = await self.request_json("GET", self._url("models"), self._headers())
         items = data.get("data") if isinstance(data, dict) else None
         # OpenAI's list says nothing of a model's task: an empty task keeps what an
         # operator set, and makes a new model a text-generation one.
@@ -91,9 +134,111 @@ class OpenAIProvider(BaseProvider):
         return None
 
 
-def _usage(raw):
-    raw = raw if isinstance(raw, dict) else {}
-    return Usage(
-        prompt_tokens=int(raw.get("prompt_tokens") or 0),
-        completion_tokens=int(raw.get("completion_tokens") or 0),
+def chat_result_from_openai(data, request):
+    """Read OpenAI's chat.completion object into a ChatResult."""
+    choice = _first_choice(data)
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        raise UpstreamError("The provider answered without a message.")
+    tool_calls = whole_tool_calls(message.get("tool_calls"))
+    content = message.get("content")
+    if content is not None and not isinstance(content, str):
+        raise UpstreamError("The provider answered with content that is not text.")
+    if content is None and not tool_calls:
+        content = ""
+    usage = usage_from_openai(data.get("usage")) or estimate_usage(request, content or "")
+    finish_reason = choice.get("finish_reason") or (
+        "tool_calls" if tool_calls else finish_reason_for(request, usage)
     )
+    return ChatResult(
+        content=content, usage=usage, finish_reason=finish_reason, tool_calls=tool_calls
+    )
+
+
+def completion_result_from_openai(data, request):
+    """Read OpenAI's text_completion object into a ChatResult."""
+    choice = _first_choice(data)
+    text = choice.get("text")
+    if not isinstance(text, str):
+        raise UpstreamError("The provider answered the completion without text.")
+    usage = usage_from_openai(data.get("usage")) or estimate_usage(request, text)
+    return ChatResult(
+        content=text,
+        usage=usage,
+        finish_reason=choice.get("finish_reason") or finish_reason_for(request, usage),
+    )
+
+
+def chat_event_deltas(event, pieces):
+    """Return the Deltas and the finish reason of one chat.completion.chunk."""
+    deltas = []
+    finish_reason = None
+    for choice in _choices(event):
+        delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+        text = delta.get("content")
+        if isinstance(text, str) and text:
+            deltas.append(Delta(text=text))
+        calls = pieces.feed(delta.get("tool_calls"))
+        if calls:
+            deltas.append(Delta(tool_calls=calls))
+        finish_reason = choice.get("finish_reason") or finish_reason
+    return deltas, finish_reason
+
+
+def completion_event_deltas(event, pieces):
+    """Return the Deltas and the finish reason of one streamed text_completion."""
+    deltas = []
+    finish_reason = None
+    for choice in _choices(event):
+        text = choice.get("text")
+        if isinstance(text, str) and text:
+            deltas.append(Delta(text=text))
+        finish_reason = choice.get("finish_reason") or finish_reason
+    return deltas, finish_reason
+
+
+async def read_openai_stream(events, request, read_event):
+    """Yield the Deltas of a stream of OpenAI chunks, the last with finish reason and usage."""
+    usage = None
+    finish_reason = None
+    pieces = ToolCallPieces()
+    text = []
+    async for data in events:
+        event = parse_event(data)
+        if not isinstance(event, dict):
+            continue
+        usage = usage_from_openai(event.get("usage")) or usage
+        deltas, reason = read_event(event, pieces)
+        for delta in deltas:
+            text.append(delta.text)
+            yield delta
+        finish_reason = reason or finish_reason
+    usage = usage or estimate_usage(request, "".join(text))
+    if finish_reason is None:
+        finish_reason = "tool_calls" if pieces.count else finish_reason_for(request, usage)
+    yield Delta(finish_reason=finish_reason, usage=usage)
+
+
+def usage_from_openai(raw):
+    """Return OpenAI's usage object as Usage, or None if there is none."""
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return Usage(
+            prompt_tokens=int(raw.get("prompt_tokens") or 0),
+            completion_tokens=int(raw.get("completion_tokens") or 0),
+        )
+    except (TypeError, ValueError):
+        return None
+
+
+def _first_choice(data):
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise UpstreamError("The provider answered without a choice.")
+    return choices[0]
+
+
+def _choices(event):
+    choices = event.get("choices")
+    return [c for c in choices if isinstance(c, dict)] if isinstance(choices, list) else []

@@ -21,12 +21,14 @@ from tests import fake_upstream
 
 ROOT = Path(__file__).resolve().parents[2]
 LLAMA = "@cf/meta/llama-3.1-8b-instruct"
+# A Workers AI model that answers in OpenAI's shape.
+NEWER = "@cf/qwen/qwen3-30b-a3b-fp8"
 # Seconds daphne may take to start listening.
 STARTUP_TIMEOUT = 30
 
 SETUP = """
 from apikeys.models import ApiKey
-from completions.models import Model, ModelAlias, Provider
+from completions.models import Model, ModelAlias, ModelFallback, Provider
 
 cf = Provider.objects.create(
     name="cloudflare", kind="cloudflare", base_url="{cloudflare}", account_id="{account}",
@@ -36,6 +38,14 @@ llama = Model.objects.create(name="{llama}", provider=cf)
 ModelAlias.objects.create(name="gpt-4o-mini", model=llama)
 for name in ["@cf/test/slow", "@cf/test/fail-500", "@cf/test/cut-stream"]:
     Model.objects.create(name=name, provider=cf)
+# The endpoints beyond chat (tests/integration/test_sdk_endpoints.py).
+bge = Model.objects.create(
+    name="@cf/baai/bge-small-en-v1.5", provider=cf, task="Text Embeddings"
+)
+ModelAlias.objects.create(name="text-embedding-3-small", model=bge)
+Model.objects.create(name="{newer}", provider=cf)
+failing = Model.objects.create(name="@cf/test/fail-500-then-llama", provider=cf)
+ModelFallback.objects.create(model=failing, fallback=llama, position=0)
 for name, fields in [("alice", {{}}), ("bob", {{"permissions": "read"}})]:
     key, secret = ApiKey.objects.create_key(name=name, **fields)
     print(name, secret)
@@ -195,6 +205,7 @@ def gateway(tmp_path_factory, upstream_for_gateway):
                 cloudflare=upstream_for_gateway.cloudflare_base_url,
                 account=fake_upstream.CLOUDFLARE_ACCOUNT,
                 llama=LLAMA,
+                newer=NEWER,
             ),
         )
         secrets = dict(

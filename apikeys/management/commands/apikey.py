@@ -1,7 +1,8 @@
 """Create, list and revoke API keys from the shell.
 
     manage.py apikey create --name ci [--permissions read] [--rate-limit 100/h]
-                            [--models m1,m2] [--expires 2027-01-01]
+                            [--tokens-per-minute 2000] [--tokens-per-day 100000]
+                            [--monthly-budget 25] [--models m1,m2] [--expires 2027-01-01]
     manage.py apikey list
     manage.py apikey revoke ci
 
@@ -11,6 +12,7 @@ with `tail -1`; warnings go to stderr to keep that line last.
 
 import argparse
 from datetime import UTC, date, datetime, time
+from decimal import Decimal, InvalidOperation
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
@@ -24,6 +26,9 @@ FIELD_OPTIONS = {
     "name": "--name",
     "permissions": "--permissions",
     "rate_limit": "--rate-limit",
+    "tokens_per_minute": "--tokens-per-minute",
+    "tokens_per_day": "--tokens-per-day",
+    "monthly_budget": "--monthly-budget",
     "allowed_models": "--models",
     "expires_at": "--expires",
 }
@@ -36,6 +41,26 @@ def _rate(value):
     except ValidationError as exc:
         raise argparse.ArgumentTypeError(" ".join(exc.messages)) from None
     return value
+
+
+def _token_count(value):
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a whole number of tokens.") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError("allow at least 1 token; leave it out for no limit.")
+    return count
+
+
+def _usd(value):
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"'{value}' is not an amount in USD, like 25.") from None
+    if not amount.is_finite() or amount < 0:
+        raise argparse.ArgumentTypeError(f"'{value}' is not an amount in USD, like 25.")
+    return amount
 
 
 def _model_list(value):
@@ -102,6 +127,24 @@ class Command(BaseCommand):
             f"{ApiKey._meta.get_field('rate_limit').default}).",
         )
         create.add_argument(
+            "--tokens-per-minute",
+            type=_token_count,
+            metavar="N",
+            help="Prompt and completion tokens allowed per minute; default no limit.",
+        )
+        create.add_argument(
+            "--tokens-per-day",
+            type=_token_count,
+            metavar="N",
+            help="Prompt and completion tokens allowed per day (UTC); default no limit.",
+        )
+        create.add_argument(
+            "--monthly-budget",
+            type=_usd,
+            metavar="USD",
+            help="Spend allowed per calendar month (UTC) in USD, like 25; default no limit.",
+        )
+        create.add_argument(
             "--models",
             type=_model_list,
             metavar="M1,M2",
@@ -127,7 +170,14 @@ class Command(BaseCommand):
             raise CommandError(f"--name: a key named '{name}' already exists.")
         if expires is not None and expires <= timezone.now():
             raise CommandError(f"--expires: {_when(expires)} is already past.")
-        fields = {"permissions": permissions, "allowed_models": models or [], "expires_at": expires}
+        fields = {
+            "permissions": permissions,
+            "allowed_models": models or [],
+            "expires_at": expires,
+            "tokens_per_minute": options["tokens_per_minute"],
+            "tokens_per_day": options["tokens_per_day"],
+            "monthly_budget": options["monthly_budget"],
+        }
         if rate_limit is not None:
             fields["rate_limit"] = rate_limit
         try:
@@ -139,7 +189,7 @@ class Command(BaseCommand):
             # A key may be made before its models are synced, so this only warns.
             self.stderr.write(f"Warning: no model or alias is named '{unknown}' yet.")
         self.stdout.write(
-            f"Created key '{key.name}' ({key.prefix}…): {key.permissions}, {key.rate_limit}, "
+            f"Created key '{key.name}' ({key.prefix}…): {key.permissions}, {_limits(key)}, "
             f"models: {', '.join(key.allowed_models) or 'all'}, expires: {_when(key.expires_at)}."
         )
         self.stdout.write("The secret is shown only now; store it safely:")
@@ -155,7 +205,7 @@ class Command(BaseCommand):
             "PREFIX",
             "PERMISSIONS",
             "STATE",
-            "RATE LIMIT",
+            "LIMITS",
             "MODELS",
             "EXPIRES",
             "LAST USED",
@@ -166,7 +216,7 @@ class Command(BaseCommand):
                 key.prefix,
                 key.permissions,
                 key.state,
-                key.rate_limit,
+                _compact_limits(key),
                 ",".join(key.allowed_models) or "all",
                 _when(key.expires_at),
                 _when(key.last_used_at),
@@ -185,6 +235,23 @@ class Command(BaseCommand):
             return
         key.revoke()
         self.stdout.write(f"Revoked key '{name}'; requests with it are now refused.")
+
+
+def _limits(key):
+    """Describe a key's limits, like 5/m, 2000 tokens/m, 100000 tokens/d, 25.00 USD/month."""
+    limits = [key.rate_limit]
+    if key.tokens_per_minute is not None:
+        limits.append(f"{key.tokens_per_minute} tokens/m")
+    if key.tokens_per_day is not None:
+        limits.append(f"{key.tokens_per_day} tokens/d")
+    if key.monthly_budget is not None:
+        limits.append(f"{key.monthly_budget:.2f} USD/month")
+    return ", ".join(limits)
+
+
+def _compact_limits(key):
+    """Describe a key's limits in one word for the list: 5/m,2000tok/m,25.00USD/month."""
+    return _limits(key).replace(" tokens", "tok").replace(" USD", "USD").replace(", ", ",")
 
 
 def _describe(error):

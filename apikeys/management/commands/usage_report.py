@@ -1,18 +1,18 @@
-"""Report requests, tokens and errors per API key and model.
+"""Report requests, tokens, cost and errors per API key and model.
 
     manage.py usage_report [--days 30] [--json]
 
-Sums are made in the database from UsageRecord rows, grouped by the key's recorded name.
+Sums are made in the database from UsageRecord rows (apikeys/reports.py), grouped by the
+key's recorded name, so that deleted keys still report.
 """
 
 import json
 from datetime import UTC, timedelta
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
-from apikeys.models import UsageRecord
+from apikeys.reports import Period, PeriodUsage
 
 DEFAULT_DAYS = 30
 # (heading, row key) of the numeric columns, right-aligned in the table.
@@ -21,40 +21,33 @@ COLUMNS = [
     ("PROMPT TOKENS", "prompt_tokens"),
     ("COMPLETION TOKENS", "completion_tokens"),
     ("TOTAL TOKENS", "total_tokens"),
+    ("COST (USD)", "cost"),
     ("ERRORS", "errors"),
 ]
 # The fields of each --json object; scripts read these, so adding one is a visible change.
-JSON_FIELDS = ["key", "model", "requests", "prompt_tokens", "completion_tokens", "total_tokens"]
+JSON_FIELDS = [
+    "key",
+    "model",
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cost",
+]
+# Decimal places of the cost in the table; --json keeps all eight of UsageRecord.cost.
+TABLE_COST_PLACES = 4
 
 
 def _usage_since(since):
-    """Return usage per key name and model since a moment, summed in the database."""
-    # Grouped by the recorded key name rather than the key, so deleted keys still report.
-    # Annotations cannot share a name with a model field, hence the n_ prefix.
-    rows = (
-        UsageRecord.objects.filter(created_at__gte=since)
-        .values("key_name", "model")
-        .annotate(
-            n_requests=Count("id"),
-            n_prompt_tokens=Sum("prompt_tokens"),
-            n_completion_tokens=Sum("completion_tokens"),
-            n_total_tokens=Sum("total_tokens"),
-            n_errors=Count("id", filter=~Q(status=UsageRecord.OK)),
-        )
-        .order_by("key_name", "model")
-    )
-    return [
-        {
-            "key": row["key_name"],
-            "model": row["model"],
-            "requests": row["n_requests"],
-            "prompt_tokens": row["n_prompt_tokens"],
-            "completion_tokens": row["n_completion_tokens"],
-            "total_tokens": row["n_total_tokens"],
-            "errors": row["n_errors"],
-        }
-        for row in rows
-    ]
+    """Return usage per key name and model since a moment."""
+    rows = PeriodUsage(Period(since, timezone.now(), "")).by_key_and_model()
+    return [{"key": row.pop("key_name"), **row} for row in rows]
+
+
+def _cell(field, value):
+    if field == "cost":
+        return f"{value:,.{TABLE_COST_PLACES}f}"
+    return f"{value:,}"
 
 
 def _table(rows):
@@ -62,7 +55,7 @@ def _table(rows):
     total.update({field: sum(row[field] for row in rows) for _, field in COLUMNS})
     header = ["KEY", "MODEL", *(heading for heading, _ in COLUMNS)]
     lines = [header] + [
-        [row["key"], row["model"], *(f"{row[field]:,}" for _, field in COLUMNS)]
+        [row["key"], row["model"], *(_cell(field, row[field]) for _, field in COLUMNS)]
         for row in [*rows, total]
     ]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
@@ -77,7 +70,7 @@ def _table(rows):
 
 
 class Command(BaseCommand):
-    help = "Show requests, tokens and errors per API key and model over the last N days."
+    help = "Show requests, tokens, cost and errors per API key and model over the last N days."
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -111,4 +104,8 @@ class Command(BaseCommand):
 
     def _print_json(self, rows):
         data = [{field: row[field] for field in JSON_FIELDS} for row in rows]
+        for row in data:
+            # A JSON number, as scripts expect; eight decimals stay exact in a double up to
+            # about 10 million USD.
+            row["cost"] = float(row["cost"])
         self.stdout.write(json.dumps(data, indent=2))

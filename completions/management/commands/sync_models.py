@@ -6,9 +6,10 @@ then written with the sync ORM in one transaction, outside any event loop.
 What a sync changes:
 - a name new to the gateway becomes a Model of this provider, with the task as given
   (capabilities follow from it: only "Text Generation" chats, "Text Embeddings" embeds);
-- a model of this provider gets the catalogue's task and description; an empty value in
+- a model of this provider gets the catalogue's task, description and prices (USD per
+  million input and output tokens, where the catalogue gives them); an empty value in
   the catalogue means "not known" and leaves the stored one, so a catalogue without
-  descriptions does not wipe those written in the admin;
+  descriptions or prices does not wipe those written in the admin;
 - `enabled` is never touched, so a model hidden in the admin stays hidden;
 - nothing is deleted: a model gone from the catalogue is left as it is and reported as
   missing, since it may be a fault-test model, a private fine-tune, or a catalogue blip,
@@ -18,6 +19,7 @@ What a sync changes:
 """
 
 import asyncio
+from decimal import Decimal
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
@@ -29,6 +31,8 @@ from gateway.errors import GatewayError
 
 NAME_LENGTH = Model._meta.get_field("name").max_length
 TASK_LENGTH = Model._meta.get_field("task").max_length
+# The smallest price step a Model stores, in USD per million tokens.
+PRICE_STEP = Decimal(10) ** -Model._meta.get_field("input_price").decimal_places
 
 
 async def _fetch_catalogue(row):
@@ -39,10 +43,16 @@ async def _fetch_catalogue(row):
         await close_client()
 
 
+def _price(value):
+    # Rounded as the database will store it, so that an unchanged price compares equal.
+    return None if value is None else Decimal(value).quantize(PRICE_STEP)
+
+
 class Command(BaseCommand):
     help = (
         "Import the model catalogue of every active provider (or of one): add new models, "
-        "update task and description of known ones, report those gone. Deletes nothing."
+        "update task, description and prices of known ones, report those gone. "
+        "Deletes nothing."
     )
 
     def add_arguments(self, parser):
@@ -95,27 +105,29 @@ class Command(BaseCommand):
                 ModelAlias.objects.filter(name__in=entries).values_list("name", flat=True)
             )
             for name, entry in entries.items():
-                task = (entry.get("task") or "")[:TASK_LENGTH]
-                description = entry.get("description") or ""
+                # Only what the catalogue gives: a field it leaves empty is not changed.
+                given = {
+                    "task": (entry.get("task") or "")[:TASK_LENGTH],
+                    "description": entry.get("description") or "",
+                    "input_price": _price(entry.get("input_price")),
+                    "output_price": _price(entry.get("output_price")),
+                }
+                # A price of 0 is a free model, given; None is no price.
+                given = {field: value for field, value in given.items() if value not in ("", None)}
                 model = known.get(name)
                 if name in aliases:
                     skipped.append(f"'{name}': it is already an alias")
                 elif model is None:
                     Model.objects.create(
-                        name=name,
-                        provider=row,
-                        task=task or Model.TEXT_GENERATION,
-                        description=description,
+                        name=name, provider=row, **{"task": Model.TEXT_GENERATION, **given}
                     )
                     created.append(name)
                 elif model.provider_id != row.pk:
                     skipped.append(f"'{name}': it already belongs to provider '{model.provider}'")
-                elif (task and task != model.task) or (
-                    description and description != model.description
-                ):
-                    model.task = task or model.task
-                    model.description = description or model.description
-                    model.save(update_fields=["task", "description"])
+                elif changed := [f for f, value in given.items() if getattr(model, f) != value]:
+                    for field in changed:
+                        setattr(model, field, given[field])
+                    model.save(update_fields=changed)
                     updated.append(name)
                 else:
                     unchanged.append(name)

@@ -1,0 +1,152 @@
+"""Usage over a period, summed in the database: totals, a series per hour or day, and
+tables per key and per model.
+
+Every sum is one GROUP BY query on UsageRecord (TruncHour and TruncDay work alike on
+SQLite and PostgreSQL), so a report costs the same whether the period holds ten records or
+ten million rows' worth of index.
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
+
+from django.db.models import Avg, Count, DecimalField, Q, Sum, Value
+from django.db.models.functions import Coalesce, TruncDay, TruncHour
+from django.utils import timezone
+
+from apikeys.models import UsageRecord
+
+# The periods offered, by the value that names them in a URL.
+PRESETS = {
+    "24h": ("Last 24 hours", timedelta(hours=24)),
+    "7d": ("Last 7 days", timedelta(days=7)),
+    "30d": ("Last 30 days", timedelta(days=30)),
+}
+# Up to this span the chart has a bar per hour, beyond it a bar per day (72 bars at most
+# per hour, 7 to 366 per day).
+HOURLY_UP_TO = timedelta(days=3)
+# The fields each sum row has, in the order of the CSV export.
+SUM_FIELDS = [
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cost",
+    "errors",
+    "latency_ms",
+]
+
+
+def _sums():
+    # Annotations may not share a name with a field of the model, hence the n_ prefix,
+    # taken off again by _named().
+    return {
+        "n_requests": Count("id"),
+        "n_prompt_tokens": Coalesce(Sum("prompt_tokens"), 0),
+        "n_completion_tokens": Coalesce(Sum("completion_tokens"), 0),
+        "n_total_tokens": Coalesce(Sum("total_tokens"), 0),
+        "n_cost": Coalesce(
+            Sum("cost"),
+            Value(Decimal(0)),
+            output_field=DecimalField(max_digits=20, decimal_places=8),
+        ),
+        "n_errors": Count("id", filter=~Q(status=UsageRecord.OK)),
+        "n_latency_ms": Avg("latency_ms"),
+    }
+
+
+def _named(row):
+    named = {name.removeprefix("n_"): value for name, value in row.items()}
+    if named.get("latency_ms") is not None:
+        named["latency_ms"] = round(named["latency_ms"])
+    # Percent of requests that failed, with one decimal.
+    named["error_rate"] = (
+        round(100 * named["errors"] / named["requests"], 1) if named["requests"] else 0
+    )
+    return named
+
+
+@dataclass
+class Period:
+    """A span of time [start, end), and a label for it."""
+
+    start: datetime
+    end: datetime
+    label: str
+
+    @classmethod
+    def last(cls, preset, now=None):
+        """Return the period of a preset ("24h", "7d", "30d") ending now."""
+        label, span = PRESETS[preset]
+        now = now or timezone.now()
+        return cls(now - span, now, label)
+
+    @classmethod
+    def days(cls, first, last):
+        """Return whole UTC days from `first` to `last` (dates), both included."""
+        start = datetime.combine(first, time(), tzinfo=UTC)
+        end = datetime.combine(last + timedelta(days=1), time(), tzinfo=UTC)
+        return cls(start, end, f"{first:%Y-%m-%d} to {last:%Y-%m-%d} (UTC)")
+
+    @property
+    def bucket(self):
+        return "hour" if self.end - self.start <= HOURLY_UP_TO else "day"
+
+    def buckets(self):
+        """Return the start of every hour or day the period touches, in order."""
+        if self.bucket == "hour":
+            step = timedelta(hours=1)
+            current = self.start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        else:
+            step = timedelta(days=1)
+            current = datetime.combine(self.start.astimezone(UTC).date(), time(), tzinfo=UTC)
+        starts = []
+        while current < self.end:
+            starts.append(current)
+            current += step
+        return starts
+
+
+class PeriodUsage:
+    """The usage of a period, optionally of one key and one model."""
+
+    def __init__(self, period, key=None, model=""):
+        self.period = period
+        records = UsageRecord.objects.filter(
+            created_at__gte=period.start, created_at__lt=period.end
+        )
+        if key is not None:
+            records = records.filter(api_key=key)
+        if model:
+            records = records.filter(model=model)
+        self.records = records
+
+    def totals(self):
+        return _named(self.records.aggregate(**_sums()))
+
+    def series(self):
+        """Return sums per hour or day, one row per bucket, empty buckets included."""
+        trunc = TruncHour if self.period.bucket == "hour" else TruncDay
+        rows = (
+            self.records.annotate(bucket=trunc("created_at", tzinfo=UTC))
+            .values("bucket")
+            .annotate(**_sums())
+            .order_by("bucket")
+        )
+        found = {row["bucket"]: _named(row) for row in rows}
+        empty = {field: 0 for field in [*SUM_FIELDS, "error_rate"]}
+        return [{**found.get(start, empty), "bucket": start} for start in self.period.buckets()]
+
+    def by_key(self):
+        # By the recorded name, so that the usage of deleted keys is still reported.
+        return self._grouped("key_name")
+
+    def by_model(self):
+        return self._grouped("model")
+
+    def by_key_and_model(self):
+        return self._grouped("key_name", "model")
+
+    def _grouped(self, *fields):
+        rows = self.records.values(*fields).annotate(**_sums()).order_by(*fields)
+        return [_named(row) for row in rows]

@@ -1,0 +1,51 @@
+"""Call a model's provider, and its fallbacks in order while the provider fails.
+
+A fallback is tried when the provider fails before anything reached the client: a 5xx,
+a timeout, an unreachable host, a 429. A refusal (another 4xx) is the request's own
+fault and would fail the same way everywhere, so it is answered at once. For a stream,
+"before anything reached the client" means before its first event: once that is sent,
+a failure ends the stream with an error event instead.
+
+One usage record is written per request, whatever the number of attempts: it names the
+model that answered (or the one asked for, if none did) and keeps the name asked for.
+Failed attempts are logged.
+"""
+
+import logging
+
+from completions.providers import get_provider
+from gateway.errors import GatewayError, RateLimited, UpstreamError
+
+logger = logging.getLogger(__name__)
+
+# Failures that another model may not share. RateLimited here is the provider's 429:
+# the gateway's own limits refuse a request before any provider is called.
+FALLBACK_ERRORS = (UpstreamError, RateLimited)
+
+
+async def call_with_fallbacks(candidates, meter, call):
+    """Return (model, provider, result) of the first candidate for which `call` succeeds.
+
+    `call(provider, model)` is awaited for each candidate in turn. If the last one fails
+    too, its error is recorded on the meter and raised.
+    """
+    for position, model in enumerate(candidates):
+        provider = get_provider(model.provider)
+        try:
+            result = await call(provider, model)
+        except GatewayError as error:
+            is_last = position == len(candidates) - 1
+            if isinstance(error, FALLBACK_ERRORS) and not is_last:
+                logger.warning(
+                    "Model %s failed (%s); falling back to %s",
+                    model.name,
+                    error,
+                    candidates[position + 1].name,
+                )
+                continue
+            meter.failed(error)
+            await meter.save()
+            raise
+        meter.answered_by(model)
+        return model, provider, result
+    raise AssertionError("call_with_fallbacks needs at least one candidate")

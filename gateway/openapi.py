@@ -1,0 +1,621 @@
+"""The OpenAPI 3.1 document of the /v1 surface, served at GET /v1/openapi.json.
+
+Written by hand, as the contract: the request schemas say what validation accepts
+(completions/serializers.py), the response schemas what the views answer, errors included.
+tests/integration/test_openapi.py fuzzes a running gateway against it, so a change to either
+side that the other does not follow fails there.
+
+Schemas leave additional properties open, as OpenAI's do: a client must ignore fields it
+does not know, and the gateway ignores unknown request fields.
+"""
+
+import functools
+import json
+
+ERROR_STATUSES = {
+    "400": "The request is invalid; `param` names the parameter at fault.",
+    "401": "No API key, or one that is wrong, revoked or expired.",
+    "403": "The key may not do this (a read key running a model).",
+    "404": "No such model, or one the key may not use (`code: model_not_found`).",
+    "405": "Wrong method; the Allow header lists the right one.",
+    "413": "The body is larger than the gateway's MAX_REQUEST_BYTES.",
+    "429": "A rate limit, token limit or budget of the key, or of the provider, is spent.",
+    "502": "The provider failed, could not be reached, or answered nonsense.",
+    "504": "The provider did not answer in time.",
+}
+# The errors every endpoint may answer, and those only endpoints that run a model may.
+COMMON_ERRORS = ("401", "404", "405", "429")
+MODEL_ERRORS = ("400", "403", "413", "502", "504")
+
+NULLABLE_STRING = {"type": ["string", "null"]}
+# A name-like string as validation takes it: not blank once trimmed, no NUL character.
+NAME = {"type": "string", "minLength": 1, "pattern": "^[^\\u0000]*\\S[^\\u0000]*$"}
+FINISH_REASON = {"type": ["string", "null"], "enum": ["stop", "length", "tool_calls", None]}
+NON_NEGATIVE = {"type": "integer", "minimum": 0}
+
+SCHEMAS = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["message", "type", "param", "code"],
+                "properties": {
+                    "message": {"type": "string"},
+                    "type": {"type": "string"},
+                    "param": NULLABLE_STRING,
+                    "code": NULLABLE_STRING,
+                },
+            }
+        },
+    },
+    "Model": {
+        "type": "object",
+        "required": ["id", "object", "created", "owned_by"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "model"},
+            "created": {"type": "integer"},
+            "owned_by": {"type": "string"},
+            "capabilities": {
+                "type": "object",
+                "properties": {
+                    "chat": {"type": "boolean"},
+                    "completions": {"type": "boolean"},
+                    "embeddings": {"type": "boolean"},
+                },
+            },
+        },
+    },
+    "ModelList": {
+        "type": "object",
+        "required": ["object", "data"],
+        "properties": {
+            "object": {"const": "list"},
+            "data": {"type": "array", "items": {"$ref": "#/components/schemas/Model"}},
+        },
+    },
+    "Usage": {
+        "type": "object",
+        "required": ["prompt_tokens", "total_tokens"],
+        "properties": {
+            "prompt_tokens": NON_NEGATIVE,
+            "completion_tokens": NON_NEGATIVE,
+            "total_tokens": NON_NEGATIVE,
+        },
+    },
+    "TextPart": {
+        "type": "object",
+        "required": ["type", "text"],
+        "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+    },
+    "ImagePart": {
+        "type": "object",
+        "required": ["type", "image_url"],
+        "properties": {
+            "type": {"const": "image_url"},
+            "image_url": {
+                "type": "object",
+                "required": ["url"],
+                "properties": {"url": {"type": "string"}, "detail": {"type": "string"}},
+            },
+        },
+    },
+    "ToolCall": {
+        "type": "object",
+        "required": ["id", "type", "function"],
+        "properties": {
+            "id": NAME,
+            "type": {"const": "function"},
+            "function": {
+                "type": "object",
+                "required": ["name", "arguments"],
+                "properties": {"name": NAME, "arguments": {"type": "string"}},
+            },
+        },
+    },
+    "Message": {
+        "type": "object",
+        "required": ["role"],
+        "properties": {
+            "role": {"enum": ["system", "developer", "user", "assistant", "tool"]},
+            "content": {
+                "oneOf": [
+                    {"type": "string", "maxLength": 1_000_000},
+                    {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "oneOf": [
+                                {"$ref": "#/components/schemas/TextPart"},
+                                {"$ref": "#/components/schemas/ImagePart"},
+                            ]
+                        },
+                    },
+                    {"type": "null"},
+                ]
+            },
+            "name": {**NAME, "maxLength": 64},
+            "tool_call_id": NAME,
+            "tool_calls": {"type": "array", "items": {"$ref": "#/components/schemas/ToolCall"}},
+        },
+        "allOf": [
+            # Content is required, but for an assistant message that only calls tools.
+            {
+                "anyOf": [
+                    {"required": ["content"], "properties": {"content": {"not": {"type": "null"}}}},
+                    {
+                        "required": ["role", "tool_calls"],
+                        "properties": {
+                            "role": {"const": "assistant"},
+                            "tool_calls": {"minItems": 1},
+                        },
+                    },
+                ]
+            },
+            # A tool message names the call it answers.
+            {
+                "if": {"properties": {"role": {"const": "tool"}}},
+                "then": {"required": ["tool_call_id"]},
+            },
+        ],
+    },
+    "Stop": {
+        "oneOf": [
+            {"type": "string", "minLength": 1, "maxLength": 256},
+            {
+                "type": "array",
+                "maxItems": 4,
+                "items": {"type": "string", "minLength": 1, "maxLength": 256},
+            },
+        ]
+    },
+    "StreamOptions": {
+        "type": "object",
+        "properties": {"include_usage": {"type": "boolean"}},
+    },
+    # stream_options only with stream: true.
+    "StreamOptionsNeedStream": {
+        "if": {"required": ["stream_options"]},
+        "then": {"required": ["stream"], "properties": {"stream": {"const": True}}},
+    },
+    "ChatCompletionRequest": {
+        "type": "object",
+        "required": ["model", "messages"],
+        "properties": {
+            "model": {**NAME, "maxLength": 200, "examples": ["echo"]},
+            "messages": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 2048,
+                "items": {"$ref": "#/components/schemas/Message"},
+            },
+            "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+            "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+            "top_k": {"type": "integer", "minimum": 1},
+            "max_tokens": {"type": "integer", "minimum": 1},
+            "max_completion_tokens": {"type": "integer", "minimum": 1},
+            "stop": {"$ref": "#/components/schemas/Stop"},
+            "seed": {"type": "integer"},
+            "presence_penalty": {"type": "number", "minimum": -2, "maximum": 2},
+            "frequency_penalty": {"type": "number", "minimum": -2, "maximum": 2},
+            "n": {"const": 1},
+            "stream": {"type": "boolean"},
+            "stream_options": {"$ref": "#/components/schemas/StreamOptions"},
+            "user": {**NAME, "maxLength": 256},
+            "tools": {
+                "type": "array",
+                "maxItems": 128,
+                "items": {
+                    "type": "object",
+                    "required": ["type", "function"],
+                    "properties": {
+                        "type": {"const": "function"},
+                        "function": {
+                            "type": "object",
+                            "required": ["name"],
+                            "properties": {
+                                "name": {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,64}$"},
+                                "description": {"type": "string"},
+                                "parameters": {"type": "object"},
+                                "strict": {"type": ["boolean", "null"]},
+                            },
+                        },
+                    },
+                },
+            },
+            "tool_choice": {
+                "oneOf": [
+                    {"enum": ["none", "auto", "required"]},
+                    {
+                        "type": "object",
+                        "required": ["type", "function"],
+                        "properties": {
+                            "type": {"const": "function"},
+                            "function": {
+                                "type": "object",
+                                "required": ["name"],
+                                "properties": {"name": {"type": "string"}},
+                            },
+                        },
+                    },
+                ]
+            },
+            "parallel_tool_calls": {"type": "boolean"},
+            # Taken for compatibility, refused if asked for (400).
+            "logprobs": {"enum": [False, None]},
+            "top_logprobs": {"enum": [0, None]},
+            "logit_bias": {"type": ["object", "null"], "maxProperties": 0},
+            "response_format": {
+                "type": "object",
+                "required": ["type"],
+                "properties": {
+                    "type": {"enum": ["text", "json_object", "json_schema"]},
+                    "json_schema": {
+                        "type": "object",
+                        "required": ["name"],
+                        "properties": {
+                            "name": {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,64}$"},
+                            "description": {"type": "string"},
+                            "schema": {"type": "object"},
+                            "strict": {"type": ["boolean", "null"]},
+                        },
+                    },
+                },
+                "if": {"properties": {"type": {"const": "json_schema"}}},
+                "then": {"required": ["json_schema"]},
+            },
+        },
+        "allOf": [
+            {"$ref": "#/components/schemas/StreamOptionsNeedStream"},
+            # tool_choice, but "none", only with tools.
+            {
+                "if": {
+                    "required": ["tool_choice"],
+                    "properties": {"tool_choice": {"not": {"const": "none"}}},
+                },
+                "then": {"required": ["tools"], "properties": {"tools": {"minItems": 1}}},
+            },
+        ],
+    },
+    "ChatCompletion": {
+        "type": "object",
+        "required": ["id", "object", "created", "model", "choices", "usage"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "chat.completion"},
+            "created": {"type": "integer"},
+            "model": {"type": "string"},
+            "choices": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["index", "message", "finish_reason"],
+                    "properties": {
+                        "index": NON_NEGATIVE,
+                        "message": {
+                            "type": "object",
+                            "required": ["role", "content"],
+                            "properties": {
+                                "role": {"const": "assistant"},
+                                "content": NULLABLE_STRING,
+                                "tool_calls": {
+                                    "type": "array",
+                                    "items": {"$ref": "#/components/schemas/ToolCall"},
+                                },
+                            },
+                        },
+                        "finish_reason": FINISH_REASON,
+                    },
+                },
+            },
+            "usage": {"$ref": "#/components/schemas/Usage"},
+        },
+    },
+    "ChatCompletionChunk": {
+        "type": "object",
+        "required": ["id", "object", "created", "model", "choices"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "chat.completion.chunk"},
+            "created": {"type": "integer"},
+            "model": {"type": "string"},
+            "choices": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["index", "delta", "finish_reason"],
+                    "properties": {
+                        "index": NON_NEGATIVE,
+                        "delta": {
+                            "type": "object",
+                            "properties": {
+                                "role": {"const": "assistant"},
+                                "content": NULLABLE_STRING,
+                                "tool_calls": {"type": "array"},
+                            },
+                        },
+                        "finish_reason": FINISH_REASON,
+                    },
+                },
+            },
+            # Only with stream_options.include_usage: null on every chunk but the last.
+            "usage": {"anyOf": [{"$ref": "#/components/schemas/Usage"}, {"type": "null"}]},
+        },
+    },
+    "CompletionRequest": {
+        "type": "object",
+        "required": ["model", "prompt"],
+        "properties": {
+            "model": {**NAME, "maxLength": 200, "examples": ["echo"]},
+            "prompt": {
+                "oneOf": [
+                    {"type": "string"},
+                    {"type": "array", "minItems": 1, "maxItems": 16, "items": {"type": "string"}},
+                ]
+            },
+            "suffix": NULLABLE_STRING,
+            "max_tokens": {"type": "integer", "minimum": 1},
+            "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+            "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+            "stop": {"$ref": "#/components/schemas/Stop"},
+            "seed": {"type": "integer"},
+            "top_k": {"type": "integer", "minimum": 1},
+            "presence_penalty": {"type": "number", "minimum": -2, "maximum": 2},
+            "frequency_penalty": {"type": "number", "minimum": -2, "maximum": 2},
+            "echo": {"type": "boolean"},
+            "n": {"const": 1},
+            "best_of": {"const": 1},
+            "logprobs": {"enum": [0, None]},
+            "logit_bias": {"type": ["object", "null"], "maxProperties": 0},
+            "stream": {"type": "boolean"},
+            "stream_options": {"$ref": "#/components/schemas/StreamOptions"},
+            "user": {**NAME, "maxLength": 256},
+        },
+        "allOf": [
+            {"$ref": "#/components/schemas/StreamOptionsNeedStream"},
+            # A streamed completion takes one prompt.
+            {
+                "if": {"required": ["stream"], "properties": {"stream": {"const": True}}},
+                "then": {
+                    "properties": {"prompt": {"anyOf": [{"type": "string"}, {"maxItems": 1}]}}
+                },
+            },
+        ],
+    },
+    "Completion": {
+        "type": "object",
+        "required": ["id", "object", "created", "model", "choices", "usage"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "text_completion"},
+            "created": {"type": "integer"},
+            "model": {"type": "string"},
+            "choices": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["index", "text", "finish_reason"],
+                    "properties": {
+                        "index": NON_NEGATIVE,
+                        "text": {"type": "string"},
+                        "finish_reason": FINISH_REASON,
+                    },
+                },
+            },
+            "usage": {"$ref": "#/components/schemas/Usage"},
+        },
+    },
+    "CompletionChunk": {
+        "type": "object",
+        "required": ["id", "object", "created", "model", "choices"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "text_completion"},
+            "created": {"type": "integer"},
+            "model": {"type": "string"},
+            "choices": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["index", "text", "finish_reason"],
+                    "properties": {
+                        "index": NON_NEGATIVE,
+                        "text": {"type": "string"},
+                        "finish_reason": FINISH_REASON,
+                    },
+                },
+            },
+            "usage": {"anyOf": [{"$ref": "#/components/schemas/Usage"}, {"type": "null"}]},
+        },
+    },
+    "EmbeddingRequest": {
+        "type": "object",
+        "required": ["model", "input"],
+        "properties": {
+            "model": {**NAME, "maxLength": 200},
+            "input": {
+                "oneOf": [
+                    {"type": "string", "minLength": 1},
+                    {
+                        "type": "array",
+                        "minItems": 1,
+                        "maxItems": 2048,
+                        "items": {"type": "string", "minLength": 1},
+                    },
+                ]
+            },
+            "encoding_format": {"enum": ["float", "base64"]},
+            "dimensions": {"type": "integer", "minimum": 1},
+            "user": {**NAME, "maxLength": 256},
+        },
+    },
+    "EmbeddingList": {
+        "type": "object",
+        "required": ["object", "data", "model", "usage"],
+        "properties": {
+            "object": {"const": "list"},
+            "model": {"type": "string"},
+            "data": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["object", "index", "embedding"],
+                    "properties": {
+                        "object": {"const": "embedding"},
+                        "index": NON_NEGATIVE,
+                        # A list of floats, or their bytes in base64 (encoding_format).
+                        "embedding": {
+                            "oneOf": [
+                                {"type": "array", "items": {"type": "number"}},
+                                {"type": "string"},
+                            ]
+                        },
+                    },
+                },
+            },
+            "usage": {"$ref": "#/components/schemas/Usage"},
+        },
+    },
+}
+
+HEADERS = {
+    "RequestId": {
+        "description": "The request's id, also kept on its usage record.",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1},
+    },
+    "RetryAfter": {
+        "description": "Seconds to wait before trying again.",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    },
+}
+
+
+def _error_response(status):
+    headers = {"x-request-id": {"$ref": "#/components/headers/RequestId"}}
+    if status == "429":
+        headers["Retry-After"] = {"$ref": "#/components/headers/RetryAfter"}
+    return {
+        "description": ERROR_STATUSES[status],
+        "headers": headers,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _event(chunk):
+    """Return the schema of one server-sent event of a stream of `chunk` objects.
+
+    Each event's data is a chunk, or an error object if the stream failed once started,
+    and the last is `[DONE]`.
+    """
+    return {
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "data": {
+                "anyOf": [
+                    {"const": "[DONE]"},
+                    {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": {
+                            "anyOf": [
+                                {"$ref": f"#/components/schemas/{chunk}"},
+                                {"$ref": "#/components/schemas/Error"},
+                            ]
+                        },
+                    },
+                ]
+            }
+        },
+    }
+
+
+def _operation(summary, ok, *, body=None, chunk=None, errors=COMMON_ERRORS):
+    content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{ok}"}}}
+    if chunk:
+        content["text/event-stream"] = {"schema": _event(chunk)}
+    operation = {
+        "summary": summary,
+        "security": [{"bearer": []}],
+        "responses": {
+            "200": {
+                "description": "OK",
+                "headers": {"x-request-id": {"$ref": "#/components/headers/RequestId"}},
+                "content": content,
+            },
+            **{status: {"$ref": f"#/components/responses/Error{status}"} for status in errors},
+        },
+    }
+    if body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
+        }
+    return operation
+
+
+DOCUMENT = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "LLM gateway",
+        "version": "1",
+        "description": "OpenAI-compatible API in front of Cloudflare Workers AI and "
+        "OpenAI-compatible servers. Authenticate with `Authorization: Bearer <key>`.",
+    },
+    "paths": {
+        "/v1/models": {"get": _operation("List the models the key may use", "ModelList")},
+        "/v1/models/{model}": {
+            "parameters": [
+                {
+                    "name": "model",
+                    "in": "path",
+                    "required": True,
+                    "description": "A model id or alias; ids may contain slashes.",
+                    "schema": {"type": "string", "minLength": 1},
+                }
+            ],
+            "get": _operation("Retrieve a model", "Model"),
+        },
+        "/v1/chat/completions": {
+            "post": _operation(
+                "Create a chat completion",
+                "ChatCompletion",
+                body="ChatCompletionRequest",
+                chunk="ChatCompletionChunk",
+                errors=COMMON_ERRORS + MODEL_ERRORS,
+            )
+        },
+        "/v1/completions": {
+            "post": _operation(
+                "Create a text completion (legacy)",
+                "Completion",
+                body="CompletionRequest",
+                chunk="CompletionChunk",
+                errors=COMMON_ERRORS + MODEL_ERRORS,
+            )
+        },
+        "/v1/embeddings": {
+            "post": _operation(
+                "Create embeddings",
+                "EmbeddingList",
+                body="EmbeddingRequest",
+                errors=COMMON_ERRORS + MODEL_ERRORS,
+            )
+        },
+    },
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": SCHEMAS,
+        "headers": HEADERS,
+        "responses": {f"Error{status}": _error_response(status) for status in ERROR_STATUSES},
+    },
+}
+
+
+@functools.cache
+def openapi_json():
+    """Return the OpenAPI document as JSON bytes, encoded once per process."""
+    return json.dumps(DOCUMENT, separators=(",", ":")).encode()

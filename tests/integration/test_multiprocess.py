@@ -1,0 +1,88 @@
+"""Two daphne processes sharing PostgreSQL and Redis, as behind a load balancer.
+
+They always run on PostgreSQL and Redis: when the test run itself is on SQLite, the
+project's scripts/services starts both on loopback.
+"""
+
+import asyncio
+import os
+import subprocess
+from collections import Counter
+
+import httpx
+import pytest
+
+from tests.integration.conftest import ROOT, Database, daphne, gateway_env, manage
+
+pytestmark = pytest.mark.integration
+
+SETUP = """
+from apikeys.models import ApiKey
+key, secret = ApiKey.objects.create_key(name="limited", rate_limit="10/m")
+print(secret)
+"""
+
+
+@pytest.fixture(scope="module")
+def production_stack(monkeypatch_module):
+    """Make DATABASE_URL and REDIS_URL point at PostgreSQL and Redis, starting them if needed."""
+    if os.environ.get("DATABASE_URL", "").startswith("postgres") and os.environ.get("REDIS_URL"):
+        return
+    output = subprocess.run(
+        [str(ROOT / "scripts" / "services"), "start"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    for assignment in output.split():
+        name, _, value = assignment.partition("=")
+        monkeypatch_module.setenv(name, value)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+@pytest.fixture(scope="module")
+def two_gateways(production_stack, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("multiprocess")
+    database = Database(folder)
+    env = gateway_env(database, ECHO_STREAM_DELAY="0")
+    try:
+        manage(env, "migrate", "--no-input", "-v0")
+        secret = manage(env, "shell", "-c", SETUP).split()[-1]
+        # Rate counters of an earlier run must not count against this one.
+        manage(env, "shell", "-c", "from django.core.cache import cache; cache.clear()")
+        with daphne(env, folder / "one.log") as one, daphne(env, folder / "two.log") as two:
+            yield [one, two], secret, database
+    finally:
+        database.drop()
+
+
+async def test_a_key_limited_to_10_a_minute_gets_exactly_10_of_30_across_two_processes(
+    two_gateways,
+):
+    servers, secret, database = two_gateways
+    body = {"model": "echo", "messages": [{"role": "user", "content": "count these four words"}]}
+
+    async with httpx.AsyncClient(timeout=30) as client:
+
+        async def send(index):
+            response = await client.post(
+                f"{servers[index % 2]}/v1/chat/completions",
+                json=body,
+                headers={"Authorization": f"Bearer {secret}"},
+            )
+            return response.status_code, index % 2
+
+        results = await asyncio.gather(*(send(i) for i in range(30)))
+
+    # Each process sees 15 of the 30: with a counter of its own, each would admit 10.
+    assert Counter(status for status, _ in results) == {200: 10, 429: 20}
+    records = database.rows("SELECT * FROM apikeys_usagerecord")
+    assert len(records) == 10
+    # The echo model answers the 4 words back: 4 prompt and 4 completion tokens each.
+    assert sum(r["prompt_tokens"] for r in records) == 40
+    assert sum(r["completion_tokens"] for r in records) == 40

@@ -1,0 +1,273 @@
+"""Fallbacks: a model's fallbacks answer, in order, when its provider fails before answering."""
+
+import json
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from apikeys.models import ApiKey, UsageRecord
+from completions.models import Model, ModelFallback
+from tests.conftest import LLAMA, Persona
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+MESSAGES = [{"role": "user", "content": "hello there"}]
+FAILING = "@cf/test/fail-500"
+LIMITED = "@cf/test/rate-limited"
+
+
+@pytest.fixture(autouse=True)
+def _no_retries(settings):
+    # Retries of the same provider are another concern (and would only slow these down).
+    settings.UPSTREAM_RETRIES = 0
+
+
+def _fall_back(model_name, *fallback_names):
+    model = Model.objects.get(name=model_name)
+    for position, name in enumerate(fallback_names):
+        ModelFallback.objects.create(
+            model=model, fallback=Model.objects.get(name=name), position=position
+        )
+
+
+async def _chat(api, persona, model, **body):
+    return await api.post(
+        "/v1/chat/completions",
+        data={"model": model, "messages": MESSAGES, **body},
+        content_type="application/json",
+        headers=persona.headers,
+    )
+
+
+def _models_called(upstream):
+    return [r["path"].split("/ai/run/")[1] for r in upstream.requests if "/ai/run/" in r["path"]]
+
+
+@sync_to_async
+def _records():
+    return list(UsageRecord.objects.order_by("id"))
+
+
+async def _events(response):
+    raw = b"".join([chunk async for chunk in response.streaming_content]).decode()
+    data = [block.removeprefix("data: ") for block in raw.split("\n\n") if block]
+    return [d if d == "[DONE]" else json.loads(d) for d in data]
+
+
+async def test_a_fallback_answers_when_the_provider_fails(api, alice, cloudflare, upstream):
+    await sync_to_async(_fall_back)(FAILING, LLAMA)
+
+    response = await _chat(api, alice, FAILING)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["choices"][0]["message"]["content"] == "Echo: hello there"
+    # The response names the model that answered, not the one that failed.
+    assert body["model"] == LLAMA
+    assert _models_called(upstream) == [FAILING, LLAMA]
+
+
+async def test_one_record_names_the_model_that_answered_and_keeps_the_one_asked_for(
+    api, alice, cloudflare
+):
+    await sync_to_async(_fall_back)(FAILING, LLAMA)
+
+    await _chat(api, alice, FAILING)
+
+    [record] = await _records()
+    assert (record.model, record.requested_model) == (LLAMA, FAILING)
+    assert record.status == UsageRecord.OK
+    assert record.total_tokens == 5
+
+
+async def test_fallbacks_are_tried_in_order_of_position(api, alice, cloudflare, upstream):
+    await sync_to_async(_fall_back)(FAILING, LIMITED, LLAMA)
+
+    response = await _chat(api, alice, FAILING)
+
+    assert response.status_code == 200
+    assert _models_called(upstream) == [FAILING, LIMITED, LLAMA]
+
+
+async def test_a_rate_limited_provider_falls_back(api, alice, cloudflare, upstream):
+    await sync_to_async(_fall_back)(LIMITED, LLAMA)
+
+    response = await _chat(api, alice, LIMITED)
+
+    assert response.status_code == 200
+    assert _models_called(upstream) == [LIMITED, LLAMA]
+
+
+async def test_a_provider_that_times_out_falls_back(api, alice, cloudflare, upstream, settings):
+    settings.UPSTREAM_TIMEOUT = 0.3
+    await sync_to_async(_fall_back)("@cf/test/hang", LLAMA)
+
+    response = await _chat(api, alice, "@cf/test/hang")
+
+    assert response.status_code == 200
+    assert response.json()["model"] == LLAMA
+
+
+async def test_a_refused_request_does_not_fall_back(api, alice, cloudflare, upstream):
+    await sync_to_async(_fall_back)("@cf/test/bad-request", LLAMA)
+
+    response = await _chat(api, alice, "@cf/test/bad-request")
+
+    assert response.status_code == 400
+    assert _models_called(upstream) == ["@cf/test/bad-request"]
+    [record] = await _records()
+    assert record.status == UsageRecord.CLIENT_ERROR
+
+
+async def test_when_every_model_fails_the_last_error_is_answered_and_recorded(
+    api, alice, cloudflare, upstream
+):
+    await sync_to_async(_fall_back)(FAILING, LIMITED)
+
+    response = await _chat(api, alice, FAILING)
+
+    assert response.status_code == 429
+    assert _models_called(upstream) == [FAILING, LIMITED]
+    [record] = await _records()
+    assert record.status == UsageRecord.UPSTREAM_ERROR
+    assert (record.model, record.requested_model) == (FAILING, FAILING)
+
+
+async def test_a_stream_falls_back_before_its_first_event(api, alice, cloudflare, upstream):
+    await sync_to_async(_fall_back)(FAILING, LLAMA)
+
+    response = await _chat(api, alice, FAILING, stream=True)
+
+    assert response.status_code == 200
+    events = await _events(response)
+    chunks = events[:-1]
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == (
+        "Echo: hello there"
+    )
+    assert {c["model"] for c in chunks} == {LLAMA}
+    [record] = await _records()
+    assert (record.model, record.requested_model, record.stream) == (LLAMA, FAILING, True)
+
+
+async def test_a_stream_cut_after_its_first_event_does_not_fall_back(
+    api, alice, cloudflare, upstream
+):
+    await sync_to_async(_fall_back)("@cf/test/cut-stream", LLAMA)
+
+    response = await _chat(api, alice, "@cf/test/cut-stream", stream=True)
+
+    events = await _events(response)
+    assert "error" in events[-2]
+    assert events[-1] == "[DONE]"
+    assert _models_called(upstream) == ["@cf/test/cut-stream"]
+
+
+async def test_a_fallback_can_be_on_another_provider(
+    api, alice, cloudflare, openai_upstream, upstream
+):
+    await sync_to_async(_fall_back)(FAILING, "gpt-test-mini")
+
+    response = await _chat(api, alice, FAILING)
+
+    assert response.status_code == 200
+    assert response.json()["model"] == "gpt-test-mini"
+    [record] = await _records()
+    assert (record.model, record.provider) == ("gpt-test-mini", "openai-fake")
+
+
+async def test_a_disabled_fallback_is_skipped(api, alice, cloudflare, upstream):
+    await sync_to_async(_fall_back)(FAILING, "@cf/test/slow", LLAMA)
+    await Model.objects.filter(name="@cf/test/slow").aupdate(enabled=False)
+
+    await _chat(api, alice, FAILING)
+
+    assert _models_called(upstream) == [FAILING, LLAMA]
+
+
+async def test_a_fallback_outside_the_keys_models_is_skipped(api, cloudflare, upstream):
+    key, secret = await sync_to_async(ApiKey.objects.create_key)(
+        name="dave", allowed_models=[FAILING]
+    )
+    await sync_to_async(_fall_back)(FAILING, LLAMA)
+
+    response = await _chat(api, Persona(key, secret), FAILING)
+
+    assert response.status_code == 502
+    assert _models_called(upstream) == [FAILING]
+
+
+async def test_a_fallback_that_takes_no_images_is_skipped_for_an_image(
+    api, alice, cloudflare, upstream
+):
+    await Model.objects.filter(name=FAILING).aupdate(accepts_images=True)
+    await sync_to_async(_fall_back)(FAILING, LLAMA)
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+
+    response = await _chat(api, alice, FAILING, messages=[{"role": "user", "content": [image]}])
+
+    assert response.status_code == 502
+    assert _models_called(upstream) == [FAILING]
+
+
+def test_the_admin_adds_fallbacks_inline_in_order(admin_client, cloudflare):
+    model = Model.objects.get(name=FAILING)
+    page = admin_client.get(f"/admin/completions/model/{model.pk}/change/")
+    assert "fallback_links-TOTAL_FORMS" in page.content.decode()
+
+    response = admin_client.post(
+        f"/admin/completions/model/{model.pk}/change/",
+        {
+            "name": model.name,
+            "provider": model.provider_id,
+            "task": model.task,
+            "description": "",
+            "enabled": "on",
+            "aliases-TOTAL_FORMS": "0",
+            "aliases-INITIAL_FORMS": "0",
+            "fallback_links-TOTAL_FORMS": "2",
+            "fallback_links-INITIAL_FORMS": "0",
+            "fallback_links-0-position": "2",
+            "fallback_links-0-fallback": Model.objects.get(name=LLAMA).pk,
+            "fallback_links-1-position": "1",
+            "fallback_links-1-fallback": Model.objects.get(name=LIMITED).pk,
+        },
+    )
+
+    assert response.status_code == 302
+    links = ModelFallback.objects.filter(model=model).order_by("position")
+    assert [link.fallback.name for link in links] == [LIMITED, LLAMA]
+
+
+@pytest.mark.parametrize(
+    ("model_name", "fallback_name", "message"),
+    [
+        (FAILING, FAILING, "its own fallback"),
+        (FAILING, "@cf/baai/bge-small-en-v1.5", "must do what the model does"),
+        ("@cf/baai/bge-small-en-v1.5", LLAMA, "another space"),
+    ],
+)
+def test_the_admin_refuses_a_fallback_that_cannot_stand_in(
+    admin_client, cloudflare, model_name, fallback_name, message
+):
+    model = Model.objects.get(name=model_name)
+
+    response = admin_client.post(
+        f"/admin/completions/model/{model.pk}/change/",
+        {
+            "name": model.name,
+            "provider": model.provider_id,
+            "task": model.task,
+            "description": "",
+            "enabled": "on",
+            "aliases-TOTAL_FORMS": "0",
+            "aliases-INITIAL_FORMS": "0",
+            "fallback_links-TOTAL_FORMS": "1",
+            "fallback_links-INITIAL_FORMS": "0",
+            "fallback_links-0-position": "0",
+            "fallback_links-0-fallback": Model.objects.get(name=fallback_name).pk,
+        },
+    )
+
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert not ModelFallback.objects.exists()
