@@ -20,5 +20,5 @@ async def authenticate(request):
         raise AuthenticationFailed()
     if key.state != "active":
         raise AuthenticationFailed(f"This API key is {key.state}.", code=f"{key.state}_api_key")
-    await key.atouch()
+    key.touch()
     return key

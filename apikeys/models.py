@@ -7,6 +7,11 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from gateway.memo import MISSING, TimedCache
+
+# Keys recently looked up, by digest; cleared by apikeys/apps.py when a key is saved.
+keys_by_digest = TimedCache()
+
 SECRET_PREFIX = "sk-gw-"
 # Characters of the secret kept in the clear so operators can tell keys apart.
 VISIBLE_PREFIX_LENGTH = len(SECRET_PREFIX) + 6
@@ -51,8 +56,13 @@ class ApiKeyManager(models.Manager):
             return None
         # The lookup is by digest, so timing reveals nothing about the stored value; the
         # final compare_digest guards against a database collation that is not exact.
-        key = await self.filter(digest=digest(secret)).afirst()
-        if key is None or not secrets.compare_digest(key.digest, digest(secret)):
+        wanted = digest(secret)
+        key = keys_by_digest.get(wanted)
+        if key is MISSING:
+            key = await self.filter(digest=wanted).afirst()
+            if key is not None:
+                keys_by_digest.set(wanted, key)
+        if key is None or not secrets.compare_digest(key.digest, wanted):
             return None
         return key
 
@@ -139,12 +149,17 @@ class ApiKey(models.Model):
         self.revoked_at = timezone.now()
         self.save(update_fields=["is_active", "revoked_at"])
 
-    async def atouch(self):
-        """Record that the key was used, at most once per LAST_USED_RESOLUTION."""
+    def touch(self):
+        """Record that the key was used, at most once per LAST_USED_RESOLUTION.
+
+        The usage writer's thread makes the UPDATE; the request does not wait for it.
+        """
+        from apikeys.writer import writer
+
         now = timezone.now()
         if self.last_used_at is None or now - self.last_used_at >= LAST_USED_RESOLUTION:
             self.last_used_at = now
-            await ApiKey.objects.filter(pk=self.pk).aupdate(last_used_at=now)
+            writer.touch(self.pk, now)
 
 
 class UsageRecord(models.Model):

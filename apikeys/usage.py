@@ -8,11 +8,9 @@ import asyncio
 import time
 from decimal import ROUND_HALF_UP, Decimal
 
-from asgiref.sync import sync_to_async
-
 from apikeys.models import UsageRecord
 from apikeys.throttling import acount_usage
-from gateway.db import close_connections
+from apikeys.writer import writer
 from gateway.errors import GatewayError, InvalidRequest
 
 # Model prices are per million tokens.
@@ -126,11 +124,7 @@ async def _record(key, fields):
         await acount_usage(key, fields["total_tokens"], fields["cost"])
 
 
-@sync_to_async
-def _write(fields):
-    try:
-        UsageRecord.objects.create(**fields)
-    finally:
-        # A cancelled stream's request has already released its connection; this write
-        # must not leave a new one open behind it.
-        close_connections()
+async def _write(fields):
+    # The writer's own thread and connection: a cancelled stream's request has already
+    # released its connection, and the write must not open one behind it.
+    await writer.write(fields)

@@ -14,7 +14,6 @@ import queue
 import threading
 
 from django.db import close_old_connections, connections, transaction
-from django.utils import timezone
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +41,9 @@ class UsageWriter:
         self._put(("record", fields, loop, future))
         await future
 
-    def touch(self, key_id):
-        """Set a key's last_used_at to now, without waiting for it."""
-        self._put(("touch", key_id, timezone.now(), None))
+    def touch(self, key_id, when):
+        """Set a key's last_used_at, without waiting for it."""
+        self._put(("touch", key_id, when, None))
 
     def close_connections(self, timeout=10):
         """Close the thread's database connections and wait until it has (seconds)."""
@@ -85,30 +84,43 @@ class UsageWriter:
             self._write(batch)
 
     def _write(self, batch):
-        from apikeys.models import ApiKey, UsageRecord
+        from apikeys.models import UsageRecord
 
         records = [item for item in batch if item[0] == "record"]
         touches = {}
         for _, key_id, when, _ in (item for item in batch if item[0] == "touch"):
             touches[key_id] = max(when, touches.get(key_id, when))
+        if records:
+            try:
+                with transaction.atomic():
+                    UsageRecord.objects.bulk_create([UsageRecord(**item[1]) for item in records])
+            except Exception as error:
+                logger.warning(
+                    "Writing %d usage records together failed (%s); writing them one by one",
+                    len(records),
+                    type(error).__name__,
+                )
+                # A broken connection is replaced on the next query.
+                close_old_connections()
+                for record in records:
+                    self._write_one(record)
+            else:
+                for _, _, loop, future in records:
+                    _resolve(loop, future, None)
+        if touches:
+            self._touch(touches)
+
+    def _touch(self, touches):
+        from apikeys.models import ApiKey
+
+        # Best effort: a lost last_used_at is corrected by the key's next use.
         try:
             with transaction.atomic():
-                UsageRecord.objects.bulk_create(
-                    [UsageRecord(**fields) for _, fields, _, _ in records]
-                )
                 for key_id, when in touches.items():
                     ApiKey.objects.filter(pk=key_id).update(last_used_at=when)
-        except Exception:
-            logger.exception(
-                "Writing %d usage records failed; writing them one by one", len(records)
-            )
-            # A broken connection is replaced on the next query.
+        except Exception as error:
+            logger.warning("Recording when keys were last used failed (%s)", type(error).__name__)
             close_old_connections()
-            for record in records:
-                self._write_one(record)
-            return
-        for _, _, loop, future in records:
-            _resolve(loop, future, None)
 
     def _write_one(self, record):
         from apikeys.models import UsageRecord

@@ -6,6 +6,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from completions.models import OPENAI_NAMES, Model, ModelAlias, ModelFallback, Provider
+from completions.registry import catalogue
 
 
 @admin.register(Provider)
@@ -129,6 +130,8 @@ class LanguageModelAdmin(admin.ModelAdmin):
     @admin.action(description="Enable selected models", permissions=["change"])
     def enable_models(self, request, queryset):
         count = queryset.update(enabled=True)
+        # update() sends no signal: the registry must hear of the change all the same.
+        catalogue.clear()
         self.message_user(request, f"Enabled {count} model(s).", messages.SUCCESS)
 
     @admin.action(description="Give selected models the usual OpenAI names", permissions=["change"])
@@ -158,6 +161,7 @@ class LanguageModelAdmin(admin.ModelAdmin):
     @admin.action(description="Disable selected models", permissions=["change"])
     def disable_models(self, request, queryset):
         count = queryset.update(enabled=False)
+        catalogue.clear()
         self.message_user(
             request,
             f"Disabled {count} model(s); they are no longer listed or served.",

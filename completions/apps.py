@@ -1,5 +1,5 @@
 from django.apps import AppConfig
-from django.db.models.signals import post_migrate
+from django.db.models.signals import post_delete, post_migrate, post_save
 
 
 class CompletionsConfig(AppConfig):
@@ -7,6 +7,16 @@ class CompletionsConfig(AppConfig):
     verbose_name = "Models and providers"
 
     def ready(self):
-        from completions.models import ensure_default_providers
+        from completions.models import (
+            Model,
+            ModelAlias,
+            ModelFallback,
+            Provider,
+            ensure_default_providers,
+        )
+        from completions.registry import catalogue
 
         post_migrate.connect(ensure_default_providers, sender=self)
+        for model in (Model, ModelAlias, ModelFallback, Provider):
+            post_save.connect(catalogue.clear, sender=model, dispatch_uid=f"catalogue-{model}")
+            post_delete.connect(catalogue.clear, sender=model, dispatch_uid=f"catalogue-d-{model}")

@@ -1,10 +1,13 @@
 """Find the model a request names, by its id or one of its aliases, and its fallbacks."""
 
+from dataclasses import dataclass
+
 from django.db.models import Prefetch
 
 from apikeys.permissions import require_model_access
 from completions.models import Model, ModelFallback
 from gateway.errors import InvalidRequest, ModelNotFound
+from gateway.memo import Snapshot
 
 # What each capability is called in the error for a model that lacks it.
 CAPABILITY_NAMES = {
@@ -14,10 +17,32 @@ CAPABILITY_NAMES = {
 }
 
 
-def _models():
-    # The fallbacks come with the model, so a request makes no query of its own for them.
+@dataclass
+class Catalogue:
+    """Every available model, by its name and by each of its aliases."""
+
+    by_name: dict
+    by_alias: dict
+
+    def find(self, name):
+        return self.by_name.get(name) or self.by_alias.get(name)
+
+
+def _load_catalogue():
     links = ModelFallback.objects.select_related("fallback__provider").order_by("position")
-    return Model.objects.available().prefetch_related(Prefetch("fallback_links", queryset=links))
+    models = list(
+        Model.objects.available().prefetch_related(
+            "aliases", Prefetch("fallback_links", queryset=links)
+        )
+    )
+    return Catalogue(
+        by_name={model.name: model for model in models},
+        by_alias={alias.name: model for model in models for alias in model.aliases.all()},
+    )
+
+
+# Cleared by completions/apps.py when a model, alias, fallback or provider is saved.
+catalogue = Snapshot(_load_catalogue)
 
 
 async def resolve_model(name, key, capability=None):
@@ -26,9 +51,7 @@ async def resolve_model(name, key, capability=None):
     With a capability ("chat", "completions", "embeddings"), a model without it is
     refused with a 400 naming `model`.
     """
-    model = await _models().filter(name=name).afirst()
-    if model is None:
-        model = await _models().filter(aliases__name=name).afirst()
+    model = (await catalogue.get()).find(name)
     if model is None:
         raise ModelNotFound(name)
     require_model_access(key, model, name)
@@ -65,8 +88,9 @@ def fallback_chain(model, key, capability, suits=None):
 
 async def list_models(key):
     """Return (id, Model) pairs this key may see: every model, then every alias."""
-    entries = []
-    async for model in Model.objects.available().prefetch_related("aliases"):
-        names = [model.name] + [alias.name for alias in model.aliases.all()]
-        entries.extend((name, model) for name in names if key.allows_model(name, model.name))
-    return sorted(entries, key=lambda entry: entry[0])
+    current = await catalogue.get()
+    names = [*current.by_name.items(), *current.by_alias.items()]
+    return sorted(
+        ((name, model) for name, model in names if key.allows_model(name, model.name)),
+        key=lambda entry: entry[0],
+    )

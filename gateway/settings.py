@@ -135,6 +135,10 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 MAX_REQUEST_BYTES = envint("MAX_REQUEST_BYTES", 4 * 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
 
+# Seconds a process keeps keys and models it read from the database before reading them
+# again (a change made through this process's admin is seen at once).
+REGISTRY_CACHE_SECONDS = envfloat("REGISTRY_CACHE_SECONDS", 5.0, minimum=0.0)
+
 # Upstream providers.
 CLOUDFLARE_ACCOUNT_ID = envstr("CLOUDFLARE_ACCOUNT_ID")
 CLOUDFLARE_API_TOKEN = envstr("CLOUDFLARE_API_TOKEN")

@@ -9,9 +9,11 @@ Personas:
 import pytest
 from django.test import AsyncClient, override_settings
 
-from apikeys.models import ApiKey
+from apikeys.models import ApiKey, keys_by_digest
+from apikeys.writer import writer
 from completions.models import Model, ModelAlias, Provider
 from completions.providers.client import close_client
+from completions.registry import catalogue
 from gateway.db import aclose_connections
 from tests import fake_upstream
 from tests.fake_upstream import FakeUpstream
@@ -39,6 +41,9 @@ async def _close_http_client():
     yield
     await close_client()
     await aclose_connections()
+    writer.close_connections()
+    catalogue.clear()
+    keys_by_digest.clear()
 
 
 @pytest.fixture

@@ -173,7 +173,9 @@ async def test_a_rate_changed_in_the_admin_applies_to_the_next_request(
 ):
     for _ in range(3):
         await _chat(api, dave)
-    await ApiKey.objects.filter(name="dave").aupdate(rate_limit="5/m")
+    key = await ApiKey.objects.aget(name="dave")
+    key.rate_limit = "5/m"
+    await key.asave()
 
     response = await _chat(api, dave)
 

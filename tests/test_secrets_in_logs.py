@@ -3,6 +3,7 @@ or the admin once a key is made, and upstream errors reach clients without the g
 credentials, account id or internal URLs."""
 
 import logging
+import socket
 
 import httpx
 import pytest
@@ -11,7 +12,7 @@ from django.contrib.auth.models import User
 from django.test import AsyncClient, Client
 
 from apikeys.models import ApiKey, UsageRecord
-from completions.models import Provider
+from completions.models import Model, Provider
 from completions.providers.base import BaseProvider
 from tests import fake_upstream
 from tests.conftest import LLAMA
@@ -47,6 +48,13 @@ def logs():
     root.setLevel(level)
 
 
+def _closed_port():
+    """Return a loopback port that nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def _secrets(persona, upstream):
     return [
         persona.secret,
@@ -75,6 +83,15 @@ async def _chat(api, headers, model=LLAMA, **extra):
 
 @pytest.mark.django_db(transaction=True)
 async def test_no_key_or_credential_reaches_the_logs(api, alice, cloudflare, upstream, logs):
+    # A provider whose upstream cannot be reached: the transport's error names host and port.
+    down = await Provider.objects.acreate(
+        name="down",
+        kind=Provider.CLOUDFLARE,
+        base_url=f"http://127.0.0.1:{_closed_port()}/client/v4",
+        account_id=fake_upstream.CLOUDFLARE_ACCOUNT,
+        api_key_env="TEST_CF_TOKEN",
+    )
+    await Model.objects.acreate(name="@cf/test/unreachable", provider=down)
     revoked_key, revoked = await sync_to_async(ApiKey.objects.create_key)(name="old")
     await sync_to_async(revoked_key.revoke)()
     almost = alice.secret[:-1] + ("A" if alice.secret[-1] != "A" else "B")
@@ -85,8 +102,7 @@ async def test_no_key_or_credential_reaches_the_logs(api, alice, cloudflare, ups
     await _chat(api, {"Authorization": f"Bearer {revoked}"})
     await _chat(api, alice.headers, model="@cf/test/fail-500")
     await _chat(api, alice.headers, model="@cf/test/cut-stream", stream=True)
-    await Provider.objects.filter(pk=cloudflare.pk).aupdate(base_url="http://127.0.0.1:9/client/v4")
-    await _chat(api, alice.headers)
+    await _chat(api, alice.headers, model="@cf/test/unreachable")
 
     # Something was logged: the refusals and the failures.
     assert "Unauthorized" in logs.text

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from apikeys.models import UsageRecord
-from completions.models import Provider
+from completions.models import Model, Provider
 from tests.conftest import LLAMA
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -68,12 +68,17 @@ async def test_it_answers_504_when_it_cannot_connect_in_time(
     api, alice, cloudflare, settings, unanswered_port
 ):
     settings.UPSTREAM_CONNECT_TIMEOUT = 0.2
-    await Provider.objects.filter(pk=cloudflare.pk).aupdate(
-        base_url=f"http://127.0.0.1:{unanswered_port}/client/v4"
+    stuck = await Provider.objects.acreate(
+        name="stuck",
+        kind=Provider.CLOUDFLARE,
+        base_url=f"http://127.0.0.1:{unanswered_port}/client/v4",
+        account_id="acc",
+        api_key_env="TEST_CF_TOKEN",
     )
+    await Model.objects.acreate(name="@cf/test/stuck", provider=stuck)
     started = time.monotonic()
 
-    response = await _chat(api, alice, LLAMA)
+    response = await _chat(api, alice, "@cf/test/stuck")
 
     error = _timeout_error(response)
     assert "connect" in error["message"]
