@@ -13,12 +13,15 @@ import logging
 import queue
 import threading
 
+from asgiref.sync import sync_to_async
 from django.db import close_old_connections, connections, transaction
 
 logger = logging.getLogger(__name__)
 
 # Records written in one transaction at most.
 MAX_BATCH = 500
+# Touches made without the thread, kept until done so that the loop does not drop them.
+_inline_touches = set()
 
 
 class _Close:
@@ -33,9 +36,15 @@ class UsageWriter:
         self._queue = queue.SimpleQueue()
         self._thread = None
         self._start_lock = threading.Lock()
+        # False: write on the request's own database connection instead, for tests that
+        # hold everything in one transaction, which no other connection can see into.
+        self.threaded = True
 
     async def write(self, fields):
         """Write one UsageRecord with these fields; return once it is committed."""
+        if not self.threaded:
+            await sync_to_async(self._write_inline)(fields)
+            return
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._put(("record", fields, loop, future))
@@ -43,7 +52,24 @@ class UsageWriter:
 
     def touch(self, key_id, when):
         """Set a key's last_used_at, without waiting for it."""
-        self._put(("touch", key_id, when, None))
+        if self.threaded:
+            self._put(("touch", key_id, when, None))
+        else:
+            self._touch_inline(key_id, when)
+
+    @staticmethod
+    def _write_inline(fields):
+        from apikeys.models import UsageRecord
+
+        UsageRecord.objects.create(**fields)
+
+    @staticmethod
+    def _touch_inline(key_id, when):
+        from apikeys.models import ApiKey
+
+        task = asyncio.ensure_future(ApiKey.objects.filter(pk=key_id).aupdate(last_used_at=when))
+        _inline_touches.add(task)
+        task.add_done_callback(_inline_touches.discard)
 
     def close_connections(self, timeout=10):
         """Close the thread's database connections and wait until it has (seconds)."""

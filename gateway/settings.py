@@ -5,7 +5,9 @@ throwaway secret key. Production refuses to start without a real SECRET_KEY and
 ALLOWED_HOSTS.
 """
 
+import os
 import re
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -93,11 +95,27 @@ try:
 except ValueError as exc:
     raise ImproperlyConfigured(f"DATABASE_URL is not a database URL: {exc}") from None
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # Concurrent streams finish together and each writes its usage record: wait for the
-    # lock instead of failing with "database is locked" (5 s is SQLite's own default).
-    DATABASES["default"].setdefault("OPTIONS", {})
-    DATABASES["default"]["OPTIONS"].setdefault("timeout", 20)
-    DATABASES["default"]["OPTIONS"].setdefault("transaction_mode", "IMMEDIATE")
+    options = DATABASES["default"].setdefault("OPTIONS", {})
+    # The usage writer writes while requests read: wait for a lock rather than fail with
+    # "database is locked" (seconds), and let readers go on during a write (WAL).
+    options.setdefault("timeout", 20)
+    options.setdefault("transaction_mode", "IMMEDIATE")
+    options.setdefault("init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
+    # The tests' database is a file, not SQLite's shared in-memory one: there, a reader
+    # that meets another connection's write fails at once instead of waiting.
+    # In memory-backed /dev/shm where there is one, as SQLite's own would be.
+    test_folder = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+    DATABASES["default"]["TEST"] = {
+        "NAME": str(Path(test_folder) / f"gateway-test-{os.getpid()}.sqlite3")
+    }
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Connections borrowed per query from a pool of this size per process (0: none).
+    pool_size = envint("DATABASE_POOL_SIZE", 0, minimum=0)
+    if pool_size:
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": 1,
+            "max_size": pool_size,
+        }
 
 REDIS_URL = envstr("REDIS_URL")
 if REDIS_URL:

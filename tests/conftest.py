@@ -35,6 +35,20 @@ def _fresh_upstream(request):
 
 
 @pytest.fixture(autouse=True)
+def _usage_writer(request):
+    """Write usage from the writer's own thread, as in production, when the test's database
+    can be seen from another connection (transactional tests); on the request's own
+    connection when the test holds everything in one transaction."""
+    marker = request.node.get_closest_marker("django_db")
+    if marker is not None:
+        writer.threaded = bool(marker.kwargs.get("transaction") or (marker.args and marker.args[0]))
+    else:
+        writer.threaded = "db" not in request.fixturenames
+    yield
+    writer.threaded = True
+
+
+@pytest.fixture(autouse=True)
 async def _close_http_client():
     """Close what a test's async code left open: the upstream client and the connections
     of the ORM's worker thread (PostgreSQL will not drop a test database still in use)."""
