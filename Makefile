@@ -5,7 +5,7 @@ INSTALLED := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test test-production-stack services-stop lint format check
+.PHONY: install run test test-production-stack services-stop bench lint format check
 
 $(INSTALLED): requirements.txt
 	python3 -m venv $(VENV)
@@ -20,10 +20,10 @@ run: install
 	$(PYTHON) manage.py bootstrap
 	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) gateway.asgi:application
 
-# The whole suite on SQLite and the in-process cache (the browser test needs Chromium,
-# installed here when missing).
+# The whole suite on SQLite and the in-process cache. The browser test needs Chromium and
+# the multi-process test PostgreSQL and Redis: Debian's packages are installed when missing.
 test: install
-	scripts/system-deps browser
+	scripts/system-deps browser services
 	$(PYTHON) -m pytest
 
 # The whole suite again on PostgreSQL and Redis, started on loopback by scripts/services.
@@ -33,6 +33,10 @@ test-production-stack: install
 
 services-stop:
 	scripts/services stop
+
+# What the gateway adds to each request, beside a bare proxy and the upstream (bench/).
+bench: install
+	$(PYTHON) -m bench.run
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -11,6 +11,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from apikeys.models import UsageRecord
 from apikeys.throttling import acount_usage
 from apikeys.writer import writer
+from gateway import metrics
 from gateway.errors import GatewayError, InvalidRequest
 
 # Model prices are per million tokens.
@@ -44,6 +45,7 @@ class UsageMeter:
         self.status = UsageRecord.OK
         self.http_status = 200
         self.error = ""
+        self.error_code = None
         self.saved = False
 
     def answered_by(self, model):
@@ -64,6 +66,7 @@ class UsageMeter:
         )
         self.http_status = error.status if isinstance(error, GatewayError) else 500
         self.error = str(error)
+        self.error_code = getattr(error, "code", None) or type(error).__name__
 
     def client_closed(self):
         self.status = UsageRecord.CLIENT_CLOSED
@@ -102,10 +105,25 @@ class UsageMeter:
         if self.saved:
             return
         self.saved = True
-        task = asyncio.ensure_future(_record(self.fields["api_key"], self.record_fields()))
+        fields = self.record_fields()
+        self._observe(fields)
+        task = asyncio.ensure_future(_record(self.fields["api_key"], fields))
         _pending_saves.add(task)
         task.add_done_callback(_pending_saves.discard)
         await asyncio.shield(task)
+
+    def _observe(self, fields):
+        """Count the call in the Prometheus metrics (gateway/metrics.py)."""
+        model = fields["model"]
+        metrics.MODEL_REQUESTS.labels(fields["endpoint"], model, fields["status"]).inc()
+        metrics.TOKENS.labels(model, "prompt").inc(fields["prompt_tokens"])
+        metrics.TOKENS.labels(model, "completion").inc(fields["completion_tokens"])
+        if fields["time_to_first_token_ms"] is not None:
+            metrics.FIRST_TOKEN_SECONDS.labels(model).observe(
+                fields["time_to_first_token_ms"] / 1000
+            )
+        if self.status == UsageRecord.UPSTREAM_ERROR:
+            metrics.UPSTREAM_ERRORS.labels(fields["provider"], self.error_code).inc()
 
 
 def cost_of(model, prompt_tokens, completion_tokens):

@@ -8,6 +8,7 @@ import time
 
 from django.http import StreamingHttpResponse
 
+from gateway import metrics
 from gateway.middleware import track_stream
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,9 @@ class EventStreamResponse(StreamingHttpResponse):
     """
 
     def __init__(self, events):
-        self._events = _Events(events)
+        self._events = _Events(events, on_end=self._ended)
+        self._open = True
+        metrics.OPEN_STREAMS.inc()
         self._loop = asyncio.get_running_loop()
         self._closing = False
         super().__init__(self._events, content_type="text/event-stream")
@@ -50,8 +53,14 @@ class EventStreamResponse(StreamingHttpResponse):
         # Closed by the middleware if the request is cancelled before this is sent.
         track_stream(self)
 
+    def _ended(self):
+        if self._open:
+            self._open = False
+            metrics.OPEN_STREAMS.dec()
+
     def close(self):
         super().close()
+        self._ended()
         if self._closing or self._events.finished:
             return
         self._closing = True
@@ -68,16 +77,22 @@ class EventStreamResponse(StreamingHttpResponse):
 class _Events:
     """An async iterator of events that remembers whether its first event was asked for."""
 
-    def __init__(self, events):
+    def __init__(self, events, on_end):
         self.events = events
         self.started = False
+        self.on_end = on_end
 
     def __aiter__(self):
         return self
 
-    def __anext__(self):
+    async def __anext__(self):
         self.started = True
-        return self.events.__anext__()
+        try:
+            return await self.events.__anext__()
+        except BaseException:
+            # The last event was sent, or the stream failed or was cancelled.
+            self.on_end()
+            raise
 
     @property
     def finished(self):
@@ -86,6 +101,7 @@ class _Events:
 
     async def aclose(self):
         """End the events, running their generator's cleanup even if it never started."""
+        self.on_end()
         if self.finished or not hasattr(self.events, "aclose"):
             return
         try:

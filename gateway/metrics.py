@@ -27,7 +27,7 @@ REQUESTS = Counter(
 )
 REQUEST_SECONDS = Histogram(
     "gateway_request_duration_seconds",
-    "Time to answer a request (to its last byte).",
+    "Time to a response: the whole answer, or the start of a stream.",
     ["endpoint"],
     buckets=LATENCY_BUCKETS,
 )

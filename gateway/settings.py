@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "corsheaders",
     "rest_framework",
     "django_ratelimit",
+    "gateway",
     "apikeys",
     "completions",
 ]
@@ -54,17 +55,17 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "gateway.middleware.AbandonedStreamMiddleware",
     "gateway.middleware.RequestIdMiddleware",
-    "django.middleware.security.SecurityMiddleware",
+    "gateway.middleware.SecurityMiddleware",
     "gateway.middleware.SecurityHeadersMiddleware",
     "gateway.middleware.ContentSecurityPolicyMiddleware",
     "django_permissions_policy.PermissionsPolicyMiddleware",
     "gateway.middleware.CorsMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "gateway.middleware.SessionMiddleware",
+    "gateway.middleware.CommonMiddleware",
+    "gateway.middleware.CsrfViewMiddleware",
+    "gateway.middleware.AuthenticationMiddleware",
+    "gateway.middleware.MessageMiddleware",
+    "gateway.middleware.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "gateway.urls"
@@ -129,6 +130,10 @@ else:
 # allowed; anywhere else several processes need REDIS_URL. Django's own Redis backend
 # (atomic SET NX and INCRBY) is merely not on django-ratelimit's list (W001).
 SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]
+# Django's security, clickjacking and CSRF middleware are in MIDDLEWARE as the subclasses
+# in gateway/middleware.py (the same hooks, run without a thread hop); these checks look
+# for Django's exact class names. gateway.E001 checks that the subclasses are there.
+SILENCED_SYSTEM_CHECKS += ["security.W001", "security.W002", "security.W003"]
 if ENVIRONMENT == "development" and not REDIS_URL:
     SILENCED_SYSTEM_CHECKS.append("django_ratelimit.E003")
 
@@ -319,10 +324,27 @@ if not re.fullmatch(r"[1-9][0-9]*/[smhd]", ADMIN_LOGIN_RATE):
         f"ADMIN_LOGIN_RATE must be a rate such as 10/m (per s, m, h or d), not {ADMIN_LOGIN_RATE!r}"
     )
 
+# Bearer token /metrics asks for; empty: open (restrict it at the proxy, see deploy/).
+METRICS_TOKEN = envstr("METRICS_TOKEN")
+
+LOG_FORMAT = envchoice(
+    "LOG_FORMAT", "text" if ENVIRONMENT == "development" else "json", ("text", "json")
+)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"request_id": {"()": "gateway.logs.RequestIdFilter"}},
+    "formatters": {
+        "json": {"()": "gateway.logs.JsonFormatter"},
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["request_id"],
+        }
+    },
     "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
     "loggers": {
         # Upstream URLs carry account ids; the client library's request log is not needed.

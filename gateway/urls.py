@@ -7,6 +7,8 @@ from gateway import views
 
 urlpatterns = [
     path("healthz", views.healthz),
+    path("readyz", views.readyz),
+    path("metrics", views.prometheus_metrics),
     path("v1/openapi.json", views.openapi),
     path("v1/", include("completions.urls")),
     # Before the admin's own URLs, so that its login is the rate-limited one.

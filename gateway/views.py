@@ -1,15 +1,23 @@
 """Views of the gateway itself: health, the OpenAPI document, the admin's login, and
 OpenAI-style errors for unknown paths and requests Django refuses."""
 
+import logging
+import secrets
+
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib import admin
+from django.core.cache import cache
+from django.db import connection
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_post_parameters
 from django_ratelimit.core import is_ratelimited
 
+from gateway import metrics
 from gateway.errors import (
+    AuthenticationFailed,
     GatewayError,
     InvalidRequest,
     MethodNotAllowed,
@@ -18,12 +26,58 @@ from gateway.errors import (
 )
 from gateway.openapi import openapi_json
 
+logger = logging.getLogger(__name__)
+
 # Seconds in the window of each unit of a django-ratelimit rate (ADMIN_LOGIN_RATE).
 RATE_WINDOWS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 async def healthz(request):
+    """Answer 200 while the process runs (liveness)."""
     return JsonResponse({"status": "ok"})
+
+
+async def readyz(request):
+    """Answer 200 if the database and the cache answer, 503 naming the one that does not."""
+    checks = {"database": await _database_answers(), "cache": await _cache_answers()}
+    ready = all(checks.values())
+    return JsonResponse(
+        {"status": "ok" if ready else "unavailable"}
+        | {name: "ok" if good else "unavailable" for name, good in checks.items()},
+        status=200 if ready else 503,
+    )
+
+
+@sync_to_async
+def _database_answers():
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return True
+    except Exception:
+        logger.exception("Readiness: the database does not answer")
+        return False
+
+
+async def _cache_answers():
+    try:
+        name = "readyz:" + secrets.token_hex(8)
+        await cache.aset(name, 1, timeout=10)
+        return await cache.aget(name) == 1
+    except Exception:
+        logger.exception("Readiness: the cache does not answer")
+        return False
+
+
+async def prometheus_metrics(request):
+    """Answer the Prometheus metrics; with METRICS_TOKEN set, only to that bearer token."""
+    expected = settings.METRICS_TOKEN
+    if expected:
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not secrets.compare_digest(given.encode(), expected.encode()):
+            return error_response(AuthenticationFailed("Send the metrics token as a bearer token."))
+    body, content_type = metrics.render()
+    return HttpResponse(body, content_type=content_type)
 
 
 async def openapi(request):

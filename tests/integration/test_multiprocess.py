@@ -11,6 +11,7 @@ from collections import Counter
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.conftest import ROOT, Database, daphne, gateway_env, manage
 
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 SETUP = """
 from apikeys.models import ApiKey
-key, secret = ApiKey.objects.create_key(name="limited", rate_limit="10/m")
+key, secret = ApiKey.objects.create_key(name="limited", rate_limit="10/d")
 print(secret)
 """
 
@@ -49,7 +50,9 @@ def monkeypatch_module():
 def two_gateways(production_stack, tmp_path_factory):
     folder = tmp_path_factory.mktemp("multiprocess")
     database = Database(folder)
-    env = gateway_env(database, ECHO_STREAM_DELAY="0")
+    metrics_folder = folder / "metrics"
+    metrics_folder.mkdir()
+    env = gateway_env(database, ECHO_STREAM_DELAY="0", PROMETHEUS_MULTIPROC_DIR=str(metrics_folder))
     try:
         manage(env, "migrate", "--no-input", "-v0")
         secret = manage(env, "shell", "-c", SETUP).split()[-1]
@@ -61,7 +64,7 @@ def two_gateways(production_stack, tmp_path_factory):
         database.drop()
 
 
-async def test_a_key_limited_to_10_a_minute_gets_exactly_10_of_30_across_two_processes(
+async def test_a_key_limited_to_10_a_day_gets_exactly_10_of_30_across_two_processes(
     two_gateways,
 ):
     servers, secret, database = two_gateways
@@ -86,3 +89,18 @@ async def test_a_key_limited_to_10_a_minute_gets_exactly_10_of_30_across_two_pro
     # The echo model answers the 4 words back: 4 prompt and 4 completion tokens each.
     assert sum(r["prompt_tokens"] for r in records) == 40
     assert sum(r["completion_tokens"] for r in records) == 40
+
+    # Either process's /metrics counts what both served.
+    metrics = httpx.get(f"{servers[0]}/metrics").text
+    assert _sample(metrics, "gateway_model_requests_total", model="echo", status="ok") == 10
+    assert _sample(metrics, "gateway_tokens_total", model="echo", kind="completion") == 40
+    assert _sample(metrics, "gateway_requests_total", status="429") == 20
+
+
+def _sample(text, name, **labels):
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
