@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from gateway.db import off_the_request_thread
 from gateway.memo import MISSING, TimedCache
 
 # Keys recently looked up, by digest; cleared by apikeys/apps.py when a key is saved.
@@ -59,12 +60,17 @@ class ApiKeyManager(models.Manager):
         wanted = digest(secret)
         key = keys_by_digest.get(wanted)
         if key is MISSING:
-            key = await self.filter(digest=wanted).afirst()
+            key = await _find_key(wanted)
             if key is not None:
                 keys_by_digest.set(wanted, key)
         if key is None or not secrets.compare_digest(key.digest, wanted):
             return None
         return key
+
+
+@off_the_request_thread
+def _find_key(wanted):
+    return ApiKey.objects.filter(digest=wanted).first()
 
 
 class ApiKey(models.Model):

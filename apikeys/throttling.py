@@ -30,12 +30,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from asgiref.sync import sync_to_async
 from django.core.cache import cache
 from django.db.models import Sum
 from django_ratelimit.core import get_usage
 
 from apikeys.models import UsageRecord
+from gateway.db import off_the_request_thread
 from gateway.errors import RateLimited
 
 logger = logging.getLogger(__name__)
@@ -196,7 +196,7 @@ def admit(request, *, spends):
     return allowance
 
 
-aadmit = sync_to_async(admit)
+aadmit = off_the_request_thread(admit)
 
 
 def count_usage(key, tokens, cost):
@@ -222,8 +222,8 @@ def count_usage(key, tokens, cost):
         logger.exception("Could not count the usage of key %s in the cache", key.name)
 
 
-# Cache calls only, safe in any thread: kept off the thread of the request's database work.
-acount_usage = sync_to_async(count_usage, thread_sensitive=False)
+# Cache calls, and a sum of records when a counter is missing.
+acount_usage = off_the_request_thread(count_usage)
 
 
 def format_duration(seconds):

@@ -33,7 +33,6 @@ from completions.serializers import (
 )
 from completions.stop import StopFilter, cut_at_stop
 from completions.streaming import ChatChunks, TextCompletionChunks, sse_response
-from gateway.db import aclose_connections
 from gateway.decorators import api_endpoint, json_body
 from gateway.errors import GatewayError, InvalidRequest
 
@@ -285,8 +284,8 @@ async def _stream(candidates, meter, open_deltas, chunks, stop):
     answered, provider, (deltas, first) = await call_with_fallbacks(candidates, meter, first_event)
     chunks.model = _answering_name(chunks.model, candidates[0], answered)
     stops = None if provider.takes_stop else stop
-    # An open stream holds no database connection: the usage write opens its own.
-    await aclose_connections()
+    # An open stream holds no database connection: nothing on the request path opens one
+    # in the request's thread (gateway/db.py), and the usage writer has its own.
     return sse_response(_events(deltas, first, meter, stops, chunks))
 
 

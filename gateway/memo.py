@@ -8,8 +8,9 @@ admin of one process is refused by the others within that time.
 import asyncio
 import time
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
+
+from gateway.db import off_the_request_thread
 
 MISSING = object()
 # Entries one TimedCache holds at most; past that it starts afresh rather than grow.
@@ -49,7 +50,7 @@ class Snapshot:
     """
 
     def __init__(self, load):
-        self._load = sync_to_async(load)
+        self._load = off_the_request_thread(load)
         self._value = MISSING
         self._expires = 0.0
         self._pending = None

@@ -14,6 +14,7 @@ from apikeys.writer import writer
 from completions.models import Model, ModelAlias, Provider
 from completions.providers.client import close_client
 from completions.registry import catalogue
+from gateway import db
 from gateway.db import aclose_connections
 from tests import fake_upstream
 from tests.fake_upstream import FakeUpstream
@@ -36,16 +37,17 @@ def _fresh_upstream(request):
 
 @pytest.fixture(autouse=True)
 def _usage_writer(request):
-    """Write usage from the writer's own thread, as in production, when the test's database
-    can be seen from another connection (transactional tests); on the request's own
-    connection when the test holds everything in one transaction."""
+    """Use other threads' database connections, as in production (the usage writer's, the
+    pool's), when the test's database can be seen from them (transactional tests); the
+    request's own connection when the test holds everything in one transaction."""
     marker = request.node.get_closest_marker("django_db")
     if marker is not None:
-        writer.threaded = bool(marker.kwargs.get("transaction") or (marker.args and marker.args[0]))
+        threaded = bool(marker.kwargs.get("transaction") or (marker.args and marker.args[0]))
     else:
-        writer.threaded = "db" not in request.fixturenames
+        threaded = "db" not in request.fixturenames
+    writer.threaded = db.separate_threads = threaded
     yield
-    writer.threaded = True
+    writer.threaded = db.separate_threads = True
 
 
 @pytest.fixture(autouse=True)

@@ -19,8 +19,9 @@ pytestmark = pytest.mark.integration
 
 SETUP = """
 from apikeys.models import ApiKey
-key, secret = ApiKey.objects.create_key(name="limited", rate_limit="10/d")
-print(secret)
+for name, rate in [("limited", "10/d"), ("streamer", "1000/h")]:
+    key, secret = ApiKey.objects.create_key(name=name, rate_limit=rate)
+    print(secret)
 """
 
 
@@ -55,11 +56,11 @@ def two_gateways(production_stack, tmp_path_factory):
     env = gateway_env(database, ECHO_STREAM_DELAY="0", PROMETHEUS_MULTIPROC_DIR=str(metrics_folder))
     try:
         manage(env, "migrate", "--no-input", "-v0")
-        secret = manage(env, "shell", "-c", SETUP).split()[-1]
+        secrets = manage(env, "shell", "-c", SETUP).split()[-2:]
         # Rate counters of an earlier run must not count against this one.
         manage(env, "shell", "-c", "from django.core.cache import cache; cache.clear()")
         with daphne(env, folder / "one.log") as one, daphne(env, folder / "two.log") as two:
-            yield [one, two], secret, database
+            yield [one, two], secrets, database
     finally:
         database.drop()
 
@@ -67,7 +68,7 @@ def two_gateways(production_stack, tmp_path_factory):
 async def test_a_key_limited_to_10_a_day_gets_exactly_10_of_30_across_two_processes(
     two_gateways,
 ):
-    servers, secret, database = two_gateways
+    servers, (secret, _), database = two_gateways
     body = {"model": "echo", "messages": [{"role": "user", "content": "count these four words"}]}
 
     async with httpx.AsyncClient(timeout=30) as client:
@@ -104,3 +105,41 @@ def _sample(text, name, **labels):
         for sample in family.samples
         if sample.name == name and labels.items() <= sample.labels.items()
     )
+
+
+async def test_open_streams_hold_no_database_connection(two_gateways):
+    servers, (_, secret), database = two_gateways
+    body = {
+        "model": "echo",
+        "messages": [{"role": "user", "content": "one two three four five six"}],
+        "stream": True,
+    }
+    opened = asyncio.Event()
+    started = 0
+
+    async with httpx.AsyncClient(timeout=30) as client:
+
+        async def stream(index):
+            nonlocal started
+            url = f"{servers[index % 2]}/v1/chat/completions"
+            headers = {"Authorization": f"Bearer {secret}"}
+            async with client.stream("POST", url, json=body, headers=headers) as response:
+                assert response.status_code == 200
+                lines = response.aiter_lines()
+                await anext(lines)
+                started += 1
+                if started == 20:
+                    opened.set()
+                return [line async for line in lines if line]
+
+        tasks = [asyncio.create_task(stream(i)) for i in range(20)]
+        await asyncio.wait_for(opened.wait(), 20)
+        connections = database.rows(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()"
+        )[0]["n"]
+        endings = await asyncio.gather(*tasks)
+
+    # 20 streams open over two processes: at most each process's usage writer is connected.
+    assert connections <= 2
+    assert all(lines[-1] == "data: [DONE]" for lines in endings)
