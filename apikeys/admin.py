@@ -170,14 +170,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.display(description="limits")
     def limits(self, key):
-        limits = [key.rate_limit]
-        if key.tokens_per_minute is not None:
-            limits.append(f"{key.tokens_per_minute:,} tokens/min")
-        if key.tokens_per_day is not None:
-            limits.append(f"{key.tokens_per_day:,} tokens/day")
-        if key.monthly_budget is not None:
-            limits.append(f"{key.monthly_budget} USD/month")
-        return ", ".join(limits)
+        return key.describe_limits()
 
     @admin.display(description="usage and what is left")
     def usage_and_limits(self, key):

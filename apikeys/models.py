@@ -140,6 +140,17 @@ class ApiKey(models.Model):
             return "expired"
         return "active"
 
+    def describe_limits(self):
+        """Describe the key's limits: 5/m, 2,000 tokens/min, 100,000 tokens/day, 25.00 USD/month."""
+        limits = [self.rate_limit]
+        if self.tokens_per_minute is not None:
+            limits.append(f"{self.tokens_per_minute:,} tokens/min")
+        if self.tokens_per_day is not None:
+            limits.append(f"{self.tokens_per_day:,} tokens/day")
+        if self.monthly_budget is not None:
+            limits.append(f"{self.monthly_budget:.2f} USD/month")
+        return ", ".join(limits)
+
     @property
     def can_write(self):
         return self.permissions == self.READ_WRITE

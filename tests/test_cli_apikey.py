@@ -86,7 +86,7 @@ def test_create_sets_token_limits_and_a_monthly_budget():
     key = ApiKey.objects.get(name="ci")
     assert (key.rate_limit, key.tokens_per_minute, key.tokens_per_day) == ("5/m", 2000, 100000)
     assert key.monthly_budget == Decimal("25")
-    assert "5/m, 2000 tokens/m, 100000 tokens/d, 25.00 USD/month" in out
+    assert "5/m, 2,000 tokens/min, 100,000 tokens/day, 25.00 USD/month" in out
 
 
 def test_a_key_has_no_token_limit_or_budget_unless_asked():
@@ -228,7 +228,7 @@ def test_list_shows_each_key_with_its_state_and_never_a_secret(alice, bob, carol
     assert rows["carol"].split()[3] == "revoked"
     assert "@cf/meta/llama-3.1-8b-instruct" in rows["carol"]
     assert "5/s" in rows["dave"]
-    assert rows["erin"].split()[4] == "1/m,10tok/m,2.50USD/month"
+    assert rows["erin"].split()[4] == "1/m,10tok/min,2.50USD/month"
     assert "2999-01-01 00:00 UTC" in rows["dave"]
     assert rows["dave"].endswith("never")
     for secret in [alice.secret, bob.secret, carol.secret, dave_secret]:

@@ -54,6 +54,20 @@ class Usage:
             estimated=self.estimated or other.estimated,
         )
 
+    @classmethod
+    def reported(cls, raw):
+        """Return a provider's usage object ({prompt_tokens, completion_tokens}) as Usage,
+        or None if it reported none (Workers AI and OpenAI use the same names)."""
+        if not isinstance(raw, dict):
+            return None
+        try:
+            return cls(
+                prompt_tokens=int(raw.get("prompt_tokens") or 0),
+                completion_tokens=int(raw.get("completion_tokens") or 0),
+            )
+        except (TypeError, ValueError):
+            return None
+
     def as_dict(self):
         return {
             "prompt_tokens": self.prompt_tokens,

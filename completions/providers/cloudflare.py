@@ -155,7 +155,7 @@ class CloudflareProvider(BaseProvider):
             vectors = [[float(x) for x in vector] for vector in vectors]
         except (TypeError, ValueError):
             raise UpstreamError("The provider answered with malformed embeddings.") from None
-        return EmbeddingResult(vectors=vectors, usage=_usage(result.get("usage")))
+        return EmbeddingResult(vectors=vectors, usage=Usage.reported(result.get("usage")))
 
     async def list_models(self):
         models = []
@@ -262,7 +262,7 @@ def _chat_result(result, request):
         content = ""
     elif tool_calls and not content:
         content = None
-    usage = _usage(result.get("usage")) or estimate_usage(request, content or "")
+    usage = Usage.reported(result.get("usage")) or estimate_usage(request, content or "")
     finish_reason = "tool_calls" if tool_calls else finish_reason_for(request, usage)
     return ChatResult(
         content=content, usage=usage, finish_reason=finish_reason, tool_calls=tool_calls
@@ -287,19 +287,6 @@ def _event_deltas(event, pieces):
     if calls:
         deltas.append(Delta(tool_calls=calls))
     return deltas, None
-
-
-def _usage(raw):
-    """Return Workers AI's usage as Usage, or None if it reported none."""
-    if not isinstance(raw, dict):
-        return None
-    try:
-        return Usage(
-            prompt_tokens=int(raw.get("prompt_tokens") or 0),
-            completion_tokens=int(raw.get("completion_tokens") or 0),
-        )
-    except (TypeError, ValueError):
-        return None
 
 
 # The catalogue's price units, and the Model field each one fills (USD per million tokens).

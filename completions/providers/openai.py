@@ -115,7 +115,7 @@ class OpenAIProvider(BaseProvider):
             vectors = [[float(x) for x in item["embedding"]] for item in items]
         except (KeyError, TypeError, ValueError):
             raise UpstreamError("The provider answered with malformed embeddings.") from None
-        return EmbeddingResult(vectors=vectors, usage=usage_from_openai(data.get("usage")))
+        return EmbeddingResult(vectors=vectors, usage=Usage.reported(data.get("usage")))
 
     async def list_models(self):
         data = await self.request_json("GET", self._url("models"), self._headers())
@@ -146,7 +146,7 @@ def chat_result_from_openai(data, request):
         raise UpstreamError("The provider answered with content that is not text.")
     if content is None and not tool_calls:
         content = ""
-    usage = usage_from_openai(data.get("usage")) or estimate_usage(request, content or "")
+    usage = Usage.reported(data.get("usage")) or estimate_usage(request, content or "")
     finish_reason = choice.get("finish_reason") or (
         "tool_calls" if tool_calls else finish_reason_for(request, usage)
     )
@@ -161,7 +161,7 @@ def completion_result_from_openai(data, request):
     text = choice.get("text")
     if not isinstance(text, str):
         raise UpstreamError("The provider answered the completion without text.")
-    usage = usage_from_openai(data.get("usage")) or estimate_usage(request, text)
+    usage = Usage.reported(data.get("usage")) or estimate_usage(request, text)
     return ChatResult(
         content=text,
         usage=usage,
@@ -207,7 +207,7 @@ async def read_openai_stream(events, request, read_event):
         event = parse_event(data)
         if not isinstance(event, dict):
             continue
-        usage = usage_from_openai(event.get("usage")) or usage
+        usage = Usage.reported(event.get("usage")) or usage
         deltas, reason = read_event(event, pieces)
         for delta in deltas:
             text.append(delta.text)
@@ -217,19 +217,6 @@ async def read_openai_stream(events, request, read_event):
     if finish_reason is None:
         finish_reason = "tool_calls" if pieces.count else finish_reason_for(request, usage)
     yield Delta(finish_reason=finish_reason, usage=usage)
-
-
-def usage_from_openai(raw):
-    """Return OpenAI's usage object as Usage, or None if there is none."""
-    if not isinstance(raw, dict):
-        return None
-    try:
-        return Usage(
-            prompt_tokens=int(raw.get("prompt_tokens") or 0),
-            completion_tokens=int(raw.get("completion_tokens") or 0),
-        )
-    except (TypeError, ValueError):
-        return None
 
 
 def _first_choice(data):

@@ -189,7 +189,8 @@ class Command(BaseCommand):
             # A key may be made before its models are synced, so this only warns.
             self.stderr.write(f"Warning: no model or alias is named '{unknown}' yet.")
         self.stdout.write(
-            f"Created key '{key.name}' ({key.prefix}…): {key.permissions}, {_limits(key)}, "
+            f"Created key '{key.name}' ({key.prefix}…): {key.permissions}, "
+            f"{key.describe_limits()}, "
             f"models: {', '.join(key.allowed_models) or 'all'}, expires: {_when(key.expires_at)}."
         )
         self.stdout.write("The secret is shown only now; store it safely:")
@@ -237,21 +238,9 @@ class Command(BaseCommand):
         self.stdout.write(f"Revoked key '{name}'; requests with it are now refused.")
 
 
-def _limits(key):
-    """Describe a key's limits, like 5/m, 2000 tokens/m, 100000 tokens/d, 25.00 USD/month."""
-    limits = [key.rate_limit]
-    if key.tokens_per_minute is not None:
-        limits.append(f"{key.tokens_per_minute} tokens/m")
-    if key.tokens_per_day is not None:
-        limits.append(f"{key.tokens_per_day} tokens/d")
-    if key.monthly_budget is not None:
-        limits.append(f"{key.monthly_budget:.2f} USD/month")
-    return ", ".join(limits)
-
-
 def _compact_limits(key):
     """Describe a key's limits in one word for the list: 5/m,2000tok/m,25.00USD/month."""
-    return _limits(key).replace(" tokens", "tok").replace(" USD", "USD").replace(", ", ",")
+    return key.describe_limits().replace(" tokens", "tok").replace(" USD", "USD").replace(", ", ",")
 
 
 def _describe(error):
