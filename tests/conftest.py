@@ -17,6 +17,7 @@ from completions.registry import catalogue
 from gateway import db
 from gateway.db import aclose_connections
 from tests import fake_upstream
+from tests.clock import freeze
 from tests.fake_upstream import FakeUpstream
 
 LLAMA = "@cf/meta/llama-3.1-8b-instruct"
@@ -141,3 +142,9 @@ def api():
 def no_echo_delay():
     with override_settings(ECHO_STREAM_DELAY=0):
         yield
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """The limits' clock, stopped; tests move it with `clock.advance(seconds)`."""
+    return freeze(monkeypatch)

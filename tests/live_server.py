@@ -1,19 +1,25 @@
 """A gateway served by daphne in a subprocess, for tests that need a real ASGI server.
 
-Each LiveGateway gets a free loopback port and its own SQLite file, migrated and filled by a
+The pieces (`gateway_env`, `manage`, `daphne`, `Database`) serve the session-wide gateway of
+tests/integration and the multi-process tests. LiveGateway puts them together for a test
+module of its own: a free loopback port and its own SQLite file, migrated and filled by a
 setup script run with `manage.py shell`. Lines the script prints as `name value` are kept
 in `.printed` (API key secrets, say). The fake upstream stays in the test process.
 """
 
+import contextlib
 import os
 import socket
 import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import httpx
+
+from tests import fake_upstream
 
 ROOT = Path(__file__).resolve().parent.parent
 # Seconds daphne may take to start listening.
@@ -26,11 +32,126 @@ def _free_port():
         return sock.getsockname()[1]
 
 
+class Database:
+    """A database of the gateway's own for one test session.
+
+    A SQLite file by default; a fresh PostgreSQL database (dropped at the end) when the run
+    itself is on PostgreSQL (DATABASE_URL), so that the production-stack leg tests daphne on
+    PostgreSQL and Redis too.
+    """
+
+    def __init__(self, folder):
+        self.main_url = os.environ.get("DATABASE_URL", "")
+        self.postgres = self.main_url.startswith(("postgres://", "postgresql://"))
+        if self.postgres:
+            self.name = "gateway_it_" + uuid.uuid4().hex[:12]
+            self.url = self.main_url.rsplit("/", 1)[0] + "/" + self.name
+            self._admin("CREATE DATABASE {}")
+        else:
+            self.path = folder / "db.sqlite3"
+            self.url = f"sqlite:///{self.path}"
+
+    def _admin(self, statement):
+        import psycopg
+
+        with psycopg.connect(self.main_url, autocommit=True) as db:
+            db.execute(statement.format(self.name))
+
+    def rows(self, query):
+        """Return the rows of a query as dicts."""
+        if self.postgres:
+            import psycopg
+            from psycopg.rows import dict_row
+
+            with psycopg.connect(self.url, row_factory=dict_row) as db:
+                return db.execute(query).fetchall()
+        with sqlite3.connect(self.path) as db:
+            db.row_factory = sqlite3.Row
+            return [dict(row) for row in db.execute(query).fetchall()]
+
+    def drop(self):
+        if self.postgres:
+            self._admin("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+
+
+def gateway_env(database, **extra):
+    """Return the environment of a gateway process on this database."""
+    env = {
+        **os.environ,
+        "ENVIRONMENT": "development",
+        "DATABASE_URL": database.url,
+        "TEST_CF_TOKEN": fake_upstream.CLOUDFLARE_TOKEN,
+        "ECHO_STREAM_DELAY": "0",
+        "UPSTREAM_TIMEOUT": "10",
+        "DJANGO_SETTINGS_MODULE": "gateway.settings",
+        **extra,
+    }
+    if os.environ.get("REDIS_URL"):
+        # Database 1 of the same Redis: the in-process tests clear database 0 as they go.
+        env["REDIS_URL"] = os.environ["REDIS_URL"].rsplit("/", 1)[0] + "/1"
+    return env
+
+
+def manage(env, *args):
+    """Run a management command in the gateway's environment; return its stdout."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *args],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+
+
+@contextlib.contextmanager
+def daphne(env, log_path):
+    """Run daphne on a free port until the block ends; yield its base URL."""
+    port = _free_port()
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "gateway.asgi:application",
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        base_url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        try:
+            while True:
+                try:
+                    if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"daphne did not start: {log_path.read_text()}")
+                time.sleep(0.1)
+            yield base_url
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
 class LiveGateway:
     def __init__(self, folder, setup, **env):
         self.folder = Path(folder)
         self.database = self.folder / "db.sqlite3"
         self.log_path = self.folder / "daphne.log"
+        # Always SQLite and DEBUG off, unlike gateway_env: a module's own small gateway.
         self.env = {
             **os.environ,
             "ENVIRONMENT": "development",
@@ -43,44 +164,17 @@ class LiveGateway:
         self.setup = setup
         self.printed = {}
         self.base_url = ""
-        self._server = None
-        self._log = None
+        self._server = contextlib.ExitStack()
 
     def __enter__(self):
-        manage = [sys.executable, str(ROOT / "manage.py")]
-        run = {"env": self.env, "cwd": ROOT, "check": True, "capture_output": True, "text": True}
-        subprocess.run([*manage, "migrate", "--no-input", "-v0"], **run)
-        output = subprocess.run([*manage, "shell", "-c", self.setup], **run).stdout
+        manage(self.env, "migrate", "--no-input", "-v0")
+        output = manage(self.env, "shell", "-c", self.setup)
         self.printed = dict(line.split(" ", 1) for line in output.splitlines() if " " in line)
-        port = _free_port()
-        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in __exit__
-        self._server = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
-            + ["gateway.asgi:application"],
-            env=self.env,
-            cwd=ROOT,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        self.base_url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while True:
-            try:
-                if httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            if self._server.poll() is not None or time.monotonic() > deadline:
-                self.__exit__(None, None, None)
-                raise RuntimeError(f"daphne did not start: {self.log_path.read_text()}")
-            time.sleep(0.1)
+        self.base_url = self._server.enter_context(daphne(self.env, self.log_path))
+        return self
 
     def __exit__(self, *exc_info):
-        if self._server is not None:
-            self._server.terminate()
-            self._server.wait(timeout=10)
-        if self._log is not None:
-            self._log.close()
+        self._server.close()
 
     @property
     def log(self):

@@ -13,6 +13,7 @@ from django.test import override_settings
 
 from completions.serializers import MAX_MESSAGE_CHARACTERS, MAX_MESSAGES, MAX_STOP_CHARACTERS
 from gateway.asgi import application
+from tests.asgi_scope import chat_scope
 from tests.conftest import LLAMA
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -35,7 +36,7 @@ def _error(response, status):
     return error
 
 
-async def _asgi_post(body_chunks, headers, uploaded_at_once):
+async def _asgi_post(body_chunks, persona, uploaded_at_once, extra_headers=()):
     """Post to the ASGI application as a server would, one body message per chunk.
 
     Only the first `uploaded_at_once` chunks are there at once; the rest come once the
@@ -68,33 +69,12 @@ async def _asgi_post(body_chunks, headers, uploaded_at_once):
             answered.set()
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"localhost"), *headers],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
+    scope = chat_scope(persona.headers["Authorization"], *extra_headers)
     # Seconds: an application that waits for the whole body never answers.
     await asyncio.wait_for(application(scope, receive, send), 10)
     status = next(m["status"] for m in sent if m["type"] == "http.response.start")
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     return status, json.loads(body), read_before_answer
-
-
-def _headers(persona, *extra):
-    return [
-        (b"content-type", b"application/json"),
-        (b"authorization", persona.headers["Authorization"].encode()),
-        *extra,
-    ]
 
 
 async def test_it_refuses_a_chunked_body_over_the_limit_without_reading_it_all(
@@ -104,7 +84,7 @@ async def test_it_refuses_a_chunked_body_over_the_limit_without_reading_it_all(
     chunks = [b'{"model": "x", "messages": [{"role": "user", "content": "'] + [b"x" * 512] * 40
 
     with override_settings(MAX_REQUEST_BYTES=SMALL_LIMIT, DATA_UPLOAD_MAX_MEMORY_SIZE=SMALL_LIMIT):
-        status, body, read = await _asgi_post(chunks, _headers(alice), uploaded_at_once=3)
+        status, body, read = await _asgi_post(chunks, alice, uploaded_at_once=3)
 
     assert status == 413
     assert body["error"]["code"] == "request_too_large"
@@ -117,10 +97,12 @@ async def test_it_refuses_a_declared_body_over_the_limit_before_reading_it(
     alice, cloudflare, upstream
 ):
     chunks = [b"x" * 512] * 40
-    headers = _headers(alice, (b"content-length", str(512 * 40).encode()))
+    declared = [(b"content-length", str(512 * 40).encode())]
 
     with override_settings(MAX_REQUEST_BYTES=SMALL_LIMIT, DATA_UPLOAD_MAX_MEMORY_SIZE=SMALL_LIMIT):
-        status, body, read = await _asgi_post(chunks, headers, uploaded_at_once=0)
+        status, body, read = await _asgi_post(
+            chunks, alice, uploaded_at_once=0, extra_headers=declared
+        )
 
     assert status == 413
     assert body["error"]["type"] == "invalid_request_error"
@@ -132,7 +114,7 @@ async def test_it_reads_a_chunked_body_under_the_limit_whole(alice, cloudflare, 
     chunks = [raw[i : i + 10] for i in range(0, len(raw), 10)]
 
     with override_settings(MAX_REQUEST_BYTES=SMALL_LIMIT, DATA_UPLOAD_MAX_MEMORY_SIZE=SMALL_LIMIT):
-        status, body, read = await _asgi_post(chunks, _headers(alice), uploaded_at_once=len(chunks))
+        status, body, read = await _asgi_post(chunks, alice, uploaded_at_once=len(chunks))
 
     assert status == 200
     assert body["choices"][0]["message"]["content"] == "Echo: hello there"

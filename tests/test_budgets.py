@@ -4,24 +4,17 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from asgiref.sync import sync_to_async
 from django.core.cache import cache
 
 from apikeys.models import ApiKey, UsageRecord
 from completions.models import Model
-from tests.clock import freeze
 from tests.conftest import LLAMA
+from tests.limited_keys import chat, new_key, read_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-MESSAGES = [{"role": "user", "content": "hello there world"}]
-# The fake upstream's usage for MESSAGES.
+# The fake upstream's usage for tests/limited_keys.py's MESSAGES.
 PROMPT_TOKENS, COMPLETION_TOKENS = 3, 4
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    return freeze(monkeypatch)
 
 
 @pytest.fixture
@@ -40,26 +33,8 @@ def dear(cloudflare):
     )
 
 
-async def _key(**fields):
-    _, secret = await sync_to_async(ApiKey.objects.create_key)(name="dave", **fields)
-    return {"Authorization": f"Bearer {secret}"}
-
-
-async def _chat(api, headers, model=LLAMA, **body):
-    return await api.post(
-        "/v1/chat/completions",
-        data={"model": model, "messages": MESSAGES, **body},
-        content_type="application/json",
-        headers=headers,
-    )
-
-
-async def _read(response):
-    return b"".join([chunk async for chunk in response.streaming_content]).decode()
-
-
 async def test_it_records_the_cost_of_a_completion(api, alice, priced):
-    await _chat(api, alice.headers)
+    await chat(api, alice.headers)
 
     record = await UsageRecord.objects.aget()
     # 3 × 0.28 / 10^6 + 4 × 0.83 / 10^6 USD
@@ -67,31 +42,31 @@ async def test_it_records_the_cost_of_a_completion(api, alice, priced):
 
 
 async def test_it_records_the_cost_of_a_stream(api, alice, priced):
-    await _read(await _chat(api, alice.headers, stream=True))
+    await read_stream(await chat(api, alice.headers, stream=True))
 
     record = await UsageRecord.objects.aget()
     assert record.cost == Decimal("0.00000416")
 
 
 async def test_a_model_without_prices_costs_nothing(api, alice, cloudflare):
-    await _chat(api, alice.headers)
+    await chat(api, alice.headers)
 
     record = await UsageRecord.objects.aget()
     assert record.cost == 0
 
 
 async def test_a_failed_call_costs_nothing(api, alice, priced):
-    await _chat(api, alice.headers, model="@cf/test/fail-500")
+    await chat(api, alice.headers, model="@cf/test/fail-500")
 
     record = await UsageRecord.objects.aget()
     assert record.cost == 0
 
 
 async def test_it_admits_requests_while_the_month_has_budget_left(api, dear, clock):
-    dave = await _key(monthly_budget=Decimal("0.02"))
+    dave = await new_key(monthly_budget=Decimal("0.02"))
 
-    first = await _chat(api, dave)
-    second = await _chat(api, dave)
+    first = await chat(api, dave)
+    second = await chat(api, dave)
 
     assert (first.status_code, second.status_code) == (200, 200)
 
@@ -99,11 +74,11 @@ async def test_it_admits_requests_while_the_month_has_budget_left(api, dear, clo
 async def test_it_refuses_with_insufficient_quota_once_the_budget_is_spent(
     api, dear, upstream, clock
 ):
-    dave = await _key(monthly_budget=Decimal("0.02"))
-    await _chat(api, dave)
-    await _chat(api, dave)
+    dave = await new_key(monthly_budget=Decimal("0.02"))
+    await chat(api, dave)
+    await chat(api, dave)
 
-    response = await _chat(api, dave)
+    response = await chat(api, dave)
 
     assert response.status_code == 429
     error = response.json()["error"]
@@ -113,10 +88,10 @@ async def test_it_refuses_with_insufficient_quota_once_the_budget_is_spent(
 
 
 async def test_a_refusal_for_budget_says_when_the_month_ends(api, dear, clock):
-    dave = await _key(monthly_budget=Decimal("0.01"))
-    await _chat(api, dave)
+    dave = await new_key(monthly_budget=Decimal("0.01"))
+    await chat(api, dave)
 
-    response = await _chat(api, dave)
+    response = await chat(api, dave)
 
     now = datetime.fromtimestamp(clock.now, UTC)
     next_month = datetime(now.year + now.month // 12, now.month % 12 + 1, 1, tzinfo=UTC)
@@ -125,72 +100,72 @@ async def test_a_refusal_for_budget_says_when_the_month_ends(api, dear, clock):
 
 
 async def test_a_stream_spends_the_budget_too(api, dear, clock):
-    dave = await _key(monthly_budget=Decimal("0.01"))
-    await _read(await _chat(api, dave, stream=True))
+    dave = await new_key(monthly_budget=Decimal("0.01"))
+    await read_stream(await chat(api, dave, stream=True))
 
-    response = await _chat(api, dave, stream=True)
+    response = await chat(api, dave, stream=True)
 
     assert response.status_code == 429
     assert response.json()["error"]["code"] == "insufficient_quota"
 
 
 async def test_a_budget_of_zero_refuses_every_request(api, dear, clock):
-    dave = await _key(monthly_budget=Decimal("0"))
+    dave = await new_key(monthly_budget=Decimal("0"))
 
-    response = await _chat(api, dave)
+    response = await chat(api, dave)
 
     assert response.status_code == 429
     assert response.json()["error"]["code"] == "insufficient_quota"
 
 
 async def test_a_key_without_a_budget_is_never_refused_for_spend(api, dear, clock):
-    dave = await _key()
+    dave = await new_key()
 
-    statuses = [(await _chat(api, dave)).status_code for _ in range(3)]
+    statuses = [(await chat(api, dave)).status_code for _ in range(3)]
 
     assert statuses == [200, 200, 200]
 
 
 async def test_spend_is_summed_again_from_usage_records_when_the_cache_loses_it(api, dear, clock):
-    dave = await _key(monthly_budget=Decimal("0.02"))
-    await _chat(api, dave)
-    await _chat(api, dave)
+    dave = await new_key(monthly_budget=Decimal("0.02"))
+    await chat(api, dave)
+    await chat(api, dave)
 
     # As after a Redis restart.
     await cache.aclear()
-    response = await _chat(api, dave)
+    response = await chat(api, dave)
 
     assert response.status_code == 429
     assert response.json()["error"]["code"] == "insufficient_quota"
 
 
 async def test_spend_set_in_an_earlier_month_does_not_count(api, dear, clock):
-    dave = await _key(monthly_budget=Decimal("0.01"))
-    await _chat(api, dave)
+    dave = await new_key(monthly_budget=Decimal("0.01"))
+    await chat(api, dave)
     key = await ApiKey.objects.aget(name="dave")
     await UsageRecord.objects.filter(api_key=key).aupdate(
         created_at=datetime(2020, 1, 31, 23, 59, tzinfo=UTC)
     )
     await cache.aclear()
 
-    response = await _chat(api, dave)
+    response = await chat(api, dave)
 
     assert response.status_code == 200
 
 
 async def test_the_budget_starts_afresh_next_month(api, dear, clock):
-    dave = await _key(monthly_budget=Decimal("0.01"))
-    await _chat(api, dave)
-    refused = await _chat(api, dave)
+    dave = await new_key(monthly_budget=Decimal("0.01"))
+    await chat(api, dave)
+    refused = await chat(api, dave)
 
     clock.advance(int(refused["Retry-After"]))
-    response = await _chat(api, dave)
+    response = await chat(api, dave)
 
     assert response.status_code == 200
 
 
 async def test_listing_models_is_not_held_to_the_budget(api, dear, clock):
-    dave = await _key(monthly_budget=Decimal("0"))
+    dave = await new_key(monthly_budget=Decimal("0"))
 
     response = await api.get("/v1/models", headers=dave)
 

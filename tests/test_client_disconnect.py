@@ -19,6 +19,7 @@ from django.test import override_settings
 
 from apikeys.models import UsageRecord
 from tests import fake_upstream
+from tests.asgi_scope import chat_scope
 from tests.live_server import LiveGateway
 
 DRIP = "@cf/test/drip"
@@ -146,7 +147,8 @@ async def test_a_stream_dropped_before_it_was_sent_still_closes_the_upstream(
     async def send(message):
         sent.append(message)
 
-    await asyncio.wait_for(handler(_scope(alice), receive, send), 10)
+    scope = chat_scope(alice.headers["Authorization"])
+    await asyncio.wait_for(handler(scope, receive, send), 10)
 
     assert not any(isinstance(m, dict) and m["type"].startswith("http.response") for m in sent)
     assert await asyncio.to_thread(upstream.drip_closed.wait, CLOSE_WITHIN)
@@ -156,27 +158,6 @@ async def test_a_stream_dropped_before_it_was_sent_still_closes_the_upstream(
 
 def _json(body):
     return json.dumps(body).encode()
-
-
-def _scope(persona):
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"localhost"),
-            (b"content-type", b"application/json"),
-            (b"authorization", persona.headers["Authorization"].encode()),
-        ],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
 
 
 async def _record(request_id):

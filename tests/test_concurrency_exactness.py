@@ -16,22 +16,12 @@ from django.db.models import Sum
 from apikeys.models import ApiKey, UsageRecord
 from apikeys.throttling import token_windows
 from completions.models import Model
-from tests.clock import freeze
 from tests.conftest import LLAMA
+from tests.limited_keys import new_key
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CONCURRENT = 50
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    return freeze(monkeypatch)
-
-
-async def _key(**fields):
-    _, secret = await sync_to_async(ApiKey.objects.create_key)(name="dave", **fields)
-    return {"Authorization": f"Bearer {secret}"}
 
 
 def _messages(number):
@@ -62,7 +52,7 @@ async def test_concurrent_requests_leave_records_whose_sums_are_the_upstreams(
     await Model.objects.filter(name=LLAMA).aupdate(
         input_price=Decimal("0.28"), output_price=Decimal("0.83")
     )
-    dave = await _key(tokens_per_minute=10**6, tokens_per_day=10**6)
+    dave = await new_key(tokens_per_minute=10**6, tokens_per_day=10**6)
 
     answers = await asyncio.gather(
         *(_chat(api, dave, number, stream=number % 2 == 0) for number in range(CONCURRENT))
@@ -99,7 +89,7 @@ async def test_a_key_limited_to_n_requests_admits_exactly_n_of_3n(
     api, cloudflare, upstream, clock, stream
 ):
     limit = 10
-    dave = await _key(rate_limit=f"{limit}/m")
+    dave = await new_key(rate_limit=f"{limit}/m")
 
     answers = await asyncio.gather(
         *(_chat(api, dave, number, stream=stream) for number in range(3 * limit))

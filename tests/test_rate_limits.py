@@ -7,19 +7,12 @@ from asgiref.sync import sync_to_async
 
 from apikeys.models import ApiKey, UsageRecord
 from apikeys.throttling import format_duration
-from tests.clock import freeze
-from tests.conftest import LLAMA
+from tests.limited_keys import chat
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-MESSAGES = [{"role": "user", "content": "hello there world"}]
 # A reset like 1s, 59s, 6m0s or 1h2m3s.
 DURATION = re.compile(r"^(\d+h)?(\d+m)?\d+s$")
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    return freeze(monkeypatch)
 
 
 @pytest.fixture
@@ -29,21 +22,12 @@ def dave(db):
     return {"Authorization": f"Bearer {secret}"}
 
 
-async def _chat(api, headers, model=LLAMA, **body):
-    return await api.post(
-        "/v1/chat/completions",
-        data={"model": model, "messages": MESSAGES, **body},
-        content_type="application/json",
-        headers=headers,
-    )
-
-
 def _run_requests(upstream):
     return [r for r in upstream.requests if "/ai/run/" in r["path"]]
 
 
 async def test_it_admits_requests_up_to_the_keys_rate(api, dave, cloudflare, clock):
-    responses = [await _chat(api, dave) for _ in range(3)]
+    responses = [await chat(api, dave) for _ in range(3)]
 
     assert [r.status_code for r in responses] == [200, 200, 200]
     assert [r["x-ratelimit-limit-requests"] for r in responses] == ["3", "3", "3"]
@@ -52,9 +36,9 @@ async def test_it_admits_requests_up_to_the_keys_rate(api, dave, cloudflare, clo
 
 async def test_it_refuses_the_next_request_with_openais_error(api, dave, cloudflare, clock):
     for _ in range(3):
-        await _chat(api, dave)
+        await chat(api, dave)
 
-    response = await _chat(api, dave)
+    response = await chat(api, dave)
 
     assert response.status_code == 429
     error = response.json()["error"]
@@ -68,25 +52,25 @@ async def test_it_refuses_the_next_request_with_openais_error(api, dave, cloudfl
 
 async def test_a_refused_request_never_reaches_the_upstream(api, dave, cloudflare, upstream, clock):
     for _ in range(5):
-        await _chat(api, dave)
+        await chat(api, dave)
 
     assert len(_run_requests(upstream)) == 3
 
 
 async def test_a_refused_request_leaves_no_usage_record(api, dave, cloudflare, clock):
     for _ in range(5):
-        await _chat(api, dave)
+        await chat(api, dave)
 
     assert await UsageRecord.objects.acount() == 3
 
 
 async def test_it_admits_requests_again_once_the_window_resets(api, dave, cloudflare, clock):
     for _ in range(3):
-        await _chat(api, dave)
-    refused = await _chat(api, dave)
+        await chat(api, dave)
+    refused = await chat(api, dave)
 
     clock.advance(int(refused["Retry-After"]))
-    response = await _chat(api, dave)
+    response = await chat(api, dave)
 
     assert response.status_code == 200
     assert response["x-ratelimit-remaining-requests"] == "2"
@@ -94,17 +78,17 @@ async def test_it_admits_requests_again_once_the_window_resets(api, dave, cloudf
 
 async def test_the_window_does_not_reset_a_second_before_retry_after(api, dave, cloudflare, clock):
     for _ in range(3):
-        await _chat(api, dave)
-    refused = await _chat(api, dave)
+        await chat(api, dave)
+    refused = await chat(api, dave)
 
     clock.advance(int(refused["Retry-After"]) - 1)
-    response = await _chat(api, dave)
+    response = await chat(api, dave)
 
     assert response.status_code == 429
 
 
 async def test_the_reset_header_is_a_duration_within_the_window(api, dave, cloudflare, clock):
-    response = await _chat(api, dave)
+    response = await chat(api, dave)
 
     reset = response["x-ratelimit-reset-requests"]
     assert DURATION.match(reset), reset
@@ -113,9 +97,9 @@ async def test_the_reset_header_is_a_duration_within_the_window(api, dave, cloud
 
 async def test_each_key_counts_on_its_own(api, dave, alice, cloudflare, clock):
     for _ in range(4):
-        await _chat(api, dave)
+        await chat(api, dave)
 
-    response = await _chat(api, alice.headers)
+    response = await chat(api, alice.headers)
 
     assert response.status_code == 200
     assert response["x-ratelimit-limit-requests"] == "100"
@@ -123,7 +107,7 @@ async def test_each_key_counts_on_its_own(api, dave, alice, cloudflare, clock):
 
 
 async def test_a_stream_carries_the_headers_before_its_first_event(api, dave, cloudflare, clock):
-    response = await _chat(api, dave, stream=True)
+    response = await chat(api, dave, stream=True)
 
     assert response["x-ratelimit-remaining-requests"] == "2"
     body = b"".join([chunk async for chunk in response.streaming_content])
@@ -132,9 +116,9 @@ async def test_a_stream_carries_the_headers_before_its_first_event(api, dave, cl
 
 async def test_a_stream_over_the_rate_is_refused_before_it_starts(api, dave, cloudflare, clock):
     for _ in range(3):
-        await _chat(api, dave)
+        await chat(api, dave)
 
-    response = await _chat(api, dave, stream=True)
+    response = await chat(api, dave, stream=True)
 
     assert response.status_code == 429
     assert response["Content-Type"] == "application/json"
@@ -152,7 +136,7 @@ async def test_listing_models_counts_as_a_request(api, dave, cloudflare, clock):
 async def test_an_answer_that_failed_validation_still_carries_the_headers(
     api, dave, cloudflare, clock
 ):
-    response = await _chat(api, dave, temperature=7)
+    response = await chat(api, dave, temperature=7)
 
     assert response.status_code == 400
     assert response["x-ratelimit-remaining-requests"] == "2"
@@ -161,23 +145,23 @@ async def test_an_answer_that_failed_validation_still_carries_the_headers(
 async def test_a_request_with_a_wrong_key_is_not_counted_against_anyone(
     api, dave, cloudflare, clock
 ):
-    response = await _chat(api, {"Authorization": "Bearer sk-gw-wrong"})
+    response = await chat(api, {"Authorization": "Bearer sk-gw-wrong"})
 
     assert response.status_code == 401
     assert "x-ratelimit-limit-requests" not in response
-    assert (await _chat(api, dave))["x-ratelimit-remaining-requests"] == "2"
+    assert (await chat(api, dave))["x-ratelimit-remaining-requests"] == "2"
 
 
 async def test_a_rate_changed_in_the_admin_applies_to_the_next_request(
     api, dave, cloudflare, clock
 ):
     for _ in range(3):
-        await _chat(api, dave)
+        await chat(api, dave)
     key = await ApiKey.objects.aget(name="dave")
     key.rate_limit = "5/m"
     await key.asave()
 
-    response = await _chat(api, dave)
+    response = await chat(api, dave)
 
     assert response.status_code == 200
     assert response["x-ratelimit-limit-requests"] == "5"
@@ -188,13 +172,13 @@ async def test_it_counts_per_second_hour_or_day(api, cloudflare, clock, rate):
     _, secret = await sync_to_async(ApiKey.objects.create_key)(name="erin", rate_limit=rate)
     headers = {"Authorization": f"Bearer {secret}"}
 
-    statuses = [(await _chat(api, headers)).status_code for _ in range(3)]
+    statuses = [(await chat(api, headers)).status_code for _ in range(3)]
 
     assert statuses == [200, 200, 429]
 
 
 async def test_no_token_headers_without_a_token_limit(api, dave, cloudflare, clock):
-    response = await _chat(api, dave)
+    response = await chat(api, dave)
 
     assert "x-ratelimit-limit-tokens" not in response
 

@@ -9,38 +9,13 @@ from django.core.cache import cache
 from apikeys import throttling
 from apikeys.models import ApiKey, UsageRecord
 from apikeys.throttling import token_windows
-from tests.clock import freeze
-from tests.conftest import LLAMA
+from tests.limited_keys import chat, new_key, read_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-MESSAGES = [{"role": "user", "content": "hello there world"}]
-# The fake upstream's usage for MESSAGES: 3 prompt words, 4 answer words ("Echo: hello
-# there world").
+# The fake upstream's usage for tests/limited_keys.py's MESSAGES: 3 prompt words, 4 answer
+# words ("Echo: hello there world").
 TOKENS = 7
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    return freeze(monkeypatch)
-
-
-async def _key(**limits):
-    _, secret = await sync_to_async(ApiKey.objects.create_key)(name="dave", **limits)
-    return {"Authorization": f"Bearer {secret}"}
-
-
-async def _chat(api, headers, model=LLAMA, **body):
-    return await api.post(
-        "/v1/chat/completions",
-        data={"model": model, "messages": MESSAGES, **body},
-        content_type="application/json",
-        headers=headers,
-    )
-
-
-async def _read(response):
-    return b"".join([chunk async for chunk in response.streaming_content]).decode()
 
 
 async def _used():
@@ -50,10 +25,10 @@ async def _used():
 
 
 async def test_it_admits_requests_while_the_minute_has_tokens_left(api, cloudflare, clock):
-    dave = await _key(tokens_per_minute=10)
+    dave = await new_key(tokens_per_minute=10)
 
-    first = await _chat(api, dave)
-    second = await _chat(api, dave)
+    first = await chat(api, dave)
+    second = await chat(api, dave)
 
     assert (first.status_code, second.status_code) == (200, 200)
     assert first["x-ratelimit-limit-tokens"] == "10"
@@ -62,11 +37,11 @@ async def test_it_admits_requests_while_the_minute_has_tokens_left(api, cloudfla
 
 
 async def test_it_refuses_once_the_minutes_tokens_are_spent(api, cloudflare, upstream, clock):
-    dave = await _key(tokens_per_minute=10)
-    await _chat(api, dave)
-    await _chat(api, dave)
+    dave = await new_key(tokens_per_minute=10)
+    await chat(api, dave)
+    await chat(api, dave)
 
-    response = await _chat(api, dave)
+    response = await chat(api, dave)
 
     assert response.status_code == 429
     error = response.json()["error"]
@@ -79,14 +54,14 @@ async def test_it_refuses_once_the_minutes_tokens_are_spent(api, cloudflare, ups
 
 
 async def test_it_admits_again_when_the_next_minute_starts(api, cloudflare, clock):
-    dave = await _key(tokens_per_minute=10)
+    dave = await new_key(tokens_per_minute=10)
     for _ in range(2):
-        await _chat(api, dave)
+        await chat(api, dave)
 
     clock.advance(58)
-    still_refused = await _chat(api, dave)
+    still_refused = await chat(api, dave)
     clock.advance(1)
-    response = await _chat(api, dave)
+    response = await chat(api, dave)
 
     assert still_refused.status_code == 429
     assert response.status_code == 200
@@ -94,12 +69,12 @@ async def test_it_admits_again_when_the_next_minute_starts(api, cloudflare, cloc
 
 
 async def test_a_day_limit_outlasts_the_minute(api, cloudflare, clock):
-    dave = await _key(tokens_per_day=20)
+    dave = await new_key(tokens_per_day=20)
     for _ in range(3):
-        assert (await _chat(api, dave)).status_code == 200
+        assert (await chat(api, dave)).status_code == 200
 
     clock.advance(60)
-    refused = await _chat(api, dave)
+    refused = await chat(api, dave)
 
     assert refused.status_code == 429
     assert "tokens per day: limit 20, used 21" in refused.json()["error"]["message"]
@@ -108,35 +83,35 @@ async def test_a_day_limit_outlasts_the_minute(api, cloudflare, clock):
 
 
 async def test_it_admits_again_the_next_day(api, cloudflare, clock):
-    dave = await _key(tokens_per_day=20)
+    dave = await new_key(tokens_per_day=20)
     for _ in range(3):
-        await _chat(api, dave)
+        await chat(api, dave)
 
     clock.advance(24 * 3600)
 
-    assert (await _chat(api, dave)).status_code == 200
+    assert (await chat(api, dave)).status_code == 200
 
 
 async def test_the_days_tokens_are_summed_again_from_usage_records_when_the_cache_loses_them(
     api, cloudflare, clock
 ):
-    dave = await _key(tokens_per_day=20)
+    dave = await new_key(tokens_per_day=20)
     for _ in range(3):
-        await _chat(api, dave)
+        await chat(api, dave)
 
     # As after a Redis restart, or a development server's.
     await cache.aclear()
-    response = await _chat(api, dave)
+    response = await chat(api, dave)
 
     assert response.status_code == 429
     assert "tokens per day: limit 20, used 21" in response.json()["error"]["message"]
 
 
 async def test_the_headers_report_the_window_closer_to_refusing(api, cloudflare, clock):
-    dave = await _key(tokens_per_minute=100, tokens_per_day=30)
-    await _chat(api, dave)
+    dave = await new_key(tokens_per_minute=100, tokens_per_day=30)
+    await chat(api, dave)
 
-    response = await _chat(api, dave)
+    response = await chat(api, dave)
 
     assert response["x-ratelimit-limit-tokens"] == "30"
     assert response["x-ratelimit-remaining-tokens"] == str(30 - TOKENS)
@@ -144,26 +119,26 @@ async def test_the_headers_report_the_window_closer_to_refusing(api, cloudflare,
 
 
 async def test_it_counts_the_tokens_of_a_stream(api, cloudflare, clock):
-    dave = await _key(tokens_per_minute=1000)
+    dave = await new_key(tokens_per_minute=1000)
 
-    await _read(await _chat(api, dave, stream=True))
+    await read_stream(await chat(api, dave, stream=True))
 
     assert await _used() == {"minute": TOKENS}
 
 
 async def test_it_counts_the_tokens_of_an_openai_provider(api, openai_upstream, clock):
-    dave = await _key(tokens_per_day=1000)
+    dave = await new_key(tokens_per_day=1000)
 
-    await _chat(api, dave, model="gpt-test-mini")
-    await _read(await _chat(api, dave, model="gpt-test-mini", stream=True))
+    await chat(api, dave, model="gpt-test-mini")
+    await read_stream(await chat(api, dave, model="gpt-test-mini", stream=True))
 
     assert await _used() == {"day": 2 * TOKENS}
 
 
 async def test_a_stream_the_upstream_cut_counts_the_tokens_it_sent(api, cloudflare, clock):
-    dave = await _key(tokens_per_minute=1000)
+    dave = await new_key(tokens_per_minute=1000)
 
-    await _read(await _chat(api, dave, model="@cf/test/cut-stream", stream=True))
+    await read_stream(await chat(api, dave, model="@cf/test/cut-stream", stream=True))
 
     record = await UsageRecord.objects.aget()
     assert record.completion_tokens >= 1
@@ -172,17 +147,17 @@ async def test_a_stream_the_upstream_cut_counts_the_tokens_it_sent(api, cloudfla
 
 
 async def test_a_failed_upstream_call_spends_no_tokens(api, cloudflare, clock):
-    dave = await _key(tokens_per_minute=1)
+    dave = await new_key(tokens_per_minute=1)
 
     for _ in range(3):
-        assert (await _chat(api, dave, model="@cf/test/fail-500")).status_code == 502
+        assert (await chat(api, dave, model="@cf/test/fail-500")).status_code == 502
 
     assert await _used() == {"minute": 0}
 
 
 async def test_listing_models_is_not_held_to_token_limits(api, cloudflare, clock):
-    dave = await _key(tokens_per_minute=5)
-    await _chat(api, dave)
+    dave = await new_key(tokens_per_minute=5)
+    await chat(api, dave)
 
     response = await api.get("/v1/models", headers=dave)
 
@@ -191,9 +166,9 @@ async def test_listing_models_is_not_held_to_token_limits(api, cloudflare, clock
 
 
 async def test_concurrent_requests_add_up_exactly(api, cloudflare, clock):
-    dave = await _key(tokens_per_minute=100_000, tokens_per_day=100_000)
+    dave = await new_key(tokens_per_minute=100_000, tokens_per_day=100_000)
 
-    responses = await asyncio.gather(*(_chat(api, dave) for _ in range(30)))
+    responses = await asyncio.gather(*(chat(api, dave) for _ in range(30)))
 
     assert {r.status_code for r in responses} == {200}
     assert await _used() == {"minute": 30 * TOKENS, "day": 30 * TOKENS}
@@ -202,7 +177,7 @@ async def test_concurrent_requests_add_up_exactly(api, cloudflare, clock):
 async def test_a_cache_that_is_down_does_not_fail_an_answered_request(
     api, cloudflare, clock, monkeypatch
 ):
-    dave = await _key(tokens_per_minute=1000)
+    dave = await new_key(tokens_per_minute=1000)
 
     class CacheThatCannotCount:
         def __getattr__(self, name):
@@ -213,7 +188,7 @@ async def test_a_cache_that_is_down_does_not_fail_an_answered_request(
 
     monkeypatch.setattr(throttling, "cache", CacheThatCannotCount())
 
-    response = await _chat(api, dave)
+    response = await chat(api, dave)
 
     assert response.status_code == 200
     assert await UsageRecord.objects.acount() == 1

@@ -15,18 +15,13 @@ from django.core.handlers.asgi import ASGIHandler
 from apikeys.models import ApiKey, UsageRecord
 from apikeys.throttling import token_windows
 from completions.models import Model
-from tests.clock import freeze
+from tests.asgi_scope import chat_scope
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 MESSAGES = [{"role": "user", "content": "hello there world"}]
 # Seconds to wait for the record of a request the client left.
 RECORD_TIMEOUT = 5
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    return freeze(monkeypatch)
 
 
 @pytest.fixture
@@ -46,24 +41,7 @@ async def _key():
 async def _stream_and_leave(secret, model, events_before_leaving):
     """POST a streamed chat to the ASGI app; disconnect after some events; return them."""
     body = json.dumps({"model": model, "messages": MESSAGES, "stream": True}).encode()
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"testserver"),
-            (b"authorization", f"Bearer {secret}".encode()),
-            (b"content-type", b"application/json"),
-        ],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-    }
+    scope = chat_scope(f"Bearer {secret}")
     leaving = asyncio.Event()
     requested = False
     events = []

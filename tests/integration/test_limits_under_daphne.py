@@ -9,7 +9,8 @@ import uuid
 import httpx
 import pytest
 
-from tests.integration.conftest import LLAMA, gateway_env, manage
+from tests.integration.conftest import LLAMA
+from tests.live_server import gateway_env, manage
 
 pytestmark = pytest.mark.integration
 

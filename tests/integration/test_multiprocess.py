@@ -13,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.conftest import ROOT, Database, daphne, gateway_env, manage
+from tests.live_server import ROOT, Database, daphne, gateway_env, manage
 
 pytestmark = pytest.mark.integration
 

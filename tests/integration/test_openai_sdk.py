@@ -11,18 +11,6 @@ from tests.integration.conftest import LLAMA
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def client(gateway):
-    return openai.OpenAI(base_url=gateway.api_base, api_key=gateway.secrets["alice"], max_retries=0)
-
-
-@pytest.fixture
-def async_client(gateway):
-    return openai.AsyncOpenAI(
-        base_url=gateway.api_base, api_key=gateway.secrets["alice"], max_retries=0
-    )
-
-
 def _user(text):
     return [{"role": "user", "content": text}]
 
