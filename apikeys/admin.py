@@ -9,7 +9,6 @@ the UsageReport proxy model: totals, a chart and tables for a period, and a CSV 
 """
 
 import csv
-import re
 from datetime import timedelta
 
 from django import forms
@@ -26,11 +25,10 @@ from django.views.decorators.debug import sensitive_variables
 
 from apikeys import throttling
 from apikeys.charts import Series, stacked_bar_chart
-from apikeys.models import ApiKey, UsageRecord, UsageReport
+from apikeys.models import ApiKey, UsageRecord, UsageReport, parse_model_names
 from apikeys.reports import PRESETS, SUM_FIELDS, Period, PeriodUsage
-from completions.models import Model, ModelAlias
+from completions.models import unknown_model_names
 
-MODEL_NAME_SEPARATORS = re.compile(r"[,\n]")
 LIMIT_FIELDS = ["rate_limit", "tokens_per_minute", "tokens_per_day", "monthly_budget"]
 
 
@@ -54,9 +52,7 @@ class ModelNamesField(forms.Field):
     def to_python(self, value):
         if isinstance(value, list):
             return value
-        names = (name.strip() for name in MODEL_NAME_SEPARATORS.split(value or ""))
-        # dict.fromkeys drops repeated names and keeps the order they were written in.
-        return list(dict.fromkeys(name for name in names if name))
+        return parse_model_names(value)
 
 
 class ApiKeyForm(forms.ModelForm):
@@ -185,8 +181,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
             "periods": [(day.period, day.totals()), (month.period, month_totals)],
             "windows": ([requests] if requests else []) + throttling.token_windows(key),
             "budget": key.monthly_budget,
+            # What the limit itself goes by, which may lag the records by a few minutes.
             "budget_left": (
-                max(key.monthly_budget - month_totals["cost"], 0)
+                max(key.monthly_budget - throttling.month_spend(key), 0)
                 if key.monthly_budget is not None
                 else None
             ),
@@ -254,9 +251,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def _warn_about_unknown_models(self, request, names):
         # A key may be made before its models are synced, so this warns instead of refusing.
-        known = set(Model.objects.filter(name__in=names).values_list("name", flat=True))
-        known |= set(ModelAlias.objects.filter(name__in=names).values_list("name", flat=True))
-        unknown = [name for name in names if name not in known]
+        unknown = unknown_model_names(names)
         if unknown:
             self.message_user(
                 request,

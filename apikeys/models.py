@@ -36,6 +36,12 @@ def validate_rate(value):
         )
 
 
+def parse_model_names(text):
+    """Return the model names in text separated by commas or new lines, each once, in order."""
+    names = (name.strip() for name in re.split(r"[,\n]", text or ""))
+    return list(dict.fromkeys(name for name in names if name))
+
+
 def validate_model_list(value):
     if not isinstance(value, list) or not all(isinstance(m, str) and m for m in value):
         raise ValidationError("Enter a list of model names.")

@@ -11,6 +11,7 @@ model that answered (or the one asked for, if none did) and keeps the name asked
 Failed attempts are logged.
 """
 
+import asyncio
 import logging
 
 from completions.providers import get_provider
@@ -33,6 +34,12 @@ async def call_with_fallbacks(candidates, meter, call):
         provider = get_provider(model.provider)
         try:
             result = await call(provider, model)
+        except asyncio.CancelledError:
+            # The client went away while the provider was working: the call still
+            # reached a provider, so it still leaves its record.
+            meter.client_closed()
+            await meter.save()
+            raise
         except GatewayError as error:
             is_last = position == len(candidates) - 1
             if isinstance(error, FALLBACK_ERRORS) and not is_last:

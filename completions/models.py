@@ -171,6 +171,14 @@ OPENAI_NAMES = {
     ],
 }
 
+
+def unknown_model_names(names):
+    """Return those of the names that are neither a model nor an alias, in their order."""
+    known = set(Model.objects.filter(name__in=names).values_list("name", flat=True))
+    known |= set(ModelAlias.objects.filter(name__in=names).values_list("name", flat=True))
+    return [name for name in names if name not in known]
+
+
 ECHO_DESCRIPTION = "Answers with the last user message; streams it word by word."
 
 

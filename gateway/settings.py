@@ -30,6 +30,8 @@ if ENVIRONMENT == "production":
         raise ImproperlyConfigured(
             "SECRET_KEY must be set to a random value of at least 32 characters in production"
         )
+    if DEBUG:
+        raise ImproperlyConfigured("DEBUG must be off in production: it shows internals in errors")
     if not envlist("ALLOWED_HOSTS"):
         raise ImproperlyConfigured(
             "ALLOWED_HOSTS must list this gateway's host names in production"

@@ -168,6 +168,17 @@ def test_it_refuses_production_without_allowed_hosts():
     _assert_refused(process, "ALLOWED_HOSTS", "production")
 
 
+def test_it_refuses_production_with_debug_on():
+    process = _load_settings(
+        ENVIRONMENT="production",
+        SECRET_KEY=PRODUCTION_SECRET_KEY,
+        ALLOWED_HOSTS="api.example.com",
+        DEBUG="true",
+    )
+
+    _assert_refused(process, "DEBUG", "production")
+
+
 def test_it_loads_production_settings_without_debug():
     process = _load_settings(
         ENVIRONMENT="production",

@@ -113,3 +113,27 @@ async def test_a_stream_the_upstream_cut_is_recorded_with_the_tokens_it_sent(clo
     assert record.completion_tokens >= 1
     key = await ApiKey.objects.aget(name="dave")
     assert (await sync_to_async(token_windows)(key))[0].used == record.total_tokens
+
+
+async def test_a_client_that_leaves_before_a_plain_answer_leaves_a_record(cloudflare, clock):
+    secret = await _key()
+    body = json.dumps({"model": "@cf/test/hang", "messages": MESSAGES}).encode()
+    requested = False
+
+    async def receive():
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        # The client leaves while the provider is still thinking.
+        await asyncio.sleep(0.3)
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        pass
+
+    await asyncio.wait_for(ASGIHandler()(chat_scope(f"Bearer {secret}"), receive, send), 5)
+
+    record = await _record()
+    assert record.status == UsageRecord.CLIENT_CLOSED
+    assert record.model == "@cf/test/hang"

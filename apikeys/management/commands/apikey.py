@@ -18,8 +18,8 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from apikeys.models import ApiKey, validate_rate
-from completions.models import Model, ModelAlias
+from apikeys.models import ApiKey, parse_model_names, validate_rate
+from completions.models import unknown_model_names
 
 # The option each ApiKey field is set from, to name it in error messages.
 FIELD_OPTIONS = {
@@ -64,7 +64,7 @@ def _usd(value):
 
 
 def _model_list(value):
-    names = [name.strip() for name in value.split(",") if name.strip()]
+    names = parse_model_names(value)
     if not names:
         # An empty list would mean every model, the opposite of what restricting asks for.
         raise argparse.ArgumentTypeError("name at least one model, for example m1,m2.")
@@ -185,7 +185,7 @@ class Command(BaseCommand):
         except ValidationError as exc:
             raise CommandError(_describe(exc)) from None
 
-        for unknown in _unknown_models(key.allowed_models):
+        for unknown in unknown_model_names(key.allowed_models):
             # A key may be made before its models are synced, so this only warns.
             self.stderr.write(f"Warning: no model or alias is named '{unknown}' yet.")
         self.stdout.write(
@@ -251,9 +251,3 @@ def _describe(error):
         f"{FIELD_OPTIONS.get(field, field)}: {' '.join(messages)}"
         for field, messages in error.message_dict.items()
     )
-
-
-def _unknown_models(names):
-    known = set(Model.objects.filter(name__in=names).values_list("name", flat=True))
-    known |= set(ModelAlias.objects.filter(name__in=names).values_list("name", flat=True))
-    return [name for name in names if name not in known]
