@@ -215,6 +215,9 @@ class UsageRecord(models.Model):
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
     total_tokens = models.PositiveIntegerField(default=0)
+    # Of the prompt tokens, those the provider served from its prompt cache (priced at the
+    # model's cached input price).
+    cached_tokens = models.PositiveIntegerField(default=0)
     # Whether the token counts are the gateway's estimate (the provider reported none).
     tokens_estimated = models.BooleanField(default=False)
     cost = models.DecimalField(max_digits=14, decimal_places=8, default=0, help_text="USD")

@@ -110,6 +110,47 @@ class Model(models.Model):
         blank=True,
         help_text="USD per million completion tokens.",
     )
+    cached_input_price = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text="USD per million prompt tokens served from the provider's prompt cache; "
+        "empty means the input price.",
+    )
+    context_window = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Tokens of prompt and answer together the model can hold; bounds the "
+        "default max_tokens.",
+    )
+    # Workers AI's JSON Schemas of the model's request and answer (GET .../ai/models/schema),
+    # read by completions/providers/workers_ai_schema.py. None: no schema known, and requests
+    # are built as for any model of the provider.
+    input_schema = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="The provider's JSON Schema of this model's request body; it decides "
+        "which parameters are sent and their ranges. Filled by sync_models.",
+    )
+    output_schema = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="The provider's JSON Schema of this model's answer. Filled by sync_models.",
+    )
+    # The catalogue's properties as {property_id: value}: function_calling, reasoning,
+    # vision, context_window, price, planned_deprecation_date, ...
+    properties = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="The catalogue's properties of the model, as the provider lists them.",
+    )
+    deprecation_date = models.DateField(
+        null=True,
+        blank=True,
+        help_text="When the provider stops serving the model. Models past it are imported "
+        "disabled.",
+    )
     fallbacks = models.ManyToManyField(
         "self",
         through="ModelFallback",
