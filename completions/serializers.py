@@ -36,6 +36,7 @@ SAMPLING_PARAMS = (
     "user",
     "top_k",
     "parallel_tool_calls",
+    "reasoning_effort",
 )
 # Messages in one chat request, and characters in one message's content (text parts
 # added up): well past any model's context, short of what would tie up the gateway.
@@ -191,6 +192,11 @@ class ChatCompletionSerializer(GenerationSerializer):
     # servers; on Workers AI the model decides, so it is not sent there.
     parallel_tool_calls = StrictBooleanField(required=False)
     response_format = ResponseFormatSerializer(required=False)
+    # How much a reasoning model thinks before answering; sent where the model's schema
+    # takes it, else dropped (a model that does not reason has nothing to tune).
+    reasoning_effort = serializers.ChoiceField(
+        choices=["none", "minimal", "low", "medium", "high", "xhigh"], required=False
+    )
     logprobs = StrictBooleanField(required=False, allow_null=True)
     top_logprobs = StrictIntegerField(required=False, allow_null=True)
 

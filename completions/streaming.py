@@ -158,6 +158,10 @@ class Chunks:
     def tool_calls(self, deltas):
         raise NotImplementedError
 
+    def reasoning(self, text):
+        """Return the event of a piece of reasoning, or None where the object has no place."""
+        return None
+
     def finish(self, finish_reason):
         raise NotImplementedError
 
@@ -184,6 +188,11 @@ class ChatChunks(Chunks):
 
     def tool_calls(self, deltas):
         return self._choice({"delta": {"tool_calls": deltas}})
+
+    def reasoning(self, text):
+        # Where vLLM, DeepSeek and LiteLLM put it, and the Vercel AI SDK's
+        # openai-compatible provider reads it (its reasoningText).
+        return self._choice({"delta": {"reasoning_content": text}})
 
     def finish(self, finish_reason):
         return self._choice({"delta": {}}, finish_reason)

@@ -24,6 +24,7 @@ from completions.providers.base import (
     estimate_tokens,
     first_image_message,
 )
+from completions.providers.workers_ai_schema import schema_of
 from completions.registry import fallback_chain, list_models, resolve_model
 from completions.serializers import (
     ChatCompletionSerializer,
@@ -95,7 +96,12 @@ async def chat_completions(request):
             tools=data.get("tools"),
             tool_choice=data.get("tool_choice"),
             response_format=data.get("response_format"),
+            schema=schema_of(candidate),
+            context_window=candidate.context_window,
         )
+
+    # What the model's schema cannot take is refused before any provider is called.
+    get_provider(model.provider).check_chat(chat_for(model))
 
     completion_id = "chatcmpl-" + uuid.uuid4().hex
     if data["stream"]:
@@ -116,10 +122,12 @@ async def chat_completions(request):
     meter.succeeded(result.usage)
     await meter.save()
     content, finish_reason = result.content, result.finish_reason
-    if content and data.get("stop") and not provider.takes_stop:
+    if content and data.get("stop") and not provider.applies_stop(answered):
         content, stopped = cut_at_stop(content, data["stop"])
         finish_reason = "stop" if stopped else finish_reason
     message = {"role": "assistant", "content": content}
+    if result.reasoning:
+        message["reasoning_content"] = result.reasoning
     if result.tool_calls:
         message["tool_calls"] = result.tool_calls
     return JsonResponse(
@@ -164,7 +172,15 @@ async def completions(request):
     )
 
     def completion_for(candidate, prompt):
-        return CompletionRequest(model=candidate.name, prompt=prompt, params=params)
+        return CompletionRequest(
+            model=candidate.name,
+            prompt=prompt,
+            params=params,
+            schema=schema_of(candidate),
+            context_window=candidate.context_window,
+        )
+
+    get_provider(model.provider).check_completion(completion_for(model, prompts[0]))
 
     completion_id = "cmpl-" + uuid.uuid4().hex
     if data["stream"]:
@@ -194,7 +210,7 @@ async def completions(request):
     choices = []
     for index, (prompt, result) in enumerate(zip(prompts, results, strict=True)):
         text, finish_reason = result.content or "", result.finish_reason
-        if data.get("stop") and not provider.takes_stop:
+        if data.get("stop") and not provider.applies_stop(answered, chat=False):
             text, stopped = cut_at_stop(text, data["stop"])
             finish_reason = "stop" if stopped else finish_reason
         choices.append(
@@ -283,7 +299,8 @@ async def _stream(candidates, meter, open_deltas, chunks, stop):
     # fallback), not a broken stream.
     answered, provider, (deltas, first) = await call_with_fallbacks(candidates, meter, first_event)
     chunks.model = _answering_name(chunks.model, candidates[0], answered)
-    stops = None if provider.takes_stop else stop
+    applies_stop = provider.applies_stop(answered, chat=isinstance(chunks, ChatChunks))
+    stops = None if applies_stop else stop
     # An open stream holds no database connection: nothing on the request path opens one
     # in the request's thread (gateway/db.py), and the usage writer has its own.
     return sse_response(_events(deltas, first, meter, stops, chunks))
@@ -296,6 +313,12 @@ async def _events(deltas, first, meter, stops, chunks):
         for event in chunks.opening():
             yield event
         async for delta in _prepend(first, deltas):
+            if delta.reasoning:
+                meter.completion_tokens_seen += 1
+                meter.first_token()
+                event = chunks.reasoning(delta.reasoning)
+                if event is not None:
+                    yield event
             text = delta.text
             if text:
                 # Workers AI sends one token per event: the count of a cut stream.

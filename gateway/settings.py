@@ -190,6 +190,9 @@ UPSTREAM_RETRIES = envint("UPSTREAM_RETRIES", 2, minimum=0)
 UPSTREAM_RETRY_MAX_SECONDS = envfloat("UPSTREAM_RETRY_MAX_SECONDS", 5.0, minimum=0.0)
 UPSTREAM_RETRY_BACKOFF = envfloat("UPSTREAM_RETRY_BACKOFF", 0.5, minimum=0.0)
 # Connections the shared HTTP client keeps open to all upstreams together, per process.
+# The max_tokens sent to Workers AI when a client gives none: its older models otherwise
+# stop at 256 tokens. Bounded by what the model's context window leaves after the prompt.
+DEFAULT_MAX_TOKENS = envint("DEFAULT_MAX_TOKENS", 4096, minimum=1)
 UPSTREAM_MAX_CONNECTIONS = envint("UPSTREAM_MAX_CONNECTIONS", 512, minimum=1)
 # Seconds between two words of the echo development model's stream.
 ECHO_STREAM_DELAY = envfloat("ECHO_STREAM_DELAY", 0.05, minimum=0.0)

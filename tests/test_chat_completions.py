@@ -89,7 +89,8 @@ async def test_it_does_not_send_cloudflare_parameters_it_does_not_take(
     await _chat(api, alice, model=LLAMA, user="user-1234", n=1)
 
     [sent] = _run_requests(upstream)
-    assert set(sent["json"]) == {"messages", "stream"}
+    # max_tokens is always sent: the gateway's default when the client gave none.
+    assert set(sent["json"]) == {"messages", "stream", "max_tokens"}
 
 
 async def test_it_flattens_text_parts_to_a_string_for_cloudflare(api, alice, cloudflare, upstream):

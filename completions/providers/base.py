@@ -87,6 +87,10 @@ class ChatRequest:
     tool_choice: str | dict | None = None
     # OpenAI's response_format, {"type": "json_object"} or {"type": "json_schema", ...}.
     response_format: dict | None = None
+    # What the model's own request schema says it takes (workers_ai_schema.ModelSchema),
+    # and its context window in tokens; None when the catalogue gave none.
+    schema: object = None
+    context_window: int | None = None
 
     @property
     def max_tokens(self):
@@ -100,6 +104,8 @@ class CompletionRequest:
     model: str
     prompt: str
     params: dict = field(default_factory=dict)
+    schema: object = None
+    context_window: int | None = None
 
     @property
     def max_tokens(self):
@@ -115,6 +121,8 @@ class ChatResult:
     # Whole calls in OpenAI's shape: {"id", "type": "function", "function": {"name",
     # "arguments": a JSON string}}.
     tool_calls: list = field(default_factory=list)
+    # The model's reasoning before its answer (reasoning models), or None.
+    reasoning: str | None = None
 
 
 @dataclass
@@ -122,6 +130,8 @@ class Delta:
     """One step of a stream: some text or tool-call pieces, at the end finish reason and usage."""
 
     text: str = ""
+    # A piece of the model's reasoning, streamed before the answer by reasoning models.
+    reasoning: str = ""
     # Pieces of tool calls in OpenAI's delta shape: {"index", "id", "type", "function"}.
     tool_calls: list = field(default_factory=list)
     finish_reason: str | None = None
@@ -156,6 +166,17 @@ class BaseProvider:
 
     def __init__(self, row):
         self.row = row
+
+    def applies_stop(self, model, chat=True):
+        """Tell whether the upstream applies `stop` for this model; if not, the gateway
+        cuts the text (and the tokens past the stop are still generated and billed)."""
+        return self.takes_stop
+
+    def check_chat(self, request):
+        """Refuse, before any call, a ChatRequest the model cannot take (InvalidRequest)."""
+
+    def check_completion(self, request):
+        """Refuse, before any call, a CompletionRequest the model cannot take."""
 
     async def chat(self, request):
         """Return a ChatResult for a ChatRequest."""
@@ -244,6 +265,12 @@ class BaseProvider:
         finally:
             await response.aclose()
         return self.check_response(response, content)
+
+    async def read_body(self, response):
+        """Read the rest of a response opened by open_stream, within the read timeout."""
+        with self.translate_errors(read_timeout()):
+            async with asyncio.timeout(read_timeout()):
+                return await response.aread()
 
     @contextlib.asynccontextmanager
     async def open_stream(self, url, body, headers):
@@ -594,12 +621,19 @@ class ToolCallPieces:
     in pieces sharing an index ({"index", "id", "function": {"name"}}, then
     {"index", "function": {"arguments": "..."}}, OpenAI's shape). Each call gets an index
     of its own in order of arrival, and an id if the upstream gave none.
+
+    Some Workers AI models send argument pieces before the piece that names the function
+    (cloudflare/ai issue #523, fixed in its provider by #572): those are held, by index,
+    until the name comes, and sent with it, so that no client sees a call without a name
+    or loses its first fragment.
     """
 
     def __init__(self):
         self.count = 0
         # Upstream index -> the index given to that call.
         self._indexes = {}
+        # Upstream index -> {"id", "arguments"} of a call whose name has not come yet.
+        self._waiting = {}
 
     def feed(self, calls):
         """Return the OpenAI deltas for a list of upstream tool-call pieces."""
@@ -619,16 +653,26 @@ class ToolCallPieces:
                     )
                 continue
             if not isinstance(name, str) or not name:
-                # A piece of no known call: Workers AI ends a call with an empty one.
+                if upstream_index is not None:
+                    waiting = self._waiting.setdefault(
+                        upstream_index, {"id": None, "arguments": ""}
+                    )
+                    waiting["id"] = waiting["id"] or call.get("id")
+                    waiting["arguments"] += arguments_text(arguments)
+                # Else a piece of no known call: Workers AI ends a call with an empty one.
                 continue
+            waiting = self._waiting.pop(upstream_index, None) or {"id": None, "arguments": ""}
             if upstream_index is not None:
                 self._indexes[upstream_index] = self.count
             deltas.append(
                 {
                     "index": self.count,
-                    "id": call.get("id") or new_tool_call_id(),
+                    "id": call.get("id") or waiting["id"] or new_tool_call_id(),
                     "type": "function",
-                    "function": {"name": name, "arguments": arguments_text(arguments)},
+                    "function": {
+                        "name": name,
+                        "arguments": waiting["arguments"] + arguments_text(arguments),
+                    },
                 }
             )
             self.count += 1
@@ -657,6 +701,19 @@ def whole_tool_calls(calls):
 def deltas_of_tool_calls(calls):
     """Return whole OpenAI tool calls as one delta each, for a stream made from a result."""
     return [{"index": index, **call} for index, call in enumerate(calls)]
+
+
+def deltas_of_result(result):
+    """Return a whole ChatResult as the Deltas of a stream, for an answer that did not stream."""
+    deltas = []
+    if result.reasoning:
+        deltas.append(Delta(reasoning=result.reasoning))
+    if result.content:
+        deltas.append(Delta(text=result.content))
+    if result.tool_calls:
+        deltas.append(Delta(tool_calls=deltas_of_tool_calls(result.tool_calls)))
+    deltas.append(Delta(finish_reason=result.finish_reason, usage=result.usage))
+    return deltas
 
 
 # Characters per token of English text for the common BPE tokenizers; close enough for

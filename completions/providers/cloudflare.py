@@ -16,21 +16,27 @@ Embedding models take {"text": [...]}, at most 100 texts a call, and answer
 {"shape": [n, dim], "data": [[...], ...]}, without token counts.
 """
 
+import dataclasses
 import json
 from decimal import Decimal
 
+from django.conf import settings
+
 from completions.providers.base import (
     BaseProvider,
+    ChatRequest,
     ChatResult,
     Delta,
     EmbeddingResult,
     Usage,
-    deltas_of_tool_calls,
+    deltas_of_result,
+    estimate_tokens,
     estimate_usage,
     finish_reason_for,
     first_image_message,
     flatten_content,
     iter_sse_data,
+    prompt_text,
     whole_tool_calls,
 )
 from completions.providers.openai import (
@@ -40,10 +46,16 @@ from completions.providers.openai import (
     completion_result_from_openai,
     read_openai_stream,
 )
-from gateway.errors import UpstreamError
+from completions.providers.workers_ai_schema import (
+    check_params,
+    default_max_tokens,
+    image_bytes,
+    schema_of,
+)
+from gateway.errors import InvalidRequest, UpstreamError
 
 # OpenAI parameters that Workers AI text generation takes under the same name; top_k is
-# Workers AI's own, accepted by the gateway for it.
+# Workers AI's own, accepted by the gateway for it. Sent to a model with no stored schema.
 PASSED_PARAMS = (
     "max_tokens",
     "temperature",
@@ -53,6 +65,9 @@ PASSED_PARAMS = (
     "frequency_penalty",
     "top_k",
 )
+# Sent to a model with a stored schema when its schema has a field of that name (checked
+# against the field's range by workers_ai_schema.check_params).
+SCHEMA_PARAMS = (*PASSED_PARAMS, "stop", "reasoning_effort")
 CATALOGUE_PAGE_SIZE = 100
 
 
@@ -66,27 +81,45 @@ class CloudflareProvider(BaseProvider):
     def _headers(self):
         return {"Authorization": f"Bearer {self.row.get_api_key()}"}
 
+    def applies_stop(self, model, chat=True):
+        schema = schema_of(model)
+        return schema is not None and schema.has("stop", chat)
+
+    def check_chat(self, request):
+        self._chat_body(_with_max_tokens(request), stream=False)
+
+    def check_completion(self, request):
+        self._completion_body(_with_max_tokens(request, chat=False), stream=False)
+
     def _chat_body(self, request, stream):
-        # Image parts reach here only for a model marked as taking images; the rest of
-        # Workers AI's text models take content as a string only.
-        keep_parts = first_image_message(request.messages) is not None
-        body = {
-            "messages": [_message(m, keep_parts) for m in request.messages],
-            "stream": stream,
-        }
-        body.update({k: request.params[k] for k in PASSED_PARAMS if k in request.params})
-        body.update(_tools(request.tools, request.tool_choice))
-        if request.response_format is not None:
-            response_format = _response_format(request.response_format)
-            if response_format is not None:
-                body["response_format"] = response_format
+        schema = request.schema
+        if schema is not None and not schema.takes_messages:
+            raise InvalidRequest(
+                f"The model '{request.model}' takes no chat messages; use /v1/completions.",
+                param="model",
+                code="unsupported_model",
+            )
+        body = {"messages": _messages(request.messages, schema), "stream": stream}
+        if schema is not None and not schema.content_takes_images and schema.takes_image_bytes:
+            image = _first_image(request.messages)
+            if image is not None:
+                body["image"] = image
+        body.update(_params(request, chat=True))
+        body.update(_tools(request, schema))
+        body.update(_response_format(request, schema))
         return body
 
     def _completion_body(self, request, stream):
-        # Workers AI applies the model's chat template to a prompt, as OpenAI's instruct
-        # models answer one; `raw` would skip it, and instruct models then ramble.
-        body = {"prompt": request.prompt, "stream": stream}
-        body.update({k: request.params[k] for k in PASSED_PARAMS if k in request.params})
+        schema = request.schema
+        if schema is not None and not schema.takes_prompt:
+            # A model with a Messages form only (gpt-oss as Cloudflare's types describe it:
+            # XOR<ResponsesInput, ChatCompletionsMessagesInput>): the prompt as one user turn.
+            body = {"messages": [{"role": "user", "content": request.prompt}], "stream": stream}
+        else:
+            # Workers AI applies the model's chat template to a prompt, as OpenAI's instruct
+            # models answer one; `raw` would skip it, and instruct models then ramble.
+            body = {"prompt": request.prompt, "stream": stream}
+        body.update(_params(request, chat=False))
         return body
 
     async def _run(self, request, body):
@@ -99,52 +132,64 @@ class CloudflareProvider(BaseProvider):
         return result
 
     async def chat(self, request):
+        request = _with_max_tokens(request)
         result = await self._run(request, self._chat_body(request, False))
-        if "choices" in result:
-            return chat_result_from_openai(result, request)
-        return _chat_result(result, request)
+        return _read_chat(result, request)
 
     async def stream_chat(self, request):
-        if request.response_format is not None and _response_format(request.response_format):
-            # Workers AI's JSON mode does not stream: the whole answer is sent as one delta.
-            result = await self.chat(request)
-            if result.content:
-                yield Delta(text=result.content)
-            if result.tool_calls:
-                yield Delta(tool_calls=deltas_of_tool_calls(result.tool_calls))
-            yield Delta(finish_reason=result.finish_reason, usage=result.usage)
+        request = _with_max_tokens(request)
+        if _json_mode_does_not_stream(request):
+            # Workers AI's JSON mode does not stream ([doc] features/json-mode.mdx): the
+            # whole answer is sent as one delta.
+            for delta in deltas_of_result(await self.chat(request)):
+                yield delta
             return
-        async for delta in self._stream(request, self._chat_body(request, True)):
+        async for delta in self._stream(request, self._chat_body(request, True), self.chat):
             yield delta
 
     async def complete(self, request):
+        request = _with_max_tokens(request, chat=False)
         result = await self._run(request, self._completion_body(request, False))
-        choices = result.get("choices")
-        if (
-            isinstance(choices, list)
-            and choices
-            and isinstance(choices[0], dict)
-            and "text" in choices[0]
-        ):
-            return completion_result_from_openai(result, request)
-        if "choices" in result:
-            answer = chat_result_from_openai(result, request)
-        else:
-            answer = _chat_result(result, request)
-        return ChatResult(
-            content=answer.content or "", usage=answer.usage, finish_reason=answer.finish_reason
-        )
+        return _read_completion(result, request)
 
     async def stream_complete(self, request):
-        async for delta in self._stream(request, self._completion_body(request, True)):
+        request = _with_max_tokens(request, chat=False)
+        body = self._completion_body(request, True)
+        async for delta in self._stream(request, body, self.complete):
             if delta.text or delta.finish_reason:
                 yield delta
 
-    async def _stream(self, request, body):
+    async def _stream(self, request, body, whole):
+        """Yield the Deltas of a streamed call; `whole(request)` answers it unstreamed.
+
+        Some models (gpt-oss; earlier Kimi) answer `stream: true` on /ai/run with a JSON
+        body, `{"result": {}, ...}`, not an event stream: Cloudflare's own provider sees the
+        content type and asks again without streaming ([cf-sdk] workers-ai-provider
+        utils.ts createRun, and its test "should retry without streaming when REST returns
+        JSON instead of SSE"). The gateway does the same, and reads a JSON body that does
+        carry an answer as it is.
+        """
         url = self._url(f"run/{request.model}")
+        answer = None
         async with self.open_stream(url, body, self._headers()) as response:
-            async for delta in read_openai_stream(iter_sse_data(response), request, _event_deltas):
-                yield delta
+            if "text/event-stream" in response.headers.get("content-type", ""):
+                async for delta in read_openai_stream(
+                    iter_sse_data(response), request, _event_deltas
+                ):
+                    yield delta
+                return
+            content = await self.read_body(response)
+            data = self.check_response(response, content)
+            result = data.get("result") if isinstance(data, dict) else None
+            if isinstance(result, dict) and result:
+                if isinstance(request, ChatRequest):
+                    answer = _read_chat(result, request)
+                else:
+                    answer = _read_completion(result, request)
+        if answer is None:
+            answer = await whole(request)
+        for delta in deltas_of_result(answer):
+            yield delta
 
     async def embed(self, request):
         result = await self._run(request, {"text": request.texts})
@@ -195,6 +240,50 @@ class CloudflareProvider(BaseProvider):
         return None
 
 
+def _with_max_tokens(request, chat=True):
+    """Return the request with the max_tokens the gateway sends, the client's or its own.
+
+    Workers AI's older models stop at 256 tokens when a request has none (each model's
+    schema: `max_tokens` default 256), and say nothing of having stopped; most OpenAI
+    clients send none. The gateway's default (DEFAULT_MAX_TOKENS, bounded by the context
+    window) goes in the request itself, so that an answer that stops there is reported
+    with finish_reason "length".
+    """
+    schema = request.schema
+    if request.params.get("max_tokens") is not None:
+        return request
+    if schema is not None and not schema.has("max_tokens", chat):
+        return request
+    limit = default_max_tokens(
+        settings.DEFAULT_MAX_TOKENS, request.context_window, estimate_tokens(prompt_text(request))
+    )
+    return dataclasses.replace(request, params={**request.params, "max_tokens": limit})
+
+
+def _params(request, chat):
+    """Return the sampling fields of the body: those the model's schema takes, in range.
+
+    Without a schema, the parameters every Workers AI text model has always taken.
+    """
+    schema = request.schema
+    if schema is None:
+        return {k: request.params[k] for k in PASSED_PARAMS if k in request.params}
+    asked = {k: request.params[k] for k in SCHEMA_PARAMS if k in request.params}
+    return check_params(schema, request.model, asked, chat)
+
+
+def _messages(messages, schema):
+    if schema is None:
+        # Image parts reach here only for a model marked as taking images; the rest of
+        # Workers AI's text models take content as a string only.
+        keep_parts = first_image_message(messages) is not None
+    else:
+        keep_parts = schema.content_takes_images or (
+            schema.content_takes_parts and first_image_message(messages) is None
+        )
+    return [_message(m, keep_parts) for m in messages]
+
+
 def _message(message, keep_parts):
     role = message["role"]
     content = message.get("content")
@@ -211,38 +300,111 @@ def _message(message, keep_parts):
     return mapped
 
 
-def _tools(tools, tool_choice):
+def _first_image(messages):
+    """Return the first image of the messages as the byte list older vision models take
+    as `image` (llama-3.2-11b-vision's schema: an array of 0-255 integers)."""
+    index = first_image_message(messages)
+    if index is None:
+        return None
+    for part in messages[index]["content"]:
+        if part["type"] == "image_url":
+            image = image_bytes(part["image_url"]["url"])
+            if image is None:
+                raise InvalidRequest(
+                    "This model takes images as base64 data: URIs only.",
+                    param=f"messages[{index}].content",
+                )
+            return image
+    return None
+
+
+def _tools(request, schema):
     """Return the body fields for OpenAI's tools and tool_choice.
 
-    Workers AI takes tools in OpenAI's shape but not every model honours tool_choice, so
-    "none" sends no tools at all, and naming one function sends only that one, required.
+    A model whose schema has `tool_choice` (the Chat-Completions-schema models) takes
+    OpenAI's own, and enforces a named function; "required" is advisory there and fails
+    open ([cf-sdk] workers-ai-provider CHANGELOG #575). Older models have no tool_choice:
+    "none" sends no tools, and naming a function sends only that one.
     """
+    tools, tool_choice = request.tools, request.tool_choice
     if not tools or tool_choice == "none":
         return {}
+    if schema is not None and not schema.has("tools"):
+        raise InvalidRequest(f"The model '{request.model}' cannot call tools.", param="tools")
+    if schema is not None and schema.has("tool_choice"):
+        fields = {"tools": tools}
+        if tool_choice is not None:
+            fields["tool_choice"] = tool_choice
+        return fields
     if isinstance(tool_choice, dict):
         name = tool_choice["function"]["name"]
-        return {
-            "tools": [t for t in tools if t["function"]["name"] == name],
-            "tool_choice": "required",
-        }
+        fields = {"tools": [t for t in tools if t["function"]["name"] == name]}
+        if schema is None:
+            fields["tool_choice"] = "required"
+        return fields
     fields = {"tools": tools}
-    if tool_choice == "required":
+    if tool_choice == "required" and schema is None:
         fields["tool_choice"] = "required"
     return fields
 
 
-def _response_format(response_format):
-    """Return Workers AI's JSON mode for OpenAI's response_format, or None for plain text.
+def _response_format(request, schema):
+    """Return the body fields for OpenAI's response_format, in the form the model takes.
 
-    OpenAI wraps the schema as {"name", "schema", "strict"}; Workers AI takes the schema
-    itself as `json_schema`.
+    Chat-Completions-schema models take OpenAI's envelope {type: "json_schema",
+    json_schema: {name, schema, strict}}; the older "JSON Mode" takes the schema itself as
+    `json_schema` ([cf-sdk] utils.ts buildJsonSchemaPayload: "Native Workers AI expects a
+    BARE JSON Schema"); gemma-3 has only vLLM's `guided_json`. Without a schema, JSON Mode.
     """
+    response_format = request.response_format
+    if response_format is None or response_format["type"] == "text":
+        return {}
+    form = "bare" if schema is None else schema.json_schema_form
+    if form is None:
+        raise InvalidRequest(
+            f"The model '{request.model}' cannot be held to a JSON answer.",
+            param="response_format",
+        )
     kind = response_format["type"]
-    if kind == "json_object":
-        return {"type": "json_object"}
+    wanted = {"type": "object"}
     if kind == "json_schema":
-        return {"type": "json_schema", "json_schema": response_format["json_schema"]["schema"]}
-    return None
+        wanted = response_format["json_schema"].get("schema") or wanted
+    if form == "guided_json":
+        return {"guided_json": wanted}
+    if kind == "json_object":
+        return {"response_format": {"type": "json_object"}}
+    if form == "envelope":
+        envelope = response_format["json_schema"]
+        return {"response_format": {"type": "json_schema", "json_schema": envelope}}
+    return {"response_format": {"type": "json_schema", "json_schema": wanted}}
+
+
+def _json_mode_does_not_stream(request):
+    if request.response_format is None or request.response_format["type"] == "text":
+        return False
+    schema = request.schema
+    return schema is None or schema.json_schema_form in ("bare", "guided_json")
+
+
+def _read_chat(result, request):
+    if "choices" in result:
+        return chat_result_from_openai(result, request)
+    return _chat_result(result, request)
+
+
+def _read_completion(result, request):
+    choices = result.get("choices")
+    if (
+        isinstance(choices, list)
+        and choices
+        and isinstance(choices[0], dict)
+        and "text" in choices[0]
+    ):
+        return completion_result_from_openai(result, request)
+    answer = _read_chat(result, request)
+    return ChatResult(
+        content=answer.content or "", usage=answer.usage, finish_reason=answer.finish_reason
+    )
 
 
 def _chat_result(result, request):
@@ -281,12 +443,18 @@ def _event_deltas(event, pieces):
         return completion_event_deltas(event, pieces)
     deltas = []
     text = event.get("response")
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        # "Workers AI sometimes returns numbers instead of strings for the `response`
+        # field" ([cf-sdk] workers-ai-provider CHANGELOG): a digit is text all the same.
+        text = str(text)
     if isinstance(text, str) and text:
         deltas.append(Delta(text=text))
     calls = pieces.feed(event.get("tool_calls"))
     if calls:
         deltas.append(Delta(tool_calls=calls))
-    return deltas, None
+    reason = event.get("finish_reason")
+    # A top-level finish_reason on native events is read by [cf-sdk] streaming.ts.
+    return deltas, reason if isinstance(reason, str) and reason else None
 
 
 # The catalogue's price units, and the Model field each one fills (USD per million tokens).

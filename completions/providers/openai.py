@@ -14,6 +14,8 @@ Cloudflare's newer models answer in these same shapes, so the readers at the bot
 this module serve both providers.
 """
 
+import json
+
 from completions.providers.base import (
     BaseProvider,
     ChatResult,
@@ -41,7 +43,7 @@ PASSED_PARAMS = (
     # Not OpenAI's, but vLLM, llama.cpp and Ollama's OpenAI endpoints take it.
     "top_k",
 )
-CHAT_PARAMS = (*PASSED_PARAMS, "parallel_tool_calls")
+CHAT_PARAMS = (*PASSED_PARAMS, "parallel_tool_calls", "reasoning_effort")
 COMPLETION_PARAMS = (*PASSED_PARAMS, "suffix")
 EMBEDDING_PARAMS = ("dimensions", "user")
 STREAM_FIELDS = {"stream": True, "stream_options": {"include_usage": True}}
@@ -142,6 +144,10 @@ def chat_result_from_openai(data, request):
         raise UpstreamError("The provider answered without a message.")
     tool_calls = whole_tool_calls(message.get("tool_calls"))
     content = message.get("content")
+    if isinstance(content, (dict, list)):
+        # Workers AI may answer a json_schema request with the object itself ([cf-sdk]
+        # tanstack-ai adapters/workers-ai.ts); OpenAI's content is its JSON text.
+        content = json.dumps(content, ensure_ascii=False)
     if content is not None and not isinstance(content, str):
         raise UpstreamError("The provider answered with content that is not text.")
     if content is None and not tool_calls:
@@ -151,8 +157,23 @@ def chat_result_from_openai(data, request):
         "tool_calls" if tool_calls else finish_reason_for(request, usage)
     )
     return ChatResult(
-        content=content, usage=usage, finish_reason=finish_reason, tool_calls=tool_calls
+        content=content,
+        usage=usage,
+        finish_reason=finish_reason,
+        tool_calls=tool_calls,
+        reasoning=reasoning_of(message) or None,
     )
+
+
+def reasoning_of(message):
+    """Return the reasoning text of a message or delta: vLLM, Workers AI and DeepSeek call
+    it `reasoning_content`, others (Ollama, OpenRouter, some Workers AI models: [cf-sdk]
+    streaming.ts) `reasoning`."""
+    for name in ("reasoning_content", "reasoning"):
+        text = message.get(name)
+        if isinstance(text, str) and text:
+            return text
+    return ""
 
 
 def completion_result_from_openai(data, request):
@@ -175,6 +196,9 @@ def chat_event_deltas(event, pieces):
     finish_reason = None
     for choice in _choices(event):
         delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+        reasoning = reasoning_of(delta)
+        if reasoning:
+            deltas.append(Delta(reasoning=reasoning))
         text = delta.get("content")
         if isinstance(text, str) and text:
             deltas.append(Delta(text=text))
