@@ -45,6 +45,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -52,10 +54,13 @@ import random
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Self
 
+import jsonschema_rs
 from aiohttp import web
+
+from tests import workers_ai_models
 
 CLOUDFLARE_TOKEN = "cf-test-token"
 CLOUDFLARE_ACCOUNT = "acc-test-123"
@@ -229,6 +234,8 @@ class Answer:
     words: list[str]
     prompt_tokens: int
     truncated: bool
+    # What a reasoning model thought before answering; counted as completion tokens.
+    reasoning: list[str] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -236,7 +243,11 @@ class Answer:
 
     @property
     def completion_tokens(self) -> int:
-        return len(self.words)
+        return len(self.reasoning) + len(self.words)
+
+    @property
+    def reasoning_text(self) -> str:
+        return " ".join(self.reasoning)
 
     @property
     def pieces(self) -> list[str]:
@@ -251,20 +262,31 @@ class Answer:
         }
 
 
-def _answer(messages: list[Any], max_tokens: Any, model: str, stream: bool) -> Answer:
+def _answer(
+    messages: list[Any],
+    max_tokens: Any,
+    model: str,
+    stream: bool,
+    reasoning: list[str] | None = None,
+) -> Answer:
+    """The answer, cut at max_tokens; reasoning comes first and spends the budget first."""
     contents = [_content_text(m.get("content")) for m in messages if isinstance(m, dict)]
     prompt_tokens = sum(len(text.split()) for text in contents)
     if stream and "drip" in model:
         words = ["drip"] * DRIP_MAX_EVENTS
     else:
         words = f"Echo: {_last_turn(messages)[1]}".split()
+    reasoning = list(reasoning or [])
     truncated = False
     # bool is an int subclass, but "max_tokens": true is not a limit.
     is_limit = isinstance(max_tokens, int) and not isinstance(max_tokens, bool)
-    if is_limit and 0 <= max_tokens < len(words):
-        words = words[:max_tokens]
+    if is_limit and 0 <= max_tokens < len(reasoning) + len(words):
+        reasoning = reasoning[:max_tokens]
+        words = words[: max_tokens - len(reasoning)]
         truncated = True
-    return Answer(words=words, prompt_tokens=prompt_tokens, truncated=truncated)
+    return Answer(
+        words=words, prompt_tokens=prompt_tokens, truncated=truncated, reasoning=reasoning
+    )
 
 
 def _apply_stop(answer: Answer, stop: Any) -> Answer:
@@ -274,9 +296,7 @@ def _apply_stop(answer: Answer, stop: Any) -> Answer:
     cuts = [text.find(s) for s in stops if isinstance(s, str) and s and s in text]
     if not cuts:
         return answer
-    return Answer(
-        words=text[: min(cuts)].split(), prompt_tokens=answer.prompt_tokens, truncated=False
-    )
+    return dataclasses.replace(answer, words=text[: min(cuts)].split(), truncated=False)
 
 
 def _last_turn(messages: list[Any]) -> tuple[str, str]:
@@ -309,6 +329,10 @@ def _tool_call(body: dict[str, Any], messages: list[Any]) -> tuple[str, dict[str
 
 
 def _wants_json(body: dict[str, Any]) -> bool:
+    # guided_json: "JSON schema that should be fulfilled for the response" (gemma-3's and
+    # llama-4-scout's schemas).
+    if isinstance(body.get("guided_json"), dict):
+        return True
     response_format = body.get("response_format")
     return isinstance(response_format, dict) and response_format.get("type") != "text"
 
@@ -352,6 +376,9 @@ def _openai_completion(
         finish_reason = "tool_calls"
     elif json_mode:
         message["content"] = json.dumps({"echo": _json_text(answer)})
+    if answer.reasoning:
+        # Reasoning models answer with `reasoning_content` beside the content ([types] 2c).
+        message["reasoning_content"] = answer.reasoning_text
     completion: dict[str, Any] = {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
@@ -387,6 +414,129 @@ def _tool_call_pieces(name: str, arguments: dict[str, str]) -> list[dict[str, An
     ]
 
 
+def _forms(schema: Any) -> list[dict[str, Any]]:
+    """The object forms of a schema's oneOf/anyOf tree (Prompt, Messages, async, Responses)."""
+    if not isinstance(schema, dict):
+        return []
+    for key in ("oneOf", "anyOf"):
+        if isinstance(schema.get(key), list):
+            return [form for branch in schema[key] for form in _forms(branch)]
+    return [schema] if isinstance(schema.get("properties"), dict) else []
+
+
+@functools.lru_cache(maxsize=64)
+def _validator(schema_text: str) -> Any:
+    """A validator of a model's input schema.
+
+    llama-3.3's docs copy gives its Async Batch form no `required`, so that every body
+    would match two forms of its `oneOf` (tests/fixtures/workers_ai_models/SOURCES.md);
+    as in the other models' async forms, `requests` is taken to be required.
+    """
+    schema = json.loads(schema_text)
+    for form in _forms(schema):
+        if set(form["properties"]) == {"requests"} and "required" not in form:
+            form["required"] = ["requests"]
+    return jsonschema_rs.validator_for(schema)
+
+
+# Reasoning words a reasoning model writes before its answer, by effort. Reasoning models
+# "burn the output budget on chain-of-thought unless reasoning_effort or
+# chat_template_kwargs are sent" ([cf-sdk] workers-ai-provider CHANGELOG #504); the counts
+# are this fake's, chosen so that the medium default outgrows a 256-token budget.
+REASONING_WORDS = {"none": 0, "minimal": 2, "low": 4, "medium": 300, "high": 600, "xhigh": 900}
+
+
+@dataclass
+class WorkersAIModel:
+    """A Workers AI model as Cloudflare's catalogue file describes it (tests/fixtures)."""
+
+    name: str
+    schema: dict[str, Any]
+    properties: dict[str, Any]
+
+    @classmethod
+    def named(cls, name: str, schema: dict[str, Any] | None = None) -> WorkersAIModel | None:
+        """The model's description, with `schema` standing in for its file's if given."""
+        schema = schema or workers_ai_models.schema(name)
+        if schema is None:
+            return None
+        return cls(name, schema, workers_ai_models.properties(name))
+
+    def input_error(self, body: dict[str, Any]) -> str | None:
+        errors = list(_validator(json.dumps(self.schema["input"])).iter_errors(body))
+        return errors[0].message if errors else None
+
+    @property
+    def answers_like_openai(self) -> bool:
+        """Whether answers are chat.completion objects: the output schema says so, or the
+        model is one the types list as OpenAI-shaped ([types] 2c: qwen3, gpt-oss, kimi,
+        glm) though its docs output schema is unspecified (gpt-oss-120b)."""
+        output = json.dumps(self.schema.get("output"))
+        return '"choices"' in output or any(m in self.name for m in OPENAI_SHAPED_MARKERS)
+
+    @property
+    def answers_stream_with_json(self) -> bool:
+        return "gpt-oss" in self.name
+
+    def _form(self, key: str) -> dict[str, Any]:
+        for form in _forms(self.schema["input"]):
+            if key in form["properties"]:
+                return form["properties"]
+        return {}
+
+    def has(self, field: str, form: str = "messages") -> bool:
+        return field in self._form(form)
+
+    def default(self, field: str, form: str) -> Any:
+        spec = self._form(form).get(field)
+        return spec.get("default") if isinstance(spec, dict) else None
+
+    def reasoning_words(self, body: dict[str, Any]) -> list[str]:
+        """The words of the model's reasoning, for models the catalogue marks as reasoning
+        and whose answers carry `reasoning_content` (the OpenAI-shaped ones: [types] 2c)."""
+        if self.properties.get("reasoning") != "true" or not self.answers_like_openai:
+            return []
+        # A model whose effort can be set: by `reasoning_effort` in its schema (kimi, glm),
+        # or its catalogue's `reasoning_effort` property (gpt-oss: {"default_effort":
+        # "medium", "mandatory": true}). Others (qwen3 here) are taken not to reason.
+        setting = self.properties.get("reasoning_effort")
+        if not self.has("reasoning_effort") and not isinstance(setting, dict):
+            return []
+        default = setting.get("default_effort", "medium") if isinstance(setting, dict) else "medium"
+        effort = body.get("reasoning_effort") or default
+        return ["thinking"] * REASONING_WORDS.get(effort, REASONING_WORDS["medium"])
+
+
+def _native_parts(piece: str) -> list[Any]:
+    """The `response` values of a native stream event for one word: a number comes as a
+    JSON number, after its space ("Workers AI sometimes returns numbers instead of strings
+    for the `response` field": [cf-sdk] workers-ai-provider CHANGELOG)."""
+    word = piece.lstrip(" ")
+    if word.isdigit() and len(word) < 16:
+        return [" ", int(word)] if piece != word else [int(word)]
+    return [piece]
+
+
+def _text_completion(model: str, answer: Answer, include_usage: bool) -> dict[str, Any]:
+    completion: dict[str, Any] = {
+        "id": f"cmpl-{uuid.uuid4().hex}",
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "text": answer.text,
+                "logprobs": None,
+                "finish_reason": "length" if answer.truncated else "stop",
+            }
+        ],
+    }
+    if include_usage:
+        completion["usage"] = answer.usage()
+    return completion
+
+
 class FakeUpstream:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host
@@ -394,6 +544,8 @@ class FakeUpstream:
         self.url = ""
         self.requests: list[dict[str, Any]] = []
         self.catalogue: list[dict[str, Any]] = default_catalogue()
+        # Input/output schemas standing in for a model's catalogue file, by model name.
+        self.schemas: dict[str, dict[str, Any]] = {}
         # Only changed on the server's event loop thread, so reads from tests are safe enough.
         self.open_streams = 0
         self.drip_closed = threading.Event()
@@ -445,6 +597,7 @@ class FakeUpstream:
         with self._requests_lock:
             self.requests.clear()
         self.catalogue = default_catalogue()
+        self.schemas.clear()
         self.drip_closed.clear()
 
     def __enter__(self) -> Self:
@@ -600,6 +753,18 @@ class FakeUpstream:
 
         if _is_embedding_model(model):
             return _cloudflare_embeddings(model, body)
+        return await self._cloudflare_chat(request, model, body)
+
+    async def _cloudflare_chat(
+        self, request: web.Request, model: str, body: dict[str, Any]
+    ) -> web.StreamResponse:
+        """Answer a text model's /ai/run call as the model's own schemas say it would."""
+        spec = WorkersAIModel.named(model, self.schemas.get(model))
+        if spec is not None and (error := spec.input_error(body)):
+            # Workers AI checks the body against the model's input schema and answers 400
+            # with code 5006 "AiError: Bad input: ..." ([doc] platform/errors.mdx; the
+            # message's wording here is the validator's, not Cloudflare's).
+            return _cloudflare_error(400, 5006, f"AiError: Bad input: {error}")
         messages = body.get("messages")
         if messages is None and isinstance(body.get("prompt"), str):
             messages = [{"role": "user", "content": body["prompt"]}]
@@ -609,14 +774,43 @@ class FakeUpstream:
         await self._wait_before_answering(model)
         stream = bool(body.get("stream"))
         json_mode = _wants_json(body)
-        if stream and json_mode:
+        openai_shaped = (
+            spec.answers_like_openai
+            if spec is not None
+            else any(marker in model for marker in OPENAI_SHAPED_MARKERS)
+        )
+        if stream and spec is not None and spec.answers_stream_with_json:
+            # gpt-oss answers `stream: true` on /ai/run with a JSON body and an empty result,
+            # not SSE ([cf-sdk] workers-ai-provider utils.ts createRun and its test "should
+            # retry without streaming when REST returns JSON instead of SSE").
+            return web.json_response({"result": {}, "success": True, "errors": [], "messages": []})
+        if stream and json_mode and not openai_shaped:
+            # JSON Mode does not stream ([doc] features/json-mode.mdx); what the server answers
+            # is UNVERIFIED, and a 5006 is this fake's choice.
             return _cloudflare_error(400, 5006, "AiError: JSON mode does not support streaming")
-        answer = _answer(messages, body.get("max_tokens"), model, stream)
+        # The model's default when the body has none: 256 on the older models ([doc] each
+        # model's schema, `max_tokens` default), none on the Chat-Completions-schema ones.
+        max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
+        if max_tokens is None and spec is not None:
+            max_tokens = spec.default("max_tokens", "prompt" if "prompt" in body else "messages")
+        reasoning = spec.reasoning_words(body) if spec is not None else []
+        answer = _answer(messages, max_tokens, model, stream, reasoning)
+        if spec is not None and spec.has("stop") and body.get("stop"):
+            # Chat-Completions-schema models take OpenAI's `stop` ([doc] kimi-k2.6.json).
+            answer = _apply_stop(answer, body["stop"])
         tool = _tool_call(body, messages)
+        if tool is not None and spec is not None and spec.has("tool_choice"):
+            choice = body.get("tool_choice")
+            if choice == "required":
+                # "required" is advisory on these models and fails open ([cf-sdk]
+                # workers-ai-provider CHANGELOG #575): this fake answers with text.
+                tool = None
         with_usage = "no-usage" not in model
-        openai_shaped = any(marker in model for marker in OPENAI_SHAPED_MARKERS)
         if not stream:
-            if openai_shaped:
+            if openai_shaped and "prompt" in body:
+                # A prompt to these models is answered with a text_completion ([types] qwen3).
+                result = _text_completion(model, answer, with_usage)
+            elif openai_shaped:
                 result = _openai_completion(model, answer, tool, json_mode, with_usage)
             else:
                 result = _cloudflare_result(answer, tool, json_mode, with_usage)
@@ -624,15 +818,31 @@ class FakeUpstream:
                 {"result": result, "success": True, "errors": [], "messages": []}
             )
         if openai_shaped:
-            return await self._openai_stream(request, model, answer, tool, with_usage)
+            return await self._openai_stream(
+                request,
+                model,
+                answer,
+                tool,
+                with_usage,
+                json_mode,
+                # Some models stream tool-call argument pieces before the piece that names
+                # the function (cloudflare/ai issue #523, fix #572; the issue names no model:
+                # glm is this fake's choice).
+                arguments_first="glm" in model,
+            )
         if tool is not None:
             name, arguments = tool
             pieces = _tool_call_pieces(name, arguments)
-            # Workers AI ends a streamed call with an empty piece.
+            # Workers AI ends a streamed call with an empty piece ([cf-sdk] streaming.ts
+            # emitToolCallDeltas).
             pieces.append({"id": None, "type": None, "function": {"name": None}})
             word_events = [_sse({"response": "", "tool_calls": [piece]}) for piece in pieces]
         else:
-            word_events = [_sse({"response": piece, "p": "abc"}) for piece in answer.pieces]
+            word_events = [
+                _sse({"response": part, "p": "abc"})
+                for piece in answer.pieces
+                for part in _native_parts(piece)
+            ]
         closing = [_sse({"response": "", "usage": answer.usage()})] if with_usage else []
         return await self._stream(
             request, model, opening=[], word_events=word_events, closing=closing
@@ -738,8 +948,13 @@ class FakeUpstream:
         tool: tuple[str, dict[str, str]] | None,
         include_usage: bool,
         json_mode: bool = False,
+        arguments_first: bool = False,
     ) -> web.StreamResponse:
-        """Stream chat.completion.chunk events, as OpenAI and Cloudflare's newer models do."""
+        """Stream chat.completion.chunk events, as OpenAI and Cloudflare's newer models do.
+
+        With arguments_first, a tool call's argument pieces come before the piece that
+        names its function (see _cloudflare_chat).
+        """
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
 
@@ -760,8 +975,21 @@ class FakeUpstream:
             choice = {"index": 0, "delta": content, "logprobs": None, "finish_reason": finish}
             return chunk([choice])
 
+        # `delta.reasoning_content` carries reasoning, before the content ([types] 2d).
+        reasoning_events = [
+            delta({"reasoning_content": word if index == 0 else f" {word}"})
+            for index, word in enumerate(answer.reasoning)
+        ]
         if tool is not None:
-            word_events = [delta({"tool_calls": [piece]}) for piece in _tool_call_pieces(*tool)]
+            pieces = _tool_call_pieces(*tool)
+            if arguments_first:
+                named, *rest = pieces
+                named_without_arguments = {
+                    **named,
+                    "function": {"name": named["function"]["name"]},
+                }
+                pieces = [*rest, named_without_arguments]
+            word_events = [delta({"tool_calls": [piece]}) for piece in pieces]
             finish_reason = "tool_calls"
         elif json_mode:
             word_events = [delta({"content": json.dumps({"echo": _json_text(answer)})})]
@@ -769,6 +997,7 @@ class FakeUpstream:
         else:
             word_events = [delta({"content": piece}) for piece in answer.pieces]
             finish_reason = "length" if answer.truncated else "stop"
+        word_events = reasoning_events + word_events
         closing = [delta({}, finish_reason)]
         if include_usage:
             closing.append(chunk([], answer.usage()))

@@ -86,10 +86,12 @@ async def test_it_refuses_what_it_cannot_honour_saying_why(
 async def test_it_sends_images_to_a_workers_ai_model_that_takes_them(
     api, alice, cloudflare, upstream
 ):
-    await Model.objects.filter(name=LLAMA).aupdate(accepts_images=True)
+    # llama-4-scout takes image_url parts whose url is a data: URI (its schema).
+    scout = "@cf/meta/llama-4-scout-17b-16e-instruct"
+    await Model.objects.acreate(name=scout, provider=cloudflare, accepts_images=True)
     content = [{"type": "text", "text": "what is this?"}, IMAGE]
 
-    response = await _chat(api, alice, messages=[{"role": "user", "content": content}])
+    response = await _chat(api, alice, model=scout, messages=[{"role": "user", "content": content}])
 
     assert response.status_code == 200
     assert _sent(upstream)["messages"] == [{"role": "user", "content": content}]

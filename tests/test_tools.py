@@ -23,6 +23,27 @@ WEATHER = {
     },
 }
 TIME = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}
+# The same tools as Workers AI's schemas require them: a description on the function and
+# on each parameter, and parameters with type and properties (llama-3.1-8b-instruct.json).
+WORKERS_AI_WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather of a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "description": ""}},
+        },
+    },
+}
+WORKERS_AI_TIME = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "description": "",
+        "parameters": {"type": "object", "properties": {}},
+    },
+}
 CALL = {
     "id": "call_abc",
     "type": "function",
@@ -47,7 +68,7 @@ async def test_it_sends_workers_ai_the_tools_in_openais_shape(api, alice, cloudf
     await _chat(api, alice, tools=[WEATHER, TIME])
 
     sent = _sent(upstream)
-    assert sent["tools"] == [WEATHER, TIME]
+    assert sent["tools"] == [WORKERS_AI_WEATHER, WORKERS_AI_TIME]
     assert "tool_choice" not in sent
 
 
@@ -66,7 +87,7 @@ async def test_it_sends_only_the_named_tool_as_required(api, alice, cloudflare, 
     )
 
     sent = _sent(upstream)
-    assert sent["tools"] == [TIME]
+    assert sent["tools"] == [WORKERS_AI_TIME]
     assert sent["tool_choice"] == "required"
 
 

@@ -326,9 +326,10 @@ def _tools(request, schema):
     open ([cf-sdk] workers-ai-provider CHANGELOG #575). Older models have no tool_choice:
     "none" sends no tools, and naming a function sends only that one.
     """
-    tools, tool_choice = request.tools, request.tool_choice
-    if not tools or tool_choice == "none":
+    tool_choice = request.tool_choice
+    if not request.tools or tool_choice == "none":
         return {}
+    tools = [_tool(tool) for tool in request.tools]
     if schema is not None and not schema.has("tools"):
         raise InvalidRequest(f"The model '{request.model}' cannot call tools.", param="tools")
     if schema is not None and schema.has("tool_choice"):
@@ -346,6 +347,42 @@ def _tools(request, schema):
     if tool_choice == "required" and schema is None:
         fields["tool_choice"] = "required"
     return fields
+
+
+def _tool(tool):
+    """Return an OpenAI function tool in the form Workers AI's schemas require.
+
+    Their `tools` item requires the function's `description` and `parameters` (with `type`
+    and `properties`), and `type` and `description` on every parameter (each text model's
+    schema, e.g. llama-3.1-8b-instruct.json); OpenAI makes all of these optional, and
+    pydantic-built parameters often give a property `anyOf` instead of `type`.
+    """
+    function = tool["function"]
+    parameters = dict(function.get("parameters") or {})
+    parameters.setdefault("type", "object")
+    properties = parameters.get("properties")
+    parameters["properties"] = {name: _parameter(spec) for name, spec in (properties or {}).items()}
+    return {
+        "type": "function",
+        "function": {
+            **function,
+            "description": function.get("description") or "",
+            "parameters": parameters,
+        },
+    }
+
+
+def _parameter(spec):
+    if not isinstance(spec, dict):
+        return spec
+    spec = dict(spec)
+    spec.setdefault("description", spec.get("title") or "")
+    if "type" not in spec:
+        alternatives = spec.get("anyOf") or spec.get("oneOf") or []
+        types = [a.get("type") for a in alternatives if isinstance(a, dict)]
+        named = [t for t in types if isinstance(t, str) and t != "null"]
+        spec["type"] = named[0] if named else "object" if "$ref" in spec else "string"
+    return spec
 
 
 def _response_format(request, schema):
