@@ -13,6 +13,12 @@ from tests.live_server import Database, daphne, gateway_env, manage
 LLAMA = "@cf/meta/llama-3.1-8b-instruct"
 # A Workers AI model that answers in OpenAI's shape.
 NEWER = "@cf/qwen/qwen3-30b-a3b-fp8"
+# Workers AI models served with the input schema of their catalogue file.
+SCHEMA_LLAMA = "@cf/meta/llama-3.3-70b-instruct-fp8-fast"
+GPT_OSS = "@cf/openai/gpt-oss-120b"
+KIMI = "@cf/moonshotai/kimi-k2.6"
+GLM = "@cf/zai-org/glm-4.7-flash"
+WORKERS_AI_MODELS = (SCHEMA_LLAMA, GPT_OSS, KIMI, GLM)
 
 SETUP = """
 from apikeys.models import ApiKey
@@ -32,6 +38,17 @@ bge = Model.objects.create(
 )
 ModelAlias.objects.create(name="text-embedding-3-small", model=bge)
 Model.objects.create(name="{newer}", provider=cf)
+# Workers AI models with the schemas of their catalogue files, as sync_models stores them.
+from tests import workers_ai_models
+for name in {workers_ai_models}:
+    properties = workers_ai_models.properties(name)
+    Model.objects.update_or_create(name=name, defaults=dict(
+        provider=cf,
+        input_schema=workers_ai_models.schema(name)["input"],
+        output_schema=workers_ai_models.schema(name)["output"],
+        properties=properties,
+        context_window=int(properties.get("context_window", 0)) or None,
+    ))
 failing = Model.objects.create(name="@cf/test/fail-500-then-llama", provider=cf)
 ModelFallback.objects.create(model=failing, fallback=llama, position=0)
 for name, fields in [("alice", {{}}), ("bob", {{"permissions": "read"}})]:
@@ -74,6 +91,7 @@ def gateway(tmp_path_factory, upstream_for_gateway):
                 account=fake_upstream.CLOUDFLARE_ACCOUNT,
                 llama=LLAMA,
                 newer=NEWER,
+                workers_ai_models=list(WORKERS_AI_MODELS),
             ),
         )
         secrets = dict(
