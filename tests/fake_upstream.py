@@ -17,11 +17,29 @@ another process can only influence the upstream through the request it forwards:
     hang          30 s before answering
     no-usage      answers and streams without token counts
 
+Workers AI models that have a catalogue file in tests/fixtures/workers_ai_models/ (copied
+from Cloudflare's docs; or a schema a test puts in ``upstream.schemas``) behave as their
+file says, each behaviour citing its source beside the code (``WorkersAIModel``,
+``_cloudflare_chat``); sources are named as in tests/fixtures/workers-ai-rest.md:
+
+- the body is checked against the model's input schema; a mismatch is 400, code 5006
+  ("AiError: Bad input: ..."): ranges (top_k 1-50, seed >= 1, penalties 0-2 on the older
+  models), fields, the response_format form, data:-only image URLs on llama-4-scout;
+- ``max_tokens`` defaults to the schema's default (256 on the older models), cutting the
+  answer without a word said of it in the older shape;
+- the answer's shape follows the output schema (``choices``: OpenAI's chat.completion);
+- gpt-oss answers ``stream: true`` with a JSON body and an empty result;
+- reasoning models (catalogue ``reasoning``, with an effort to set) write
+  ``reasoning_content`` first, spending the token budget;
+- Chat-Completions-schema models apply ``stop``, enforce a named ``tool_choice`` and treat
+  "required" as advisory; glm streams a tool call's arguments before its name;
+- the older models stream digits as JSON numbers.
+
 Other behaviour follows the request, as the real services do:
 
-- Cloudflare models named with ``qwen3`` or ``gpt-oss`` answer in the newer OpenAI shape
-  (``result`` is a chat.completion object, streams are chat.completion.chunk events); the
-  others in the older shape (``{"response": ...}``).
+- Cloudflare models without a file that are named with ``qwen3`` or ``gpt-oss`` answer in
+  the newer OpenAI shape (``result`` is a chat.completion object, streams are
+  chat.completion.chunk events); the others in the older shape (``{"response": ...}``).
 - Given ``tools`` after a user (not a tool) message, the model calls the first tool (or the
   one ``tool_choice`` names) with ``{"text": <the user message>}``; Cloudflare's older shape
   sends ``arguments`` as an object, and streams the call in pieces ending with an empty one.
@@ -504,7 +522,12 @@ class WorkersAIModel:
             return []
         default = setting.get("default_effort", "medium") if isinstance(setting, dict) else "medium"
         effort = body.get("reasoning_effort") or default
-        return ["thinking"] * REASONING_WORDS.get(effort, REASONING_WORDS["medium"])
+        count = REASONING_WORDS.get(effort, REASONING_WORDS["medium"])
+        messages = body.get("messages")
+        if not isinstance(messages, list):
+            messages = [{"role": "user", "content": body.get("prompt")}]
+        thought = f"Reasoning about: {_last_turn(messages)[1]}".split()
+        return (thought + ["thinking"] * count)[:count]
 
 
 def _native_parts(piece: str) -> list[Any]:

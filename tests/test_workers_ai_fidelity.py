@@ -271,7 +271,7 @@ async def test_it_returns_the_reasoning_and_a_whole_answer_of_gpt_oss(
 
     message = response.json()["choices"][0]["message"]
     assert message["content"] == "Echo: hello there"
-    assert message["reasoning_content"].startswith("thinking")
+    assert message["reasoning_content"].startswith("Reasoning about: hello there thinking")
     assert response.json()["choices"][0]["finish_reason"] == "stop"
 
 
@@ -283,7 +283,8 @@ async def test_it_sends_reasoning_effort_and_streams_the_reasoning(
     events = await _stream(api, alice, model=KIMI, reasoning_effort="low")
 
     assert _sent(upstream)["reasoning_effort"] == "low"
-    assert _streamed_text(events, "reasoning_content") == "thinking thinking thinking thinking"
+    # Low effort: four words of reasoning.
+    assert _streamed_text(events, "reasoning_content") == "Reasoning about: hello there"
     assert _streamed_text(events) == "Echo: hello there"
 
 

@@ -227,6 +227,9 @@ async def read_openai_stream(events, request, read_event):
     finish_reason = None
     pieces = ToolCallPieces()
     text = []
+    # Events that carried text: a token each, on Workers AI, which is a floor for the
+    # estimate of a stream that reports no usage.
+    text_events = 0
     async for data in events:
         event = parse_event(data)
         if not isinstance(event, dict):
@@ -234,10 +237,13 @@ async def read_openai_stream(events, request, read_event):
         usage = Usage.reported(event.get("usage")) or usage
         deltas, reason = read_event(event, pieces)
         for delta in deltas:
-            text.append(delta.text)
+            text.append(delta.reasoning + delta.text)
+            text_events += bool(delta.reasoning or delta.text)
             yield delta
         finish_reason = reason or finish_reason
-    usage = usage or estimate_usage(request, "".join(text))
+    if usage is None:
+        usage = estimate_usage(request, "".join(text))
+        usage.completion_tokens = max(usage.completion_tokens, text_events)
     if finish_reason is None:
         finish_reason = "tool_calls" if pieces.count else finish_reason_for(request, usage)
     yield Delta(finish_reason=finish_reason, usage=usage)

@@ -112,7 +112,7 @@ def test_reasoning_comes_back_beside_the_answer(client):
 
     message = completion.choices[0].message
     assert message.content == "Echo: think"
-    assert message.model_extra["reasoning_content"].startswith("thinking")
+    assert message.model_extra["reasoning_content"].startswith("Reasoning about: think")
 
 
 def test_legacy_completions_work_on_gpt_oss(client):
