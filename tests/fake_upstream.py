@@ -121,7 +121,9 @@ OPENAI_MODELS = [
 ]
 
 
-def _synthetic_entry(name: str, description: str, properties: list[dict[str, Any]]) -> dict:
+def _synthetic_entry(
+    name: str, description: str, properties: list[dict[str, Any]]
+) -> dict[str, Any]:
     """A Text Generation entry shaped as the fixture entries are (SYNTHETIC, see above)."""
     like = workers_ai_models.catalogue_entry(SYNTHETIC_SCHEMA_OF[name])
     return {
