@@ -1,8 +1,11 @@
 """Admin for providers, their models and the models' aliases."""
 
+import json
+
 from django.contrib import admin, messages
 from django.db.models import Count
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from completions.models import OPENAI_NAMES, Model, ModelAlias, ModelFallback, Provider
@@ -89,6 +92,43 @@ class ModelFallbackInline(admin.TabularInline):
     verbose_name_plural = "fallbacks (tried in order of position when the provider fails)"
 
 
+class DeprecationFilter(admin.SimpleListFilter):
+    """Models by their deprecation date: passed (retired, not served), to come, or none."""
+
+    title = "deprecated"
+    parameter_name = "deprecated"
+
+    def lookups(self, request, model_admin):
+        return [
+            ("passed", "date passed (not served)"),
+            ("planned", "date to come"),
+            ("none", "no date"),
+        ]
+
+    def queryset(self, request, queryset):
+        today = timezone.now().date()
+        if self.value() == "passed":
+            return queryset.filter(deprecation_date__lte=today)
+        if self.value() == "planned":
+            return queryset.filter(deprecation_date__gt=today)
+        if self.value() == "none":
+            return queryset.filter(deprecation_date__isnull=True)
+        return queryset
+
+
+def _json_block(value, summary):
+    """Show a JSON value pretty-printed, folded under a summary (schemas run to 300 kB)."""
+    if value in (None, {}):
+        return "-"
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    return format_html(
+        "<details><summary>{} ({} lines)</summary><pre>{}</pre></details>",
+        summary,
+        text.count("\n") + 1,
+        text,
+    )
+
+
 @admin.register(Model)
 class LanguageModelAdmin(admin.ModelAdmin):
     """Admin for completions.Model, the models a provider serves."""
@@ -100,9 +140,10 @@ class LanguageModelAdmin(admin.ModelAdmin):
         "enabled",
         "input_price",
         "output_price",
+        "deprecation",
         "alias_names",
     ]
-    list_filter = ["provider", "task", "enabled"]
+    list_filter = ["provider", "task", "enabled", DeprecationFilter]
     list_select_related = ["provider"]
     search_fields = ["name", "aliases__name"]
     fields = [
@@ -114,9 +155,17 @@ class LanguageModelAdmin(admin.ModelAdmin):
         "accepts_images",
         "input_price",
         "output_price",
+        "cached_input_price",
+        "context_window",
+        "deprecation_date",
+        "catalogue_properties",
+        "request_schema",
+        "answer_schema",
         "created_at",
     ]
-    readonly_fields = ["created_at"]
+    # What sync_models reads from the provider is shown, not edited: the next sync would
+    # overwrite an edit, and a hand-made schema could break the requests built from it.
+    readonly_fields = ["catalogue_properties", "request_schema", "answer_schema", "created_at"]
     inlines = [ModelAliasInline, ModelFallbackInline]
     actions = ["enable_models", "disable_models", "add_openai_names"]
 
@@ -127,12 +176,41 @@ class LanguageModelAdmin(admin.ModelAdmin):
     def alias_names(self, model):
         return ", ".join(alias.name for alias in model.aliases.all())
 
+    @admin.display(description="deprecation date", ordering="deprecation_date")
+    def deprecation(self, model):
+        if model.deprecation_date is None:
+            return "-"
+        if model.is_retired():
+            return f"{model.deprecation_date} (passed)"
+        return str(model.deprecation_date)
+
+    @admin.display(description="catalogue properties")
+    def catalogue_properties(self, model):
+        return _json_block(model.properties, "properties")
+
+    @admin.display(description="request schema")
+    def request_schema(self, model):
+        return _json_block(model.input_schema, "JSON Schema of the request body")
+
+    @admin.display(description="answer schema")
+    def answer_schema(self, model):
+        return _json_block(model.output_schema, "JSON Schema of the answer")
+
     @admin.action(description="Enable selected models", permissions=["change"])
     def enable_models(self, request, queryset):
-        count = queryset.update(enabled=True)
+        # A model past its deprecation date is not served even if enabled (Model.clean).
+        today = timezone.now().date()
+        retired = list(queryset.filter(deprecation_date__lte=today).values_list("name", flat=True))
+        count = queryset.exclude(deprecation_date__lte=today).update(enabled=True)
         # update() sends no signal: the registry must hear of the change all the same.
         catalogue.clear()
         self.message_user(request, f"Enabled {count} model(s).", messages.SUCCESS)
+        if retired:
+            self.message_user(
+                request,
+                "Left disabled, past their deprecation date: " + ", ".join(retired) + ".",
+                messages.WARNING,
+            )
 
     @admin.action(description="Give selected models the usual OpenAI names", permissions=["change"])
     def add_openai_names(self, request, queryset):

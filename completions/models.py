@@ -172,6 +172,14 @@ class Model(models.Model):
     def clean(self):
         if ModelAlias.objects.filter(name=self.name).exists():
             raise ValidationError({"name": "An alias already has this name."})
+        if self.enabled and self.is_retired():
+            raise ValidationError(
+                {
+                    "enabled": f"The provider retired this model on {self.deprecation_date}; "
+                    "the gateway does not serve it. Clear the deprecation date to serve it "
+                    "anyway (sync_models sets it again while the catalogue gives it)."
+                }
+            )
 
     @property
     def capabilities(self):
@@ -181,6 +189,45 @@ class Model(models.Model):
             "completions": generates_text,
             "embeddings": self.task == self.TEXT_EMBEDDINGS,
         }
+
+    @property
+    def features(self):
+        """Return what the model takes beyond its task: tools, reasoning, images.
+
+        None where the provider's catalogue said nothing of the model.
+        """
+        return {
+            "function_calling": self.calls_functions,
+            "reasoning": self.reasons,
+            "vision": self.accepts_images,
+        }
+
+    @property
+    def calls_functions(self):
+        """Whether the catalogue says the model calls tools; None if it said nothing."""
+        return self._catalogue_flag("function_calling")
+
+    @property
+    def reasons(self):
+        """Whether the catalogue says the model reasons before answering; None if unknown."""
+        return self._catalogue_flag("reasoning")
+
+    def _catalogue_flag(self, property_id):
+        # A catalogue lists a flag only when it holds ("true"), so one that lists the model's
+        # properties without it says no; a model with no properties was never described.
+        if not self.properties:
+            return None
+        return str(self.properties.get(property_id, "")).lower() == "true"
+
+    def is_retired(self, today=None):
+        """Return whether the model's deprecation date has come (today's date, UTC).
+
+        The date counts from its first day, as Cloudflare's model pages mark a model
+        deprecated once that day has begun.
+        """
+        if self.deprecation_date is None:
+            return False
+        return self.deprecation_date <= (today or timezone.now().date())
 
 
 class ModelAlias(models.Model):

@@ -6,7 +6,7 @@ from django.db.models import Prefetch
 
 from apikeys.permissions import require_model_access
 from completions.models import Model, ModelFallback
-from gateway.errors import InvalidRequest, ModelNotFound
+from gateway.errors import InvalidRequest, ModelNotFound, NotFound
 from gateway.memo import Snapshot
 
 # What each capability is called in the error for a model that lacks it.
@@ -55,6 +55,15 @@ async def resolve_model(name, key, capability=None):
     if model is None:
         raise ModelNotFound(name)
     require_model_access(key, model, name)
+    if model.is_retired():
+        # Refused rather than sent on: the provider no longer serves it, and its own error
+        # would not say why. OpenAI answers a retired model with this same 404.
+        raise NotFound(
+            f"The model '{name}' was retired by its provider on {model.deprecation_date}; "
+            "choose another model.",
+            param="model",
+            code="model_not_found",
+        )
     if capability is not None and not model.capabilities[capability]:
         raise InvalidRequest(
             f"The model '{name}' does not support {CAPABILITY_NAMES[capability]}; "
@@ -78,6 +87,7 @@ def fallback_chain(model, key, capability, suits=None):
             fallback.enabled
             and fallback.provider.is_active
             and fallback.capabilities[capability]
+            and not fallback.is_retired()
             and key.allows_model(fallback.name)
             and (suits is None or suits(fallback))
             and fallback not in chain
@@ -87,10 +97,17 @@ def fallback_chain(model, key, capability, suits=None):
 
 
 async def list_models(key):
-    """Return (id, Model) pairs this key may see: every model, then every alias."""
+    """Return (id, Model) pairs this key may see: every model, then every alias.
+
+    Models past their deprecation date are left out, as resolve_model refuses them.
+    """
     current = await catalogue.get()
     names = [*current.by_name.items(), *current.by_alias.items()]
     return sorted(
-        ((name, model) for name, model in names if key.allows_model(name, model.name)),
+        (
+            (name, model)
+            for name, model in names
+            if key.allows_model(name, model.name) and not model.is_retired()
+        ),
         key=lambda entry: entry[0],
     )

@@ -48,7 +48,10 @@ def _model_object(model_id, model):
         "object": "model",
         "created": int(model.created_at.timestamp()),
         "owned_by": model.provider.name,
-        "capabilities": model.capabilities,
+        "capabilities": {**model.capabilities, **model.features},
+        # Not in OpenAI's model object, which clients read leniently: when the provider
+        # stops serving the model (a date, or null).
+        "deprecation_date": model.deprecation_date,
     }
 
 

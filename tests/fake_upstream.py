@@ -64,6 +64,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+import datetime
 import functools
 import hashlib
 import json
@@ -112,45 +113,28 @@ SHUTDOWN_TIMEOUT_SECONDS = 0.5
 DONE_EVENT = b"data: [DONE]\n\n"
 MALFORMED_EVENT = b"data: {not json\n\n"
 
-TEXT_GENERATION_TASK = {
-    "id": "c329a1f9-323d-4e91-b2aa-582dd4188d34",
-    "name": "Text Generation",
-    "description": "Family of generative text models, such as large language models (LLM).",
-}
-TEXT_EMBEDDINGS_TASK = {
-    "id": "0137cdcf-162a-4108-94f2-1ca59e8c65ee",
-    "name": "Text Embeddings",
-    "description": "Feature extraction models transform raw data into numerical features.",
-}
-TEXT_TO_IMAGE_TASK = {
-    "id": "3d6e1f35-341b-4915-a6c8-9a7142a9033a",
-    "name": "Text-to-Image",
-    "description": "Generates images from input text.",
-}
+# The Cloudflare catalogue (GET .../ai/models/search). Its entries are Cloudflare's own, as
+# the docs' model JSONs hold them ([doc] src/content/workers-ai-models/*.json, generated
+# there from this API; copied into tests/fixtures/workers_ai_models/), without their schema,
+# which GET .../ai/models/schema serves instead. A few synthetic entries follow them.
 
-# Prices in USD per million tokens, as (input, output). Distinct values let an import test tell
-# models apart.
-DEFAULT_PRICES: dict[str, tuple[float, float]] = {
-    "@cf/meta/llama-3.1-8b-instruct": (0.28, 0.83),
-    "@cf/meta/llama-3.2-1b-instruct": (0.027, 0.201),
-    "@cf/test/model-05": (0.5, 1.5),
-    "@cf/test/model-17": (0.1, 0.2),
+# SYNTHETIC: models with a planned_deprecation_date, which no fixture entry has. The
+# property's form, {"property_id": "planned_deprecation_date", "value": "2026-05-30"}, is
+# [3p] (a cloudflare-docs commit, workers-ai-rest.md section 4); the dates are relative to
+# today so that one has passed (inside the grace window below) and one has not. Their
+# schemas are those of the model named beside them.
+RETIRED_MODEL = "@cf/test/retired"
+RETIRING_MODEL = "@cf/test/retiring"
+RETIRED_DAYS_AGO = 30
+RETIRING_IN_DAYS = 180
+SYNTHETIC_SCHEMA_OF = {
+    RETIRED_MODEL: "@cf/meta/llama-3.1-8b-instruct",
+    RETIRING_MODEL: "@cf/meta/llama-3.1-8b-instruct",
 }
-# Named explicitly so that the catalogue stays readable; the rest are @cf/test/model-NN.
-NAMED_TEXT_GENERATION_MODELS = [
-    "@cf/meta/llama-3.1-8b-instruct",
-    "@cf/meta/llama-3.2-1b-instruct",
-    "@hf/mistral/mistral-7b-instruct-v0.2",
-]
-EMBEDDING_MODELS = [
-    "@cf/baai/bge-small-en-v1.5",
-    "@cf/baai/bge-base-en-v1.5",
-    "@cf/baai/bge-large-en-v1.5",
-]
-IMAGE_MODELS = [
-    "@cf/stabilityai/stable-diffusion-xl-base-1.0",
-    "@cf/black-forest-labs/flux-1-schnell",
-]
+# [types] workers-ai-rest.md section 4, on include_deprecated: models past their
+# planned_deprecation_date are hidden unless it is true, and then shown for a three-month
+# grace window after the date; three months taken here as 90 days.
+DEPRECATION_GRACE = datetime.timedelta(days=90)
 
 OPENAI_MODELS = [
     {"id": "gpt-test-mini", "object": "model", "created": 1700000000, "owned_by": "fake"},
@@ -158,54 +142,63 @@ OPENAI_MODELS = [
 ]
 
 
-def _model_id(number: int) -> str:
-    return f"{number:08x}-0000-4000-8000-{number:012x}"
-
-
-def _catalogue_entry(number: int, name: str, task: dict[str, str]) -> dict[str, Any]:
-    properties: list[dict[str, Any]] = []
-    if task is TEXT_GENERATION_TASK:
-        properties.append({"property_id": "context_window", "value": "8192"})
-    elif task is TEXT_EMBEDDINGS_TASK:
-        properties.append({"property_id": "context_window", "value": "512"})
-    if name in DEFAULT_PRICES:
-        input_price, output_price = DEFAULT_PRICES[name]
-        properties.append(
-            {
-                "property_id": "price",
-                "value": [
-                    {"unit": "per M input tokens", "price": input_price, "currency": "USD"},
-                    {"unit": "per M output tokens", "price": output_price, "currency": "USD"},
-                ],
-            }
-        )
+def _synthetic_entry(
+    name: str, description: str, properties: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """A Text Generation entry shaped as the fixture entries are (SYNTHETIC, see above)."""
+    like = workers_ai_models.catalogue_entry(SYNTHETIC_SCHEMA_OF[name])
     return {
-        "id": _model_id(number),
+        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, name)),
+        "source": 1,
         "name": name,
-        "description": f"Test model {name}.",
-        "task": dict(task),
+        "description": description,
+        "task": like["task"],
         "created_at": "2024-07-23 17:00:00.000",
         "tags": [],
-        "properties": properties,
+        "properties": [{"property_id": "context_window", "value": "8192"}, *properties],
     }
 
 
 def default_catalogue() -> list[dict[str, Any]]:
-    """Return a fresh copy of the 25-model catalogue.
-
-    Embedding and image models sit between the text generation models so that some text
-    generation models land on page 2: a client that ignores pagination misses them.
-    """
-    text_generation = NAMED_TEXT_GENERATION_MODELS + [
-        f"@cf/test/model-{number:02d}" for number in range(4, 21)
+    """Return a fresh copy of the catalogue: every fixture entry, then the synthetic ones."""
+    today = datetime.datetime.now(datetime.UTC).date()
+    retired_on = today - datetime.timedelta(days=RETIRED_DAYS_AGO)
+    retiring_on = today + datetime.timedelta(days=RETIRING_IN_DAYS)
+    return [
+        *(workers_ai_models.catalogue_entry(name) for name in workers_ai_models.names()),
+        _synthetic_entry(
+            RETIRED_MODEL,
+            "A model whose deprecation date has passed.",
+            [{"property_id": "planned_deprecation_date", "value": retired_on.isoformat()}],
+        ),
+        _synthetic_entry(
+            RETIRING_MODEL,
+            "A model to be deprecated.",
+            [{"property_id": "planned_deprecation_date", "value": retiring_on.isoformat()}],
+        ),
     ]
-    ordered = (
-        [(name, TEXT_GENERATION_TASK) for name in text_generation[:3]]
-        + [(name, TEXT_EMBEDDINGS_TASK) for name in EMBEDDING_MODELS]
-        + [(name, TEXT_TO_IMAGE_TASK) for name in IMAGE_MODELS]
-        + [(name, TEXT_GENERATION_TASK) for name in text_generation[3:]]
-    )
-    return [_catalogue_entry(number, name, task) for number, (name, task) in enumerate(ordered, 1)]
+
+
+def model_schema(name: str) -> dict[str, Any] | None:
+    """Return {"input", "output"} of a catalogue model, or None if the fake knows none."""
+    return workers_ai_models.schema(SYNTHETIC_SCHEMA_OF.get(name, name))
+
+
+def _deprecation_date(entry: dict[str, Any]) -> datetime.date | None:
+    for prop in entry.get("properties", []):
+        if prop.get("property_id") == "planned_deprecation_date":
+            return datetime.date.fromisoformat(str(prop["value"])[:10])
+    return None
+
+
+def _listed(entry: dict[str, Any], include_deprecated: bool, today: datetime.date) -> bool:
+    """Whether the model search lists an entry (see DEPRECATION_GRACE)."""
+    retired_on = _deprecation_date(entry)
+    # [doc] cloudflare-docs src/components/models/ModelBadges.tsx marks a model "Deprecated"
+    # once now is past its date (read as midnight UTC), so on the date itself.
+    if retired_on is None or retired_on > today:
+        return True
+    return include_deprecated and today < retired_on + DEPRECATION_GRACE
 
 
 def _content_text(content: Any) -> str:
@@ -475,7 +468,7 @@ class WorkersAIModel:
     @classmethod
     def named(cls, name: str, schema: dict[str, Any] | None = None) -> WorkersAIModel | None:
         """The model's description, with `schema` standing in for its file's if given."""
-        schema = schema or workers_ai_models.schema(name)
+        schema = schema or model_schema(name)
         if schema is None:
             return None
         return cls(name, schema, workers_ai_models.properties(name))
@@ -634,6 +627,9 @@ class FakeUpstream:
         app.router.add_post("/client/v4/accounts/{account}/ai/run/{model:.+}", self._cloudflare_run)
         app.router.add_get(
             "/client/v4/accounts/{account}/ai/models/search", self._cloudflare_models
+        )
+        app.router.add_get(
+            "/client/v4/accounts/{account}/ai/models/schema", self._cloudflare_model_schema
         )
         app.router.add_post("/openai/v1/chat/completions", self._openai_chat)
         app.router.add_post("/openai/v1/completions", self._openai_completions)
@@ -874,16 +870,26 @@ class FakeUpstream:
     async def _cloudflare_models(self, request: web.Request) -> web.Response:
         if auth_error := self._cloudflare_auth_error(request):
             return auth_error
+        # [types] cloudflare-typescript pagination.ts V4PagePaginationArrayParams: page and
+        # per_page; the default and largest per_page are UNVERIFIED.
         page = _positive_int(request.query.get("page"), 1)
         per_page = _positive_int(request.query.get("per_page"), DEFAULT_PER_PAGE)
         models = self.catalogue
-        # Workers AI filters by task name; supporting it keeps a client using it honest.
+        # [types] models.ts ModelListParams.task: "Filter by Task Name".
         if task := request.query.get("task"):
             models = [
                 m for m in models if m.get("task", {}).get("name", "").lower() == task.lower()
             ]
+        # [types] models.ts include_deprecated, false unless given (see DEPRECATION_GRACE);
+        # the SDKs send a boolean query parameter as "true".
+        include_deprecated = request.query.get("include_deprecated") == "true"
+        today = datetime.datetime.now(datetime.UTC).date()
+        models = [m for m in models if _listed(m, include_deprecated, today)]
         start = (page - 1) * per_page
         page_models = copy.deepcopy(models[start : start + per_page])
+        # [types] pagination.ts: an array `result`, and `result_info` with page and per_page;
+        # the SDK reads the next page until one comes back empty. count and total_count are
+        # the v4 API's usual fields but UNVERIFIED here, so the gateway must not need them.
         return web.json_response(
             {
                 "result": page_models,
@@ -898,6 +904,24 @@ class FakeUpstream:
                 },
             }
         )
+
+    async def _cloudflare_model_schema(self, request: web.Request) -> web.Response:
+        if auth_error := self._cloudflare_auth_error(request):
+            return auth_error
+        # [types] cloudflare-typescript models/schema.ts Schema.get (cloudflare-python
+        # resources/ai/models/schema.py): GET .../ai/models/schema?model=<name>, answering
+        # the envelope whose `result` is SchemaGetResponse {input, output}, the two JSON
+        # Schemas, as the fixture entries' `schema` holds them.
+        name = request.query.get("model", "")
+        if _fault(name) == "fail-500":
+            # The fake's own fault by name (see the module docstring), in the [doc] envelope.
+            return _cloudflare_error(500, 3043, "Internal server error")
+        schema = model_schema(name)
+        if schema is None:
+            # A belief, UNVERIFIED for this endpoint: 404 with code 3042 "Invalid model ID",
+            # as [doc] platform/errors.mdx gives for a model id that /ai/run does not know.
+            return _cloudflare_error(404, 3042, f"Invalid model ID: {name}")
+        return web.json_response({"result": schema, "success": True, "errors": [], "messages": []})
 
     # OpenAI
 

@@ -519,3 +519,108 @@ def test_the_disable_and_enable_actions_hide_and_show_models(admin_client, clien
 
     admin_client.post(MODELS, {"action": "enable_models", "_selected_action": [model.pk]})
     assert "echo" in listed()
+
+
+# Models: the catalogue's word on them
+
+
+def model_form(model, **fields):
+    """The change form's data for a model as it is, with `fields` changed."""
+    data = {
+        "name": model.name,
+        "provider": model.provider_id,
+        "task": model.task,
+        "description": model.description,
+        "enabled": "on" if model.enabled else "",
+        "input_price": "",
+        "output_price": "",
+        "cached_input_price": "",
+        "context_window": model.context_window or "",
+        "deprecation_date": model.deprecation_date or "",
+        "aliases-TOTAL_FORMS": "0",
+        "aliases-INITIAL_FORMS": "0",
+        "fallback_links-TOTAL_FORMS": "0",
+        "fallback_links-INITIAL_FORMS": "0",
+        **fields,
+    }
+    return {key: value for key, value in data.items() if value != ""}
+
+
+def test_the_model_list_shows_and_filters_deprecation_dates(admin_client):
+    provider = Provider.objects.create(name="local", kind=Provider.OPENAI, base_url="http://a/v1")
+    today = timezone.now().date()
+    Model.objects.create(
+        name="old", provider=provider, enabled=False, deprecation_date=today - timedelta(days=1)
+    )
+    Model.objects.create(
+        name="ageing", provider=provider, deprecation_date=today + timedelta(days=30)
+    )
+    Model.objects.create(name="new", provider=provider)
+
+    response = admin_client.get(f"{MODELS}?provider__id__exact={provider.pk}")
+
+    assert cells(response, "name") == ["ageing", "new", "old"]
+    assert cells(response, "deprecation") == [
+        str(today + timedelta(days=30)),
+        "-",
+        f"{today - timedelta(days=1)} (passed)",
+    ]
+    assert "By deprecated" in response.content.decode()
+    for choice, names in [("passed", ["old"]), ("planned", ["ageing"]), ("none", ["new"])]:
+        filtered = admin_client.get(
+            f"{MODELS}?provider__id__exact={provider.pk}&deprecated={choice}"
+        )
+        assert cells(filtered, "name") == names
+
+
+def test_the_model_page_shows_properties_and_schemas_read_only(admin_client):
+    provider = Provider.objects.create(name="local", kind=Provider.OPENAI, base_url="http://a/v1")
+    schema = {"type": "object", "properties": {"prompt": {"type": "string", "minLength": 1}}}
+    model = Model.objects.create(
+        name="described",
+        provider=provider,
+        properties={"context_window": "8192", "function_calling": "true"},
+        input_schema=schema,
+        output_schema={"type": "object"},
+        context_window=8192,
+        cached_input_price="0.1",
+    )
+
+    page = admin_client.get(f"{MODELS}{model.pk}/change/").content.decode()
+
+    assert "&quot;function_calling&quot;: &quot;true&quot;" in page
+    assert "&quot;minLength&quot;: 1" in page
+    assert 'name="context_window"' in page
+    assert 'name="cached_input_price"' in page
+    assert 'name="deprecation_date"' in page
+    assert 'name="input_schema"' not in page
+    assert 'name="properties"' not in page
+    response = admin_client.post(
+        f"{MODELS}{model.pk}/change/", model_form(model, input_schema="{}", properties="{}")
+    )
+    assert response.status_code == 302
+    model.refresh_from_db()
+    assert model.input_schema == schema
+    assert model.properties["function_calling"] == "true"
+
+
+def test_a_model_past_its_deprecation_date_cannot_be_enabled(admin_client):
+    provider = Provider.objects.create(name="local", kind=Provider.OPENAI, base_url="http://a/v1")
+    yesterday = timezone.now().date() - timedelta(days=1)
+    model = Model.objects.create(
+        name="old", provider=provider, enabled=False, deprecation_date=yesterday
+    )
+
+    response = admin_client.post(f"{MODELS}{model.pk}/change/", model_form(model, enabled="on"))
+
+    assert response.status_code == 200
+    assert f"The provider retired this model on {yesterday}" in response.content.decode()
+    model.refresh_from_db()
+    assert not model.enabled
+
+    action = admin_client.post(
+        MODELS, {"action": "enable_models", "_selected_action": [model.pk]}, follow=True
+    )
+    model.refresh_from_db()
+    assert not model.enabled
+    assert "Left disabled, past their deprecation date: old." in action.content.decode()

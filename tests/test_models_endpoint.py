@@ -21,18 +21,50 @@ async def test_it_lists_models_as_an_openai_list(api, alice, cloudflare):
     body = response.json()
     assert body["object"] == "list"
     llama = next(entry for entry in body["data"] if entry["id"] == LLAMA)
-    assert set(llama) == {"id", "object", "created", "owned_by", "capabilities"}
+    assert set(llama) == {
+        "id",
+        "object",
+        "created",
+        "owned_by",
+        "capabilities",
+        "deprecation_date",
+    }
     assert llama["object"] == "model"
     assert isinstance(llama["created"], int)
     assert llama["owned_by"] == "cloudflare"
-    assert llama["capabilities"] == {"chat": True, "completions": True, "embeddings": False}
+    assert llama["capabilities"] == {
+        "chat": True,
+        "completions": True,
+        "embeddings": False,
+        # Not known until sync_models has read the catalogue's properties.
+        "function_calling": None,
+        "reasoning": None,
+        "vision": False,
+    }
+    assert llama["deprecation_date"] is None
 
 
 async def test_it_gives_embedding_models_the_embeddings_capability(api, alice, cloudflare):
     response = await api.get("/v1/models", headers=alice.headers)
 
     bge = next(e for e in response.json()["data"] if e["id"] == "@cf/baai/bge-small-en-v1.5")
-    assert bge["capabilities"] == {"chat": False, "completions": False, "embeddings": True}
+    assert bge["capabilities"]["chat"] is False
+    assert bge["capabilities"]["completions"] is False
+    assert bge["capabilities"]["embeddings"] is True
+
+
+async def test_it_shows_the_catalogues_word_on_tools_reasoning_and_images(api, alice, cloudflare):
+    await Model.objects.filter(name=LLAMA).aupdate(
+        properties={"function_calling": "true", "context_window": "128000"},
+        accepts_images=True,
+    )
+
+    response = await api.get(f"/v1/models/{LLAMA}", headers=alice.headers)
+
+    capabilities = response.json()["capabilities"]
+    assert capabilities["function_calling"] is True
+    assert capabilities["reasoning"] is False
+    assert capabilities["vision"] is True
 
 
 async def test_it_lists_aliases_as_models(api, alice, cloudflare):

@@ -202,6 +202,13 @@ class BaseProvider:
         """Return the provider's catalogue as dicts with name, task and description."""
         return []
 
+    async def model_schema(self, name):
+        """Return {"input", "output"}, the JSON Schemas of a model's request and answer.
+
+        None: the provider publishes no schemas.
+        """
+        return None
+
     @property
     def secrets(self):
         """Values that must never reach a client in an upstream's error message."""

@@ -2,6 +2,7 @@
 
     POST {base}/accounts/{account}/ai/run/{model}     chat, completion, embeddings
     GET  {base}/accounts/{account}/ai/models/search   the catalogue, page by page
+    GET  {base}/accounts/{account}/ai/models/schema   a model's request and answer schemas
 
 Answers come in the envelope {result, success, errors, messages}. Text models answer in
 one of two shapes, told apart by `choices`:
@@ -17,8 +18,10 @@ Embedding models take {"text": [...]}, at most 100 texts a call, and answer
 """
 
 import dataclasses
+import datetime
 import json
 from decimal import Decimal
+from urllib.parse import urlencode
 
 from django.conf import settings
 
@@ -68,12 +71,17 @@ PASSED_PARAMS = (
 # Sent to a model with a stored schema when its schema has a field of that name (checked
 # against the field's range by workers_ai_schema.check_params).
 SCHEMA_PARAMS = (*PASSED_PARAMS, "stop", "reasoning_effort")
-CATALOGUE_PAGE_SIZE = 100
 
 
 class CloudflareProvider(BaseProvider):
     # Workers AI's limit of texts in one embeddings call.
     embedding_batch_size = 100
+    # Models asked for per catalogue page; Workers AI's own default and largest page size
+    # are not documented, so the answer's page may be shorter.
+    catalogue_page_size = 100
+    # Pages read before the catalogue is taken for broken (one that never sends an empty
+    # page): 50 pages of 100 models is far more than Workers AI's ~100 models.
+    catalogue_max_pages = 50
 
     def _url(self, path):
         return f"{self.row.get_base_url()}/accounts/{self.row.get_account_id()}/ai/{path}"
@@ -203,33 +211,58 @@ class CloudflareProvider(BaseProvider):
         return EmbeddingResult(vectors=vectors, usage=Usage.reported(result.get("usage")))
 
     async def list_models(self):
+        """Return every catalogue entry, those past their deprecation date included.
+
+        Pages are read until one comes back empty, as Cloudflare's SDK does (cloudflare-
+        typescript pagination.ts V4PagePaginationArray: the next page is always asked for,
+        and an empty one ends the list); result_info's count and total_count are not
+        documented for this endpoint, and a page may hold fewer models than asked for.
+        """
         models = []
-        seen = 0
-        page = 1
-        while True:
-            url = self._url(f"models/search?page={page}&per_page={CATALOGUE_PAGE_SIZE}")
-            data = await self.request_json("GET", url, self._headers())
+        for page in range(1, self.catalogue_max_pages + 1):
+            query = {
+                "page": page,
+                "per_page": self.catalogue_page_size,
+                # Without it, models past their planned_deprecation_date are not listed
+                # (cloudflare-typescript models.ts), and a sync could not tell them apart
+                # from a catalogue blip.
+                "include_deprecated": "true",
+            }
+            data = await self.request_json(
+                "GET", self._url(f"models/search?{urlencode(query)}"), self._headers()
+            )
             results = data.get("result") if isinstance(data, dict) else None
             if not isinstance(results, list):
                 raise UpstreamError("The provider answered the model search without a result.")
+            if not results:
+                return models
             models.extend(
-                {
-                    "name": item["name"],
-                    "task": (item.get("task") or {}).get("name", ""),
-                    "description": item.get("description") or "",
-                    **_catalogue_prices(item.get("properties")),
-                }
+                _catalogue_model(item)
                 for item in results
                 if isinstance(item, dict) and isinstance(item.get("name"), str)
             )
-            seen += len(results)
-            info = data.get("result_info") or {}
-            total = info.get("total_count")
-            # The server may cap the page size below what was asked for.
-            per_page = info.get("per_page") or CATALOGUE_PAGE_SIZE
-            if len(results) < per_page or (total is not None and seen >= total):
-                return models
-            page += 1
+        raise UpstreamError(
+            f"The provider's model search did not end within {self.catalogue_max_pages} "
+            f"pages of {self.catalogue_page_size} models."
+        )
+
+    async def model_schema(self, name):
+        """Return {"input": ..., "output": ...}, the JSON Schemas of a model's request and answer.
+
+        cloudflare-typescript models/schema.ts (SchemaGetResponse {input, output}, unwrapped
+        from the envelope's `result`) and cloudflare-python resources/ai/models/schema.py
+        (GET /accounts/{id}/ai/models/schema with the query parameter `model`).
+        """
+        url = self._url(f"models/schema?{urlencode({'model': name})}")
+        data = await self.request_json("GET", url, self._headers())
+        result = data.get("result") if isinstance(data, dict) else None
+        if not (
+            isinstance(result, dict)
+            and isinstance(result.get("input"), dict)
+            and isinstance(result.get("output"), dict)
+        ):
+            raise UpstreamError("The provider answered the schema request without two schemas.")
+        return {"input": result["input"], "output": result["output"]}
 
     def error_message(self, data):
         if isinstance(data, dict):
@@ -495,19 +528,63 @@ def _event_deltas(event, pieces):
 
 
 # The catalogue's price units, and the Model field each one fills (USD per million tokens).
-PRICE_UNITS = {"per M input tokens": "input_price", "per M output tokens": "output_price"}
+PRICE_UNITS = {
+    "per M input tokens": "input_price",
+    "per M output tokens": "output_price",
+    "per M cached input tokens": "cached_input_price",
+}
+
+
+def _catalogue_model(item):
+    """Return one catalogue entry as sync_models takes it.
+
+    Entries are {"name", "description", "task": {"name"}, "properties": [{"property_id",
+    "value"}, ...]}; property values are strings (context_window "128000", vision "true",
+    planned_deprecation_date "2026-05-30"), except price, a list (see _catalogue_prices),
+    and a few objects (reasoning_effort).
+    """
+    listed = item.get("properties")
+    listed = [p for p in listed if isinstance(p, dict)] if isinstance(listed, list) else []
+    properties = {
+        p["property_id"]: p.get("value") for p in listed if isinstance(p.get("property_id"), str)
+    }
+    return {
+        "name": item["name"],
+        "task": (item.get("task") or {}).get("name", ""),
+        "description": item.get("description") or "",
+        **_catalogue_prices(listed),
+        "context_window": _positive_int(properties.get("context_window")),
+        "properties": properties,
+        "deprecation_date": _date(properties.get("planned_deprecation_date")),
+    }
+
+
+def _positive_int(value):
+    try:
+        number = int(str(value))
+    except ValueError:
+        return None
+    return number if number > 0 else None
+
+
+def _date(value):
+    """Read a date written "2026-05-30" (or a timestamp starting so); None if it is not one."""
+    try:
+        return datetime.date.fromisoformat(str(value)[:10]) if value else None
+    except ValueError:
+        return None
 
 
 def _catalogue_prices(properties):
-    """Return input_price and output_price (Decimal USD, None if not given) of an entry.
+    """Return input, output and cached input prices (Decimal USD, None if not given).
 
     Prices come as {"property_id": "price", "value": [{"unit": "per M input tokens",
     "price": 0.28, "currency": "USD"}, ...]}; other units (per image, per audio minute) and
     other currencies are left out.
     """
     prices = dict.fromkeys(PRICE_UNITS.values())
-    for prop in properties if isinstance(properties, list) else []:
-        if not isinstance(prop, dict) or prop.get("property_id") != "price":
+    for prop in properties:
+        if prop.get("property_id") != "price":
             continue
         for entry in prop.get("value") if isinstance(prop.get("value"), list) else []:
             if not isinstance(entry, dict) or entry.get("currency") != "USD":

@@ -20,7 +20,14 @@ def test_it_lists_models_with_aliases_and_capabilities(client):
 
     assert {LLAMA, "gpt-4o-mini", "echo"} <= set(models)
     assert models[LLAMA].owned_by == "cloudflare"
-    assert models[LLAMA].capabilities == {"chat": True, "completions": True, "embeddings": False}
+    capabilities = models[LLAMA].capabilities
+    assert {k: capabilities[k] for k in ("chat", "completions", "embeddings")} == {
+        "chat": True,
+        "completions": True,
+        "embeddings": False,
+    }
+    # Fields OpenAI's model object lacks reach the SDK as extra attributes.
+    assert models[LLAMA].deprecation_date is None
 
 
 def test_it_retrieves_a_model_whose_id_has_slashes(client):

@@ -1,16 +1,24 @@
 """Import providers' model catalogues into Model rows.
 
-For each provider the catalogue is fetched first (async, through the provider class) and
-then written with the sync ORM in one transaction, outside any event loop.
+For each provider the catalogue (and, for the models the gateway serves, their schemas) is
+fetched first, async through the provider class, and then written with the sync ORM in one
+transaction, outside any event loop.
 
 What a sync changes:
 - a name new to the gateway becomes a Model of this provider, with the task as given
   (capabilities follow from it: only "Text Generation" chats, "Text Embeddings" embeds);
-- a model of this provider gets the catalogue's task, description and prices (USD per
-  million input and output tokens, where the catalogue gives them); an empty value in
-  the catalogue means "not known" and leaves the stored one, so a catalogue without
-  descriptions or prices does not wipe those written in the admin;
-- `enabled` is never touched, so a model hidden in the admin stays hidden;
+- a model of this provider gets the catalogue's task, description, prices (USD per million
+  input, output and cached input tokens), context window, properties and, for text
+  generation and embedding models, the JSON Schemas of its request and answer; an empty
+  value in the catalogue means "not known" and leaves the stored one, so a catalogue
+  without descriptions or prices does not wipe those written in the admin, and a schema
+  that could not be fetched keeps the stored one;
+- fields an operator may have set are changed only when the catalogue's own word on them
+  changes: "takes images" is turned on when the catalogue newly says `vision` (never off),
+  and a deprecation date is cleared only if the catalogue had given it;
+- `enabled` is touched only to disable a model whose deprecation date has passed (a new
+  one is created disabled), since the gateway no longer serves it (registry.py); a model
+  hidden in the admin stays hidden;
 - nothing is deleted: a model gone from the catalogue is left as it is and reported as
   missing, since it may be a fault-test model, a private fine-tune, or a catalogue blip,
   and deleting it would also delete its aliases;
@@ -23,6 +31,7 @@ from decimal import Decimal
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
+from django.utils import timezone
 
 from completions.models import Model, ModelAlias, Provider
 from completions.providers import get_provider
@@ -33,14 +42,49 @@ NAME_LENGTH = Model._meta.get_field("name").max_length
 TASK_LENGTH = Model._meta.get_field("task").max_length
 # The smallest price step a Model stores, in USD per million tokens.
 PRICE_STEP = Decimal(10) ** -Model._meta.get_field("input_price").decimal_places
+PRICE_FIELDS = ["input_price", "output_price", "cached_input_price"]
+# Schema requests in flight at once: a catalogue of ~100 models takes seconds, without a
+# burst of a hundred requests on the account's API rate limit.
+SCHEMA_CONCURRENCY = 4
+# The tasks whose requests the gateway builds, and so whose schemas it reads; an empty
+# task makes a new model a text generation one.
+SCHEMA_TASKS = {"", Model.TEXT_GENERATION, Model.TEXT_EMBEDDINGS}
 
 
-async def _fetch_catalogue(row):
+async def _fetch(row, with_schemas):
+    """Return (catalogue, schemas by name, schema failures by name) of one provider."""
+    provider = get_provider(row)
     try:
-        return await get_provider(row).list_models()
+        catalogue = await provider.list_models()
+        schemas, failures = {}, {}
+        if with_schemas:
+            limit = asyncio.Semaphore(SCHEMA_CONCURRENCY)
+
+            async def fetch(name):
+                async with limit:
+                    try:
+                        schema = await provider.model_schema(name)
+                    except GatewayError as exc:
+                        failures[name] = exc.message
+                        return
+                if schema is not None:
+                    schemas[name] = schema
+
+            names = [
+                entry["name"]
+                for entry in catalogue
+                if _valid_name(entry) and entry.get("task") in SCHEMA_TASKS
+            ]
+            await asyncio.gather(*(fetch(name) for name in names))
+        return catalogue, schemas, failures
     finally:
         # The shared client belongs to this asyncio.run() loop, which ends right after.
         await close_client()
+
+
+def _valid_name(entry):
+    name = entry.get("name")
+    return isinstance(name, str) and 0 < len(name) <= NAME_LENGTH
 
 
 def _price(value):
@@ -48,11 +92,16 @@ def _price(value):
     return None if value is None else Decimal(value).quantize(PRICE_STEP)
 
 
+def _says(properties, property_id):
+    """Whether a catalogue's properties say "true" of a flag (vision, function_calling)."""
+    return str((properties or {}).get(property_id, "")).lower() == "true"
+
+
 class Command(BaseCommand):
     help = (
         "Import the model catalogue of every active provider (or of one): add new models, "
-        "update task, description and prices of known ones, report those gone. "
-        "Deletes nothing."
+        "update task, description, prices, properties and schemas of known ones, disable "
+        "those past their deprecation date, report those gone. Deletes nothing."
     )
 
     def add_arguments(self, parser):
@@ -61,8 +110,14 @@ class Command(BaseCommand):
             metavar="NAME",
             help="Sync only this provider, even if it is not active.",
         )
+        parser.add_argument(
+            "--no-schemas",
+            action="store_false",
+            dest="schemas",
+            help="Do not fetch the models' request and answer schemas; stored ones are kept.",
+        )
 
-    def handle(self, *args, provider=None, **options):
+    def handle(self, *args, provider=None, schemas=True, **options):
         if provider:
             rows = list(Provider.objects.filter(name=provider))
             if not rows:
@@ -76,27 +131,35 @@ class Command(BaseCommand):
         failures = []
         for row in rows:
             try:
-                catalogue = asyncio.run(_fetch_catalogue(row))
+                catalogue, found, missed = asyncio.run(_fetch(row, schemas))
             except GatewayError as exc:
                 # Messages of gateway errors are already stripped of the provider's secrets.
                 failures.append(f"{row.name}: {exc.message}")
                 self.stderr.write(f"{row.name}: could not fetch the catalogue: {exc.message}")
                 continue
-            self._sync(row, catalogue)
+            # A schema that could not be fetched fails no sync: the model keeps the one it has.
+            for name, message in sorted(missed.items()):
+                self.stderr.write(
+                    f"{row.name}: could not fetch the schema of '{name}', kept the stored "
+                    f"one: {message}"
+                )
+            self._sync(row, catalogue, found)
 
         if failures:
             raise CommandError("Could not sync " + "; ".join(failures))
 
-    def _sync(self, row, catalogue):
+    def _sync(self, row, catalogue, schemas):
         entries = {}
         for entry in catalogue:
-            name = entry.get("name")
-            if not isinstance(name, str) or not name or len(name) > NAME_LENGTH:
+            if not _valid_name(entry):
+                name = entry.get("name")
                 self.stderr.write(f"{row.name}: skipped a catalogue entry with name {name!r}.")
                 continue
-            entries[name] = entry
+            entries[entry["name"]] = entry
 
+        today = timezone.now().date()
         created, updated, unchanged, skipped = [], [], [], []
+        retired, retiring = [], []
         with transaction.atomic():
             known = {
                 m.name: m for m in Model.objects.filter(name__in=entries).select_related("provider")
@@ -105,32 +168,38 @@ class Command(BaseCommand):
                 ModelAlias.objects.filter(name__in=entries).values_list("name", flat=True)
             )
             for name, entry in entries.items():
-                # Only what the catalogue gives: a field it leaves empty is not changed.
-                given = {
-                    "task": (entry.get("task") or "")[:TASK_LENGTH],
-                    "description": entry.get("description") or "",
-                    "input_price": _price(entry.get("input_price")),
-                    "output_price": _price(entry.get("output_price")),
-                }
-                # A price of 0 is a free model, given; None is no price.
-                given = {field: value for field, value in given.items() if value not in ("", None)}
                 model = known.get(name)
                 if name in aliases:
                     skipped.append(f"'{name}': it is already an alias")
-                elif model is None:
-                    Model.objects.create(
-                        name=name, provider=row, **{"task": Model.TEXT_GENERATION, **given}
-                    )
-                    created.append(name)
-                elif model.provider_id != row.pk:
+                    continue
+                if model is not None and model.provider_id != row.pk:
                     skipped.append(f"'{name}': it already belongs to provider '{model.provider}'")
-                elif changed := [f for f, value in given.items() if getattr(model, f) != value]:
+                    continue
+                given = _given(entry, schemas.get(name), model)
+                if model is None:
+                    fields = {"task": Model.TEXT_GENERATION, **given}
+                    model = Model(name=name, provider=row, **fields)
+                    # A model the provider no longer serves is kept, for its history, but off.
+                    model.enabled = not model.is_retired(today)
+                    model.save()
+                    created.append(name)
+                    changed = ["enabled"] if not model.enabled else []
+                else:
+                    changed = [f for f, value in given.items() if getattr(model, f) != value]
                     for field in changed:
                         setattr(model, field, given[field])
-                    model.save(update_fields=changed)
-                    updated.append(name)
-                else:
-                    unchanged.append(name)
+                    if model.enabled and model.is_retired(today):
+                        model.enabled = False
+                        changed.append("enabled")
+                    if changed:
+                        model.save(update_fields=changed)
+                        updated.append(name)
+                    else:
+                        unchanged.append(name)
+                if "enabled" in changed:
+                    retired.append(f"{name} (since {model.deprecation_date})")
+                elif model.enabled and model.deprecation_date and not model.is_retired(today):
+                    retiring.append(f"{name} (on {model.deprecation_date})")
             missing = list(
                 Model.objects.filter(provider=row)
                 .exclude(name__in=entries)
@@ -143,7 +212,43 @@ class Command(BaseCommand):
             f"{row.name}: {len(created)} created, {len(updated)} updated, "
             f"{len(unchanged)} unchanged, {len(missing)} missing, {len(skipped)} skipped"
         )
-        if missing:
-            self.stdout.write("  missing from the catalogue, left as they are:")
-            for name in missing:
-                self.stdout.write(f"    {name}")
+        for title, names in [
+            ("past their deprecation date, disabled", retired),
+            ("to be retired by the provider", retiring),
+            ("missing from the catalogue, left as they are", missing),
+        ]:
+            if names:
+                self.stdout.write(f"  {title}:")
+                for name in names:
+                    self.stdout.write(f"    {name}")
+
+
+def _given(entry, schema, model):
+    """Return {field: value} of what the catalogue entry says of a model (None: a new one).
+
+    Only what the catalogue gives: a field it leaves empty is not changed.
+    """
+    given = {
+        "task": (entry.get("task") or "")[:TASK_LENGTH],
+        "description": entry.get("description") or "",
+        **{field: _price(entry.get(field)) for field in PRICE_FIELDS},
+        "context_window": entry.get("context_window"),
+    }
+    # A price of 0 is a free model, given; None is no price.
+    given = {field: value for field, value in given.items() if value not in ("", None)}
+    stored = model.properties if model is not None else {}
+    if "properties" in entry:
+        # The catalogue's own record, which the admin shows but does not edit.
+        given["properties"] = entry["properties"]
+        if _says(entry["properties"], "vision") and not _says(stored, "vision"):
+            given["accepts_images"] = True
+    # A date the catalogue no longer gives is cleared only if it came from the catalogue:
+    # one written in the admin for a model the catalogue never dated is kept.
+    if "deprecation_date" in entry and (
+        entry["deprecation_date"] is not None or "planned_deprecation_date" in stored
+    ):
+        given["deprecation_date"] = entry["deprecation_date"]
+    if schema is not None:
+        given["input_schema"] = schema["input"]
+        given["output_schema"] = schema["output"]
+    return given
