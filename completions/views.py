@@ -14,6 +14,7 @@ import uuid
 from django.http import JsonResponse
 
 from apikeys.usage import UsageMeter
+from completions.affinity import session_affinity
 from completions.fallbacks import call_with_fallbacks
 from completions.providers import get_provider
 from completions.providers.base import (
@@ -86,6 +87,7 @@ async def chat_completions(request):
     meter = UsageMeter(
         request, model, "/v1/chat/completions", data["stream"], requested_model=data["model"]
     )
+    affinity = session_affinity(request.api_key, data)
 
     def chat_for(candidate):
         return ChatRequest(
@@ -95,6 +97,8 @@ async def chat_completions(request):
             tools=data.get("tools"),
             tool_choice=data.get("tool_choice"),
             response_format=data.get("response_format"),
+            session_affinity=affinity,
+            prompt_cache_key=data.get("prompt_cache_key") or None,
         )
 
     completion_id = "chatcmpl-" + uuid.uuid4().hex
