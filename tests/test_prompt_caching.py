@@ -5,6 +5,8 @@ session to one instance by its `x-session-affinity` header; cached tokens come b
 `usage.prompt_tokens_details.cached_tokens` and cost less ([doc] prompt-caching.mdx).
 """
 
+import csv
+import io
 import json
 from decimal import Decimal
 
@@ -353,3 +355,34 @@ def test_the_fake_caches_a_prefix_only_within_one_session(upstream):
     assert cached(SECOND_TURN, "s1") == 5
     assert cached(SECOND_TURN, "s2") == 0
     assert cached(SECOND_TURN) == 0
+
+
+# The admin's usage report
+
+
+def _cached_record(key, prompt, cached):
+    return UsageRecord.objects.create(
+        api_key=key,
+        key_name=key.name,
+        model=QWEN,
+        endpoint="/v1/chat/completions",
+        prompt_tokens=prompt,
+        cached_tokens=cached,
+        total_tokens=prompt,
+        request_id=f"req-{prompt}",
+    )
+
+
+def test_the_usage_report_shows_the_cached_part_of_the_prompt(admin_client, alice):
+    _cached_record(alice.key, 1000, 600)
+    _cached_record(alice.key, 200, 0)
+
+    html = admin_client.get("/admin/apikeys/usagereport/").content.decode()
+    rows = list(
+        csv.DictReader(
+            io.StringIO(admin_client.get("/admin/apikeys/usagereport/csv/").content.decode())
+        )
+    )
+
+    assert "1,200 prompt (600 cached)" in html
+    assert [(r["prompt_tokens"], r["cached_tokens"]) for r in rows] == [("1200", "600")]
