@@ -29,6 +29,7 @@ HOURLY_UP_TO = timedelta(days=3)
 SUM_FIELDS = [
     "requests",
     "prompt_tokens",
+    "cached_tokens",
     "completion_tokens",
     "total_tokens",
     "cost",
@@ -43,6 +44,8 @@ def _sums():
     return {
         "n_requests": Count("id"),
         "n_prompt_tokens": Coalesce(Sum("prompt_tokens"), 0),
+        # The part of the prompt tokens read from the upstream's prompt cache.
+        "n_cached_tokens": Coalesce(Sum("cached_tokens"), 0),
         "n_completion_tokens": Coalesce(Sum("completion_tokens"), 0),
         "n_total_tokens": Coalesce(Sum("total_tokens"), 0),
         "n_cost": Coalesce(

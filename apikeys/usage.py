@@ -77,6 +77,7 @@ class UsageMeter:
         now = time.monotonic()
         usage = self.usage
         prompt = usage.prompt_tokens if usage else 0
+        cached = usage.cached_tokens if usage else 0
         completion = usage.completion_tokens if usage else self.completion_tokens_seen
         # Without the provider's usage, a cut stream's tokens are those counted as they came.
         estimated = usage.estimated if usage else completion > 0
@@ -90,8 +91,9 @@ class UsageMeter:
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
+            "cached_tokens": cached,
             "tokens_estimated": estimated,
-            "cost": cost_of(self.model, prompt, completion),
+            "cost": cost_of(self.model, prompt, completion, cached_tokens=cached),
             "latency_ms": round((now - self.started) * 1000),
             "time_to_first_token_ms": (
                 round((self.first_token_at - self.started) * 1000)
@@ -118,6 +120,8 @@ class UsageMeter:
         metrics.MODEL_REQUESTS.labels(fields["endpoint"], model, fields["status"]).inc()
         metrics.TOKENS.labels(model, "prompt").inc(fields["prompt_tokens"])
         metrics.TOKENS.labels(model, "completion").inc(fields["completion_tokens"])
+        # Part of the prompt's tokens, not more of them: cached / prompt is the hit rate.
+        metrics.TOKENS.labels(model, "cached").inc(fields["cached_tokens"])
         if fields["time_to_first_token_ms"] is not None:
             metrics.FIRST_TOKEN_SECONDS.labels(model).observe(
                 fields["time_to_first_token_ms"] / 1000
@@ -126,11 +130,21 @@ class UsageMeter:
             metrics.UPSTREAM_ERRORS.labels(fields["provider"], self.error_code).inc()
 
 
-def cost_of(model, prompt_tokens, completion_tokens):
-    """Return the USD cost of these tokens at the model's prices; an unknown price is 0."""
+def cost_of(model, prompt_tokens, completion_tokens, cached_tokens=0):
+    """Return the USD cost of these tokens at the model's prices; an unknown price is 0.
+
+    `cached_tokens` are the part of the prompt the upstream read from its prefix cache,
+    charged at the cached input price, or at the input price when the model has none.
+    """
     input_price = model.input_price or Decimal(0)
+    cached_price = input_price if model.cached_input_price is None else model.cached_input_price
     output_price = model.output_price or Decimal(0)
-    cost = (prompt_tokens * input_price + completion_tokens * output_price) / TOKENS_PER_PRICE_UNIT
+    cached_tokens = min(cached_tokens, prompt_tokens)
+    cost = (
+        (prompt_tokens - cached_tokens) * input_price
+        + cached_tokens * cached_price
+        + completion_tokens * output_price
+    ) / TOKENS_PER_PRICE_UNIT
     return cost.quantize(COST_PRECISION, rounding=ROUND_HALF_UP)
 
 

@@ -46,6 +46,8 @@ MAX_MESSAGE_CHARACTERS = 1_000_000
 MAX_STOP_CHARACTERS = 256
 # OpenAI's limit on the number of tools in one request.
 MAX_TOOLS = 128
+# OpenAI's limit on the characters of a prompt_cache_key (its 400 says "maximum length 64").
+MAX_PROMPT_CACHE_KEY_CHARACTERS = 64
 # Prompts of one legacy completion, each sent upstream as a call of its own.
 MAX_PROMPTS = 16
 # OpenAI's limit on the number of inputs in one embeddings request.
@@ -196,6 +198,14 @@ class ChatCompletionSerializer(GenerationSerializer):
     # takes it, else dropped (a model that does not reason has nothing to tune).
     reasoning_effort = serializers.ChoiceField(
         choices=["none", "minimal", "low", "medium", "high", "xhigh"], required=False
+    )
+    # Groups requests that share a prompt prefix, for upstream prompt caching (see
+    # completions/affinity.py); empty or null is the same as none.
+    prompt_cache_key = StrictCharField(
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        max_length=MAX_PROMPT_CACHE_KEY_CHARACTERS,
     )
     logprobs = StrictBooleanField(required=False, allow_null=True)
     top_logprobs = StrictIntegerField(required=False, allow_null=True)

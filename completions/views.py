@@ -14,6 +14,7 @@ import uuid
 from django.http import JsonResponse
 
 from apikeys.usage import UsageMeter
+from completions.affinity import session_affinity
 from completions.fallbacks import call_with_fallbacks
 from completions.providers import get_provider
 from completions.providers.base import (
@@ -90,6 +91,7 @@ async def chat_completions(request):
     meter = UsageMeter(
         request, model, "/v1/chat/completions", data["stream"], requested_model=data["model"]
     )
+    affinity = session_affinity(request.api_key, data)
 
     def chat_for(candidate):
         return ChatRequest(
@@ -101,6 +103,8 @@ async def chat_completions(request):
             response_format=data.get("response_format"),
             schema=schema_of(candidate),
             context_window=candidate.context_window,
+            session_affinity=affinity,
+            prompt_cache_key=data.get("prompt_cache_key") or None,
         )
 
     # What the model's schema cannot take is refused before any provider is called.

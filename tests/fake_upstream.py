@@ -265,12 +265,61 @@ class Answer:
         """Words as streamed: every word but the first carries its leading space."""
         return [word if index == 0 else f" {word}" for index, word in enumerate(self.words)]
 
-    def usage(self) -> dict[str, int]:
-        return {
+    # Prompt tokens read from the prefix cache, reported only when set (see PrefixCache).
+    cached_tokens: int | None = None
+
+    def usage(self) -> dict[str, Any]:
+        usage: dict[str, Any] = {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
         }
+        if self.cached_tokens is not None:
+            usage["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+        return usage
+
+
+class PrefixCache:
+    """Workers AI's prefix cache, as [doc] features/prompt-caching.mdx describes it.
+
+    A request with an `x-session-affinity` header reaches the instance that served the
+    earlier requests with that header; the start of its prompt that an earlier prompt there
+    shares is read from the cache, and reported as `usage.prompt_tokens_details.
+    cached_tokens` ([doc] prompt-caching.mdx; [cf-sdk] map-workersai-usage.ts reads it).
+    Without the header a request may land anywhere: nothing is cached. A token is a word,
+    and the real cache's block size is left out: every shared word counts.
+    """
+
+    def __init__(self) -> None:
+        # Affinity -> the prompts (lists of words) its instance has seen.
+        self._prompts: dict[str, list[list[str]]] = {}
+
+    def cached_tokens(self, affinity: str | None, messages: list[Any]) -> int:
+        """Return the cached tokens of this prompt, and keep it for later requests."""
+        if not affinity:
+            return 0
+        words = [
+            word
+            for m in messages
+            if isinstance(m, dict)
+            for word in _content_text(m.get("content")).split()
+        ]
+        earlier = self._prompts.setdefault(affinity, [])
+        cached = max((_shared_prefix(words, prompt) for prompt in earlier), default=0)
+        earlier.append(words)
+        return cached
+
+    def clear(self) -> None:
+        self._prompts.clear()
+
+
+def _shared_prefix(words: list[str], other: list[str]) -> int:
+    count = 0
+    for mine, theirs in zip(words, other, strict=False):
+        if mine != theirs:
+            break
+        count += 1
+    return count
 
 
 def _answer(
@@ -562,6 +611,7 @@ class FakeUpstream:
         self.catalogue: list[dict[str, Any]] = default_catalogue()
         # Input/output schemas standing in for a model's catalogue file, by model name.
         self.schemas: dict[str, dict[str, Any]] = {}
+        self.prefix_cache = PrefixCache()
         # Only changed on the server's event loop thread, so reads from tests are safe enough.
         self.open_streams = 0
         self.drip_closed = threading.Event()
@@ -614,6 +664,7 @@ class FakeUpstream:
             self.requests.clear()
         self.catalogue = default_catalogue()
         self.schemas.clear()
+        self.prefix_cache.clear()
         self.drip_closed.clear()
 
     def __enter__(self) -> Self:
@@ -825,6 +876,10 @@ class FakeUpstream:
                 # workers-ai-provider CHANGELOG #575): this fake answers with text.
                 tool = None
         with_usage = "no-usage" not in model
+        if openai_shaped:
+            answer.cached_tokens = self.prefix_cache.cached_tokens(
+                request.headers.get("x-session-affinity"), messages
+            )
         if not stream:
             if openai_shaped and "prompt" in body:
                 # A prompt to these models is answered with a text_completion ([types] qwen3).

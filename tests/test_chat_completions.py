@@ -14,7 +14,12 @@ MESSAGES = [
 # What the fake upstream answers to MESSAGES: "Echo: " and the last user message.
 ANSWER = "Echo: hello there world"
 # Prompt: "Be brief." (2 words) + "hello there world" (3); answer: 4 words.
-USAGE = {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}
+USAGE = {
+    "prompt_tokens": 5,
+    "completion_tokens": 4,
+    "total_tokens": 9,
+    "prompt_tokens_details": {"cached_tokens": 0},
+}
 
 
 async def _chat(api, persona, **body):
@@ -150,7 +155,7 @@ async def test_it_answers_through_an_openai_compatible_provider(
     assert body["model"] == "gpt-test-mini"
     assert body["choices"][0]["message"] == {"role": "assistant", "content": "Echo: hello"}
     assert body["choices"][0]["finish_reason"] == "length"
-    assert body["usage"] == {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+    assert body["usage"] == {**USAGE, "completion_tokens": 2, "total_tokens": 7}
     [sent] = [r for r in upstream.requests if r["path"] == "/openai/v1/chat/completions"]
     assert sent["headers"]["authorization"] == f"Bearer {fake_upstream.OPENAI_KEY}"
     assert sent["json"] == {
@@ -178,7 +183,7 @@ async def test_it_answers_through_the_echo_model(api, alice):
     assert body["model"] == "echo"
     assert body["choices"][0]["message"]["content"] == "hello there world"
     assert body["choices"][0]["finish_reason"] == "stop"
-    assert body["usage"] == {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+    assert body["usage"] == {**USAGE, "completion_tokens": 3, "total_tokens": 8}
 
 
 async def test_it_refuses_chat_with_an_embedding_model(api, alice, cloudflare, upstream):

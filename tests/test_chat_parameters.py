@@ -140,6 +140,7 @@ async def test_it_estimates_usage_an_upstream_does_not_report_and_marks_it(api, 
         "prompt_tokens": 5,
         "completion_tokens": 6,
         "total_tokens": 11,
+        "prompt_tokens_details": {"cached_tokens": 0},
     }
     [record] = await _records()
     assert record.tokens_estimated is True
@@ -158,6 +159,9 @@ async def test_it_estimates_the_usage_of_a_stream_without_usage(api, alice, clou
     )
 
     raw = b"".join([chunk async for chunk in response.streaming_content]).decode()
-    assert '"usage":{"prompt_tokens":5,"completion_tokens":6,"total_tokens":11}' in raw
+    assert (
+        '"usage":{"prompt_tokens":5,"completion_tokens":6,"total_tokens":11,'
+        '"prompt_tokens_details":{"cached_tokens":0}}'
+    ) in raw
     [record] = await _records()
     assert record.tokens_estimated is True

@@ -13,7 +13,12 @@ MESSAGES = [
     {"role": "user", "content": "hello there world"},
 ]
 ANSWER = "Echo: hello there world"
-USAGE = {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}
+USAGE = {
+    "prompt_tokens": 5,
+    "completion_tokens": 4,
+    "total_tokens": 9,
+    "prompt_tokens_details": {"cached_tokens": 0},
+}
 
 
 async def _stream(api, persona, **body):
@@ -154,4 +159,4 @@ async def test_it_streams_the_echo_model_word_by_word(api, alice, no_echo_delay)
 
     chunks = _chunks(await _events(response))
     assert _content(chunks) == "hello there world"
-    assert chunks[-1]["usage"] == {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+    assert chunks[-1]["usage"] == {**USAGE, "completion_tokens": 3, "total_tokens": 8}

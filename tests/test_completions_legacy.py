@@ -46,7 +46,12 @@ async def test_it_answers_with_a_text_completion(api, alice, cloudflare):
         {"text": "Echo: Say this is a test", "index": 0, "logprobs": None, "finish_reason": "stop"}
     ]
     # The fake counts words: 5 in the prompt, 6 in the answer.
-    assert body["usage"] == {"prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11}
+    assert body["usage"] == {
+        "prompt_tokens": 5,
+        "completion_tokens": 6,
+        "total_tokens": 11,
+        "prompt_tokens_details": {"cached_tokens": 0},
+    }
 
 
 async def test_it_sends_workers_ai_the_prompt_with_openais_default_of_16_tokens(
@@ -80,6 +85,7 @@ async def test_it_answers_each_prompt_of_a_list_in_order(api, alice, cloudflare,
         "prompt_tokens": 6,
         "completion_tokens": 9,
         "total_tokens": 15,
+        "prompt_tokens_details": {"cached_tokens": 0},
     }
     [record] = await _records()
     assert (record.endpoint, record.total_tokens) == ("/v1/completions", 15)
@@ -119,7 +125,12 @@ async def test_it_streams_text_completion_chunks(api, alice, cloudflare):
     assert "".join(c["choices"][0]["text"] for c in chunks if c["choices"]) == "Echo: one two"
     assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
     assert chunks[-1]["choices"] == []
-    assert chunks[-1]["usage"] == {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}
+    assert chunks[-1]["usage"] == {
+        "prompt_tokens": 2,
+        "completion_tokens": 3,
+        "total_tokens": 5,
+        "prompt_tokens_details": {"cached_tokens": 0},
+    }
     [record] = await _records()
     assert record.stream and record.endpoint == "/v1/completions"
     assert record.total_tokens == 5

@@ -42,6 +42,9 @@ class Usage:
     completion_tokens: int = 0
     # True when the provider reported no counts and the gateway estimated them.
     estimated: bool = False
+    # Prompt tokens the upstream read from its prefix cache: part of prompt_tokens, not
+    # added to it, and priced at the model's cached input price.
+    cached_tokens: int = 0
 
     @property
     def total_tokens(self):
@@ -52,28 +55,50 @@ class Usage:
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
             estimated=self.estimated or other.estimated,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
         )
 
     @classmethod
     def reported(cls, raw):
-        """Return a provider's usage object ({prompt_tokens, completion_tokens}) as Usage,
-        or None if it reported none (Workers AI and OpenAI use the same names)."""
+        """Return a provider's usage object ({prompt_tokens, completion_tokens,
+        prompt_tokens_details: {cached_tokens}}) as Usage, or None if it reported none
+        (Workers AI and OpenAI use the same names)."""
         if not isinstance(raw, dict):
             return None
         try:
-            return cls(
+            usage = cls(
                 prompt_tokens=int(raw.get("prompt_tokens") or 0),
                 completion_tokens=int(raw.get("completion_tokens") or 0),
             )
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return None
+        usage.cached_tokens = _cached_tokens(raw.get("prompt_tokens_details"), usage.prompt_tokens)
+        return usage
 
     def as_dict(self):
+        """Return OpenAI's usage object (CompletionUsage), which always details the prompt."""
         return {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
         }
+
+
+def _cached_tokens(details, prompt_tokens):
+    """Return the cached tokens of a usage's prompt_tokens_details, 0 if unreadable.
+
+    A count the upstream garbled costs the client the full input price rather than
+    failing an answer already made; more than the prompt is read as the whole prompt.
+    """
+    count = details.get("cached_tokens") if isinstance(details, dict) else None
+    if count is None or isinstance(count, bool):
+        return 0
+    try:
+        count = int(count)
+    except (TypeError, ValueError, OverflowError):
+        return 0
+    return max(0, min(count, prompt_tokens))
 
 
 @dataclass
@@ -91,6 +116,11 @@ class ChatRequest:
     # and its context window in tokens; None when the catalogue gave none.
     schema: object = None
     context_window: int | None = None
+    # The conversation's id for upstream prompt caching (completions/affinity.py), sent
+    # to Workers AI as x-session-affinity; never a client's value as such.
+    session_affinity: str | None = None
+    # The client's own prompt_cache_key, passed to OpenAI-compatible upstreams as given.
+    prompt_cache_key: str | None = None
 
     @property
     def max_tokens(self):

@@ -86,8 +86,14 @@ class CloudflareProvider(BaseProvider):
     def _url(self, path):
         return f"{self.row.get_base_url()}/accounts/{self.row.get_account_id()}/ai/{path}"
 
-    def _headers(self):
-        return {"Authorization": f"Bearer {self.row.get_api_key()}"}
+    def _headers(self, request=None):
+        headers = {"Authorization": f"Bearer {self.row.get_api_key()}"}
+        affinity = getattr(request, "session_affinity", None)
+        if affinity:
+            # Sends a conversation's turns to the instance that holds its prompt prefix
+            # cached ([doc] prompt-caching.mdx); see completions/affinity.py.
+            headers["x-session-affinity"] = affinity
+        return headers
 
     def applies_stop(self, model, chat=True):
         schema = schema_of(model)
@@ -132,7 +138,7 @@ class CloudflareProvider(BaseProvider):
 
     async def _run(self, request, body):
         data = await self.request_json(
-            "POST", self._url(f"run/{request.model}"), self._headers(), body
+            "POST", self._url(f"run/{request.model}"), self._headers(request), body
         )
         result = data.get("result") if isinstance(data, dict) else None
         if not isinstance(result, dict):
@@ -179,7 +185,7 @@ class CloudflareProvider(BaseProvider):
         """
         url = self._url(f"run/{request.model}")
         answer = None
-        async with self.open_stream(url, body, self._headers()) as response:
+        async with self.open_stream(url, body, self._headers(request)) as response:
             if "text/event-stream" in response.headers.get("content-type", ""):
                 async for delta in read_openai_stream(
                     iter_sse_data(response), request, _event_deltas

@@ -66,7 +66,7 @@ class OpenAIProvider(BaseProvider):
     def _chat_body(self, request, stream):
         body = {"model": request.model, "messages": request.messages}
         body.update({k: request.params[k] for k in CHAT_PARAMS if k in request.params})
-        for name in ("tools", "tool_choice", "response_format"):
+        for name in ("tools", "tool_choice", "response_format", "prompt_cache_key"):
             if getattr(request, name) is not None:
                 body[name] = getattr(request, name)
         if stream:

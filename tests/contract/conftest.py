@@ -46,6 +46,7 @@ class Kind:
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": 0},
         }
 
     def vector(self, text):
