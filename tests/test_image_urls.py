@@ -27,7 +27,8 @@ from gateway.errors import InvalidRequest
 from tests import fake_upstream
 from tests.image_server import ENDLESS_BYTES, ImageServer, tiny_png, tls_contexts
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# The tests through the chat endpoint; the others need no database.
+through_the_api = pytest.mark.django_db(transaction=True)
 
 VISION = "@cf/meta/llama-4-scout-17b-16e-instruct"
 PNG_DATA_URI = "data:image/png;base64," + base64.b64encode(tiny_png()).decode()
@@ -377,6 +378,7 @@ def test_it_refuses_a_data_uri_that_is_not_an_image_of_the_right_size(settings, 
 # Through the chat endpoint
 
 
+@through_the_api
 async def test_it_sends_an_image_url_to_workers_ai_as_a_data_uri(
     api, alice, vision, upstream, images, loopback_allowed
 ):
@@ -386,6 +388,7 @@ async def test_it_sends_an_image_url_to_workers_ai_as_a_data_uri(
     assert _sent_images(upstream) == [PNG_DATA_URI]
 
 
+@through_the_api
 async def test_it_sends_an_image_url_to_workers_ai_as_a_data_uri_in_a_stream(
     api, alice, vision, upstream, images, loopback_allowed
 ):
@@ -398,6 +401,7 @@ async def test_it_sends_an_image_url_to_workers_ai_as_a_data_uri_in_a_stream(
     assert _sent_images(upstream) == [PNG_DATA_URI]
 
 
+@through_the_api
 async def test_it_sends_a_data_uri_to_workers_ai_unchanged(api, alice, vision, upstream, images):
     response = await _chat(api, alice, messages=_asking(_image(PNG_DATA_URI)))
 
@@ -406,6 +410,7 @@ async def test_it_sends_a_data_uri_to_workers_ai_unchanged(api, alice, vision, u
     assert images.requests == []
 
 
+@through_the_api
 async def test_it_leaves_image_urls_to_an_openai_compatible_upstream_that_fetches_them(
     api, alice, openai_upstream, upstream, images, no_connections
 ):
@@ -419,6 +424,7 @@ async def test_it_leaves_image_urls_to_an_openai_compatible_upstream_that_fetche
     assert no_connections == []
 
 
+@through_the_api
 async def test_it_inlines_images_for_a_workers_ai_fallback(
     api, alice, vision, openai_upstream, upstream, images, loopback_allowed
 ):
@@ -435,6 +441,7 @@ async def test_it_inlines_images_for_a_workers_ai_fallback(
     assert _sent_images(upstream) == [PNG_DATA_URI]
 
 
+@through_the_api
 async def test_it_names_the_message_part_whose_image_could_not_be_fetched(
     api, alice, vision, upstream, no_connections
 ):
@@ -454,6 +461,7 @@ async def test_it_names_the_message_part_whose_image_could_not_be_fetched(
     assert no_connections == []
 
 
+@through_the_api
 async def test_it_refuses_an_image_url_for_workers_ai_when_fetching_is_turned_off(
     api, alice, vision, upstream, images, settings
 ):
@@ -469,6 +477,7 @@ async def test_it_refuses_an_image_url_for_workers_ai_when_fetching_is_turned_of
     assert images.requests == []
 
 
+@through_the_api
 async def test_it_refuses_more_image_urls_than_the_limit(
     api, alice, vision, upstream, images, loopback_allowed, settings
 ):
@@ -484,6 +493,7 @@ async def test_it_refuses_more_image_urls_than_the_limit(
     assert images.requests == []
 
 
+@through_the_api
 @pytest.mark.parametrize(
     "url",
     ["ftp://images.example.test/cat.png", "file:///etc/passwd", "data:text/plain;base64,aGk="],

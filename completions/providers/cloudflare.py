@@ -57,6 +57,8 @@ CATALOGUE_PAGE_SIZE = 100
 
 
 class CloudflareProvider(BaseProvider):
+    # "HTTP URL will not be accepted": image_url parts must be data: URIs.
+    takes_image_urls = False
     # Workers AI's limit of texts in one embeddings call.
     embedding_batch_size = 100
 
