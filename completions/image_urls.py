@@ -198,7 +198,10 @@ class ImageFetcher:
             try:
                 location = response.headers.get("Location")
                 if response.status_code in REDIRECT_STATUSES and location:
-                    url = target.join(location)
+                    try:
+                        url = target.join(location)
+                    except httpx.InvalidURL:
+                        raise InvalidImage("it was redirected to an invalid URL") from None
                     continue
                 if response.status_code != 200:
                     raise InvalidImage(f"its server answered HTTP {response.status_code}")
@@ -230,7 +233,9 @@ class ImageFetcher:
         if refused:
             # Which addresses, only in the log: they would map the internal network for
             # whoever sends the URL.
-            logger.warning("Image host %s refused: it resolves to %s", host, refused)
+            logger.warning(
+                "Image host %s refused: it resolves to %s", host, ", ".join(map(str, refused))
+            )
             raise InvalidImage(
                 "its host's address is not allowed (private, loopback, link-local and other "
                 "internal addresses are not fetched)"

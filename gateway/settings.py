@@ -201,8 +201,9 @@ IMAGE_URL_FETCH = envbool("IMAGE_URL_FETCH", True)
 IMAGE_URL_MAX_BYTES = envint("IMAGE_URL_MAX_BYTES", 10 * 1024 * 1024, minimum=1)
 # Seconds one image may take, from resolving its host to its last byte, redirects included.
 IMAGE_URL_TIMEOUT = envfloat("IMAGE_URL_TIMEOUT", 5.0, minimum=0.1)
-# Images by URL in one request, fetched at once.
-IMAGE_URL_MAX_IMAGES = envint("IMAGE_URL_MAX_IMAGES", 8, minimum=1)
+# Images by URL in one request, fetched at once: a request may hold this many times
+# IMAGE_URL_MAX_BYTES in memory, and a third more again as base64.
+IMAGE_URL_MAX_IMAGES = envint("IMAGE_URL_MAX_IMAGES", 4, minimum=1)
 IMAGE_URL_MAX_REDIRECTS = envint("IMAGE_URL_MAX_REDIRECTS", 3, minimum=0)
 # Networks (CIDRs) inside the gateway's own network that images may come from, such as an
 # internal image server; private, loopback and link-local addresses are otherwise refused.

@@ -163,8 +163,9 @@ class ImageServer:
 
 
 def tls_contexts(hostname, folder):
-    """Return (server, client) SSL contexts: a server certificate for `hostname` signed by a
-    certificate authority made here, and a client context that trusts only that authority."""
+    """Return (server, client) SSL contexts: a server certificate for `hostname` (a name or
+    an IP address) signed by a certificate authority made here, and a client context that
+    trusts only that authority, whose certificate is also written to folder/ca.pem."""
     import datetime
     import ssl
 
@@ -213,7 +214,7 @@ def tls_contexts(hostname, folder):
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(hours=1))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([_subject(hostname)]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
@@ -233,7 +234,19 @@ def tls_contexts(hostname, folder):
             serialization.NoEncryption(),
         )
     )
+    (folder / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server.load_cert_chain(cert_path, key_path)
     client = ssl.create_default_context(cadata=ca.public_bytes(serialization.Encoding.PEM).decode())
     return server, client
+
+
+def _subject(hostname):
+    import ipaddress
+
+    from cryptography import x509
+
+    try:
+        return x509.IPAddress(ipaddress.ip_address(hostname))
+    except ValueError:
+        return x509.DNSName(hostname)
