@@ -276,8 +276,9 @@ class ImageFetcher:
         declared = response.headers.get("Content-Type", "").partition(";")[0].strip().lower()
         if declared not in IMAGE_TYPES:
             raise InvalidImage(f"it is not an image: its type is {declared or 'missing'}")
-        if response.headers.get("Content-Encoding", "identity").lower() != "identity":
-            raise InvalidImage("it came compressed; images are fetched as they are")
+        encoding = response.headers.get("Content-Encoding", "identity").lower()
+        if encoding != "identity":
+            raise InvalidImage(f"its server sent it compressed ({encoding}), which is not taken")
         length = response.headers.get("Content-Length", "")
         if length.isdigit() and int(length) > self.max_bytes:
             raise InvalidImage(f"it is larger than {self.max_bytes} bytes")
