@@ -16,6 +16,7 @@ from django.http import JsonResponse
 from apikeys.usage import UsageMeter
 from completions.affinity import session_affinity
 from completions.fallbacks import call_with_fallbacks
+from completions.image_urls import inline_images
 from completions.providers import get_provider
 from completions.providers.base import (
     ChatRequest,
@@ -88,6 +89,9 @@ async def chat_completions(request):
         "chat",
         suits=lambda fallback: images_at is None or fallback.accepts_images,
     )
+    messages = await inline_images(
+        data["messages"], [get_provider(candidate.provider) for candidate in candidates]
+    )
     meter = UsageMeter(
         request, model, "/v1/chat/completions", data["stream"], requested_model=data["model"]
     )
@@ -96,7 +100,7 @@ async def chat_completions(request):
     def chat_for(candidate):
         return ChatRequest(
             model=candidate.name,
-            messages=data["messages"],
+            messages=messages,
             params=serializer.sampling_params(),
             tools=data.get("tools"),
             tool_choice=data.get("tool_choice"),

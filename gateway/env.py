@@ -4,6 +4,7 @@ Each helper names the variable in its error, so a typo in a deployment stops the
 process at start with a message an operator can act on.
 """
 
+import ipaddress
 import os
 
 from django.core.exceptions import ImproperlyConfigured
@@ -62,3 +63,15 @@ def envchoice(name, default, choices):
     if value not in choices:
         raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, not {value!r}")
     return value
+
+
+def envnetworks(name, default=()):
+    """Return a comma-separated list of IP networks (10.0.0.0/8, fd00::/8, 192.0.2.7), as
+    given; a network with host bits set (10.0.0.1/8) is refused as a likely typo."""
+    networks = envlist(name, default)
+    for network in networks:
+        try:
+            ipaddress.ip_network(network)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"{name} must list IP networks: {exc}") from None
+    return networks

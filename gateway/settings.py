@@ -14,7 +14,7 @@ import dj_database_url
 from csp.constants import NONCE
 from django.core.exceptions import ImproperlyConfigured
 
-from gateway.env import envbool, envchoice, envfloat, envint, envlist, envstr
+from gateway.env import envbool, envchoice, envfloat, envint, envlist, envnetworks, envstr
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -196,6 +196,21 @@ DEFAULT_MAX_TOKENS = envint("DEFAULT_MAX_TOKENS", 4096, minimum=1)
 UPSTREAM_MAX_CONNECTIONS = envint("UPSTREAM_MAX_CONNECTIONS", 512, minimum=1)
 # Seconds between two words of the echo development model's stream.
 ECHO_STREAM_DELAY = envfloat("ECHO_STREAM_DELAY", 0.05, minimum=0.0)
+
+# Images by URL, for upstreams that take images only inline (Workers AI): the gateway fetches
+# them and sends data: URIs (completions/image_urls.py). Off: such a URL is refused with 400.
+IMAGE_URL_FETCH = envbool("IMAGE_URL_FETCH", True)
+# The largest image fetched or taken as a data: URI, in bytes (10 MiB).
+IMAGE_URL_MAX_BYTES = envint("IMAGE_URL_MAX_BYTES", 10 * 1024 * 1024, minimum=1)
+# Seconds one image may take, from resolving its host to its last byte, redirects included.
+IMAGE_URL_TIMEOUT = envfloat("IMAGE_URL_TIMEOUT", 5.0, minimum=0.1)
+# Images by URL in one request, fetched at once: a request may hold this many times
+# IMAGE_URL_MAX_BYTES in memory, and a third more again as base64.
+IMAGE_URL_MAX_IMAGES = envint("IMAGE_URL_MAX_IMAGES", 4, minimum=1)
+IMAGE_URL_MAX_REDIRECTS = envint("IMAGE_URL_MAX_REDIRECTS", 3, minimum=0)
+# Networks (CIDRs) inside the gateway's own network that images may come from, such as an
+# internal image server; private, loopback and link-local addresses are otherwise refused.
+IMAGE_URL_ALLOWED_NETWORKS = envnetworks("IMAGE_URL_ALLOWED_NETWORKS")
 
 # Security headers (README, "Security settings"). Behind a proxy that terminates TLS, set
 # TRUST_X_FORWARDED_PROTO so that requests it forwards count as HTTPS; without it, HSTS is

@@ -840,6 +840,23 @@ class FakeUpstream:
             messages = [{"role": "user", "content": body["prompt"]}]
         if not isinstance(messages, list):
             return _cloudflare_error(400, 5006, "AiError: Bad input: missing messages")
+        # Workers AI takes images only inline: "image uri with data (e.g.
+        # data:image/jpeg;base64,/9j/...). HTTP URL will not be accepted" ([types]
+        # llama-3.2-11b-vision Messages; the llama-4-scout and gemma-3 fixture schemas give
+        # image_url.url the pattern "^data:*"), and Cloudflare's own provider refuses URL
+        # image sources ([cf-sdk] convert-to-workersai-chat-messages.ts). The wording of the
+        # real schema error is not documented; 5006 is Workers AI's code for bad input.
+        for index, message in enumerate(messages):
+            parts = message.get("content") if isinstance(message, dict) else None
+            for number, part in enumerate(parts if isinstance(parts, list) else []):
+                url = (part.get("image_url") or {}).get("url") if isinstance(part, dict) else None
+                if isinstance(url, str) and not url.startswith("data:"):
+                    return _cloudflare_error(
+                        400,
+                        5006,
+                        "AiError: Bad input: String does not match the pattern of "
+                        f"\"^data:*\" at '/messages/{index}/content/{number}/image_url/url'",
+                    )
 
         await self._wait_before_answering(model)
         stream = bool(body.get("stream"))

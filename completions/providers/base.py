@@ -191,6 +191,9 @@ class BaseProvider:
     takes_suffix = False
     # Whether the upstream takes `dimensions` to shorten embeddings.
     takes_dimensions = False
+    # Whether the upstream takes an image content part by http(s) URL; if not, the gateway
+    # fetches the image and sends it as a data: URI (completions/image_urls.py).
+    takes_image_urls = True
     # The most texts one embeddings call may carry; longer inputs are sent in batches.
     embedding_batch_size = 100
 

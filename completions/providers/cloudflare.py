@@ -74,6 +74,8 @@ SCHEMA_PARAMS = (*PASSED_PARAMS, "stop", "reasoning_effort")
 
 
 class CloudflareProvider(BaseProvider):
+    # "HTTP URL will not be accepted": image_url parts must be data: URIs.
+    takes_image_urls = False
     # Workers AI's limit of texts in one embeddings call.
     embedding_batch_size = 100
     # Models asked for per catalogue page; Workers AI's own default and largest page size
