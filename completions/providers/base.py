@@ -283,7 +283,9 @@ class BaseProvider:
         come within UPSTREAM_FIRST_BYTE_TIMEOUT (and `total`, if given, bounds the whole
         attempt). Nothing has reached the client yet, so what failed in a way that another
         attempt may fix is tried again: a connection that could not be made or was lost,
-        502 and 503, and 429 with Retry-After. Timeouts are not retried: the time is spent.
+        502 and 503, and 429 with Retry-After unless its code says waiting does not help
+        (may_retry; the 429's body is read for that, and its error raised here). Timeouts
+        are not retried: the time is spent.
         """
         content = encode_json(body)
         if content is not None:
