@@ -12,7 +12,7 @@ from apikeys.models import UsageRecord
 from apikeys.throttling import acount_usage
 from apikeys.writer import writer
 from gateway import metrics
-from gateway.errors import GatewayError, InvalidRequest
+from gateway.errors import GatewayError, InvalidRequest, PayloadTooLarge
 
 # Model prices are per million tokens.
 TOKENS_PER_PRICE_UNIT = 1_000_000
@@ -61,7 +61,7 @@ class UsageMeter:
     def failed(self, error):
         self.status = (
             UsageRecord.CLIENT_ERROR
-            if isinstance(error, InvalidRequest)
+            if isinstance(error, InvalidRequest | PayloadTooLarge)
             else UsageRecord.UPSTREAM_ERROR
         )
         self.http_status = error.status if isinstance(error, GatewayError) else 500

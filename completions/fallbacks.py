@@ -2,9 +2,11 @@
 
 A fallback is tried when the provider fails before anything reached the client: a 5xx,
 a timeout, an unreachable host, a 429. A refusal (another 4xx) is the request's own
-fault and would fail the same way everywhere, so it is answered at once. For a stream,
-"before anything reached the client" means before its first event: once that is sent,
-a failure ends the stream with an error event instead.
+fault and would fail the same way everywhere, so it is answered at once. A provider's
+allowance used up (UpstreamQuotaExhausted) is shared by every model on its account, so
+the fallbacks on that account are skipped and only those elsewhere are tried. For a
+stream, "before anything reached the client" means before its first event: once that is
+sent, a failure ends the stream with an error event instead.
 
 One usage record is written per request, whatever the number of attempts: it names the
 model that answered (or the one asked for, if none did) and keeps the name asked for.
@@ -15,7 +17,7 @@ import asyncio
 import logging
 
 from completions.providers import get_provider
-from gateway.errors import GatewayError, RateLimited, UpstreamError
+from gateway.errors import GatewayError, RateLimited, UpstreamError, UpstreamQuotaExhausted
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +32,12 @@ async def call_with_fallbacks(candidates, meter, call):
     `call(provider, model)` is awaited for each candidate in turn. If the last one fails
     too, its error is recorded on the meter and raised.
     """
-    for position, model in enumerate(candidates):
-        provider = get_provider(model.provider)
+    providers = [get_provider(model.provider) for model in candidates]
+    # The accounts whose allowance is used up (BaseProvider.allowance).
+    exhausted = set()
+    for position, (model, provider) in enumerate(zip(candidates, providers, strict=True)):
+        if provider.allowance in exhausted:
+            continue
         try:
             result = await call(provider, model)
         except asyncio.CancelledError:
@@ -41,13 +47,18 @@ async def call_with_fallbacks(candidates, meter, call):
             await meter.save()
             raise
         except GatewayError as error:
-            is_last = position == len(candidates) - 1
-            if isinstance(error, FALLBACK_ERRORS) and not is_last:
+            if isinstance(error, UpstreamQuotaExhausted):
+                exhausted.add(provider.allowance)
+            after = [
+                later.name
+                for later, its_provider in zip(
+                    candidates[position + 1 :], providers[position + 1 :], strict=True
+                )
+                if its_provider.allowance not in exhausted
+            ]
+            if isinstance(error, FALLBACK_ERRORS) and after:
                 logger.warning(
-                    "Model %s failed (%s); falling back to %s",
-                    model.name,
-                    error,
-                    candidates[position + 1].name,
+                    "Model %s failed (%s); falling back to %s", model.name, error, after[0]
                 )
                 continue
             meter.failed(error)

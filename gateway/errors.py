@@ -9,7 +9,9 @@
     ├── MethodNotAllowed         405
     ├── PayloadTooLarge          413
     ├── RateLimited              429 rate_limit_error
+    │   └── UpstreamQuotaExhausted  429 the provider's allowance is used up until it renews
     └── UpstreamError            502 the provider failed or answered nonsense
+        ├── UpstreamOverCapacity 503 the provider has no capacity for the model just now
         └── UpstreamTimeout      504 the provider did not answer in time
 
 Providers translate their own failures into these at their boundary; views raise them;
@@ -114,11 +116,35 @@ class RateLimited(GatewayError):
     default_message = "Rate limit reached; try again later."
 
 
+class UpstreamQuotaExhausted(RateLimited):
+    """The provider's allowance for the gateway's account is used up until it renews.
+
+    Another attempt, or another model of the same account, fails the same way until then;
+    Retry-After says when that is.
+    """
+
+    code = "upstream_quota_exhausted"
+    default_message = "The model provider's allowance is used up; try again once it renews."
+
+
 class UpstreamError(GatewayError):
     status = 502
     type = "server_error"
     code = "upstream_error"
     default_message = "The model provider failed to answer."
+
+
+class UpstreamOverCapacity(UpstreamError):
+    """The provider has no capacity for the model at the moment.
+
+    503, not 429: the client exceeded no limit of its own, and the condition is the
+    service's temporary overload that RFC 9110 gives 503 for. OpenAI's SDKs retry a 503
+    after a short backoff, which is what capacity that comes back within seconds wants.
+    """
+
+    status = 503
+    code = "upstream_over_capacity"
+    default_message = "The model is over capacity at its provider; try again shortly."
 
 
 class UpstreamTimeout(UpstreamError):

@@ -240,6 +240,55 @@ def _fault(model: str) -> str | None:
     return None
 
 
+# Workers AI's error answers by code, asked for by a model name holding "cf-<code>": each is
+# (HTTP status, code, message) as its source gives them. Sources (workers-ai-rest.md
+# section 1): [doc] platform/errors.mdx @0309c8b, the table of codes, statuses and
+# descriptions, which is the message unless noted; [doc] features/reject-if-busy.mdx
+# @c19784c for 3040's message; [3p] captures of 4006 (the REST API's daily allowance: several
+# projects capture it, none 3036) and of 7003 (anomalyco/opencode issue #23773, a path with an
+# account id the API cannot route). Whether any of them carries Retry-After is UNVERIFIED,
+# so none does.
+CLOUDFLARE_CODED_ERRORS: dict[str, tuple[int, int, str]] = {
+    "cf-3040": (429, 3040, "Capacity temporarily exceeded, please try again."),
+    "cf-4006": (
+        429,
+        4006,
+        "AiError: AiError: you have used up your daily free allocation of 10,000 neurons, "
+        "please upgrade to Cloudflare's Workers Paid plan if you would like to continue "
+        "usage. (4f3c2a1e-7b6d-4c5e-9f8a-0b1c2d3e4f5a)",
+    ),
+    "cf-3036": (
+        429,
+        3036,
+        "You have used up your daily free allocation of 10,000 neurons. Please upgrade to "
+        "Cloudflare's Workers Paid plan if you would like to continue usage.",
+    ),
+    "cf-5016": (403, 5016, "User has not agreed to Llama3.2 model terms"),
+    "cf-5018": (403, 5018, "The account is not allowed to access this model"),
+    "cf-3041": (403, 3041, "The account is not allowed to access this model"),
+    "cf-3023": (403, 3023, "Service unavailable for account"),
+    "cf-3007": (408, 3007, "Request timeout"),
+    "cf-3008": (408, 3008, "Request was aborted"),
+    "cf-3006": (413, 3006, "Request is too large"),
+    "cf-3042": (404, 3042, "The model name is invalid"),
+    "cf-5007": (400, 5007, "No such model {model} or task"),
+    "cf-7003": (
+        404,
+        7003,
+        "Could not route to /client/v4/accounts/{account}/ai/run/{model}, perhaps your "
+        "object identifier is invalid?",
+    ),
+}
+
+
+def _cloudflare_coded_error(model: str, account: str) -> web.Response | None:
+    """The coded Workers AI error a model name asks for, if any."""
+    for marker, (status, code, message) in CLOUDFLARE_CODED_ERRORS.items():
+        if marker in model:
+            return _cloudflare_error(status, code, message.format(model=model, account=account))
+    return None
+
+
 @dataclass
 class Answer:
     words: list[str]
@@ -802,6 +851,8 @@ class FakeUpstream:
         body = _json_body(await request.read())
         if not isinstance(body, dict):
             return _cloudflare_error(400, 5006, "AiError: Bad input: body must be a JSON object")
+        if coded_error := _cloudflare_coded_error(model, request.match_info["account"]):
+            return coded_error
         fault = _fault(model)
         if fault == "unknown":
             return _cloudflare_error(400, 5007, f"No such model {model} or task")

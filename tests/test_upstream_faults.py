@@ -69,14 +69,18 @@ async def test_it_keeps_an_openai_key_out_of_an_upstream_failure(
     _assert_no_secrets(response.content.decode(), upstream)
 
 
-async def test_it_passes_on_upstream_rate_limiting_with_retry_after(api, alice, cloudflare):
-    response = await _chat(api, alice, "@cf/test/rate-limited")
+async def test_it_passes_on_upstream_rate_limiting_with_retry_after(api, alice, openai_upstream):
+    # A plain 429; Workers AI's codes for capacity and allowance are
+    # tests/test_cloudflare_errors.py's.
+    await Model.objects.acreate(name="gpt-test-rate-limited", provider=openai_upstream)
+
+    response = await _chat(api, alice, "gpt-test-rate-limited")
 
     assert response.status_code == 429
     assert response["Retry-After"] == str(fake_upstream.RETRY_AFTER_SECONDS)
     error = response.json()["error"]
     assert error["type"] == "rate_limit_error"
-    assert "Capacity temporarily exceeded" in error["message"]
+    assert "Rate limit reached" in error["message"]
 
 
 async def test_it_passes_on_the_upstreams_reason_for_refusing_a_request(api, alice, cloudflare):
@@ -142,11 +146,12 @@ async def test_it_answers_502_when_the_gateways_credentials_are_refused(
 
 
 async def test_it_answers_a_refused_stream_with_an_http_error(api, alice, cloudflare):
+    # The fake's rate-limited model answers Workers AI's 3040, out of capacity.
     response = await _chat(api, alice, "@cf/test/rate-limited", stream=True)
 
-    assert response.status_code == 429
+    assert response.status_code == 503
     assert not response.streaming
-    assert response.json()["error"]["type"] == "rate_limit_error"
+    assert response.json()["error"]["code"] == "upstream_over_capacity"
 
 
 async def test_it_ends_a_cut_stream_with_an_error_event(api, alice, cloudflare):
@@ -218,7 +223,8 @@ async def test_it_passes_on_an_upstream_that_does_not_know_the_model(
 
     response = await _chat(api, alice, "@cf/test/unknown-model")
 
-    # Workers AI answers 400 "No such model"; the client sees why.
-    assert response.status_code == 400
+    # Workers AI answers 400 "No such model" (5007); the gateway listed the model, so its
+    # catalogue is out of date: not the client's fault, but the client sees why.
+    assert response.status_code == 502
     assert "No such model" in response.json()["error"]["message"]
     _assert_no_secrets(response.content.decode(), upstream)

@@ -4,6 +4,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from apikeys.models import UsageRecord
+from completions.models import Model
 from tests import fake_upstream
 from tests.conftest import LLAMA
 
@@ -137,7 +138,10 @@ async def test_it_records_an_upstream_failure(api, alice, cloudflare):
 
 
 async def test_it_records_upstream_rate_limiting(api, alice, cloudflare):
-    await _chat(api, alice, "@cf/test/rate-limited")
+    # Workers AI's daily allowance used up: a 429 (tests/test_cloudflare_errors.py).
+    await Model.objects.acreate(name="@cf/test/cf-4006", provider=cloudflare)
+
+    await _chat(api, alice, "@cf/test/cf-4006")
 
     record = await _only_record()
     assert record.status == UsageRecord.UPSTREAM_ERROR

@@ -257,10 +257,17 @@ class BaseProvider:
     def client(self):
         return get_client()
 
-    # Injectable so that tests control time: the clock retries are measured with, and the
-    # pause between two attempts.
+    # Injectable so that tests control time: the clock retries are measured with, the pause
+    # between two attempts, and the wall clock (seconds since the epoch) for allowances that
+    # renew at a time of day.
     clock = staticmethod(time.monotonic)
     sleep = staticmethod(asyncio.sleep)
+    timer = staticmethod(time.time)
+
+    @property
+    def allowance(self):
+        """Name the account whose quotas a call spends; calls with equal names share them."""
+        return (self.row.kind, self.row.pk)
 
     def upstream_error(self, exc, seconds):
         """Return the gateway's error for a transport failure; `seconds` is the time allowed."""
@@ -343,7 +350,9 @@ class BaseProvider:
         come within UPSTREAM_FIRST_BYTE_TIMEOUT (and `total`, if given, bounds the whole
         attempt). Nothing has reached the client yet, so what failed in a way that another
         attempt may fix is tried again: a connection that could not be made or was lost,
-        502 and 503, and 429 with Retry-After. Timeouts are not retried: the time is spent.
+        502 and 503, and 429 with Retry-After unless its code says waiting does not help
+        (may_retry; the 429's body is read for that, and its error raised here). Timeouts
+        are not retried: the time is spent.
         """
         content = encode_json(body)
         if content is not None:
@@ -366,6 +375,13 @@ class BaseProvider:
                     raise self.upstream_error(exc, head_wait) from None
                 failure = exc
             delay = retry_delay(response, attempt)
+            content = None
+            if response is not None and response.status_code == 429:
+                # Whether waiting helps is said by the error's code, in the body: a provider
+                # may know a 429 that waiting does not fix (see may_retry).
+                content = await self._read_error_body(response)
+                if not self.may_retry(response, decode_json(content)):
+                    delay = None
             elapsed = self.clock() - started
             if (
                 delay is None
@@ -374,6 +390,8 @@ class BaseProvider:
             ):
                 if failure is not None:
                     raise self.upstream_error(failure, head_wait) from None
+                if content is not None:
+                    raise self.error_for(response, decode_json(content))
                 return response, deadline
             reason = f"HTTP {response.status_code}" if response is not None else "connection lost"
             if response is not None:
@@ -389,39 +407,75 @@ class BaseProvider:
             )
             await self.sleep(delay)
 
+    async def _read_error_body(self, response):
+        """Return the start of an error answer's body, read within UPSTREAM_READ_TIMEOUT.
+
+        At most MAX_ERROR_BODY_BYTES are read; the response is closed.
+        """
+        chunks = []
+        size = 0
+        try:
+            with self.translate_errors(read_timeout()):
+                async with asyncio.timeout(read_timeout()):
+                    async for chunk in response.aiter_bytes():
+                        chunks.append(chunk)
+                        size += len(chunk)
+                        if size > MAX_ERROR_BODY_BYTES:
+                            break
+        finally:
+            await response.aclose()
+        return b"".join(chunks)[:MAX_ERROR_BODY_BYTES]
+
     def check_response(self, response, content):
         """Return the JSON body of a good answer; raise the matching error for a bad one."""
-        try:
-            data = json.loads(content) if content else None
-        except ValueError:
-            data = None
+        data = decode_json(content)
         if response.status_code < 400:
             if data is None:
                 raise UpstreamError(
                     f"The provider '{self.row.name}' answered with a body that is not JSON."
                 )
             return data
-        message = redact_internal_urls(
+        raise self.error_for(response, data)
+
+    def may_retry(self, response, data):
+        """Tell whether an error answer that send() would try again may be tried again.
+
+        `data` is its decoded body, or None. send() decides by status and Retry-After; a
+        provider whose error codes say that waiting does not help overrides this.
+        """
+        return True
+
+    def upstream_message(self, response, data):
+        """Return an error answer's message, with secrets and internal URLs taken out."""
+        return redact_internal_urls(
             redact(self.error_message(data) or response.reason_phrase, self.secrets)
         )
+
+    def error_for(self, response, data):
+        """Return the gateway's error for an upstream's error answer (status 400 or more).
+
+        `data` is its decoded body, or None. Here by status alone; a provider with error
+        codes of its own overrides this and reads them.
+        """
+        message = self.upstream_message(response, data)
         status = response.status_code
         if status == 429:
             after = retry_after_seconds(response.headers)
             headers = {} if after is None else {"Retry-After": str(math.ceil(after))}
-            raise RateLimited(
+            return RateLimited(
                 f"The provider is rate limiting requests: {message}",
                 code="upstream_rate_limited",
                 headers=headers,
             )
         if status in (401, 403):
             # The client cannot fix the gateway's own credentials; nor should it see them.
-            raise UpstreamError(
+            return UpstreamError(
                 f"The provider '{self.row.name}' refused the gateway's credentials.",
                 code="upstream_auth_failed",
             )
         if 400 <= status < 500:
-            raise InvalidRequest(f"The provider refused the request: {message}")
-        raise UpstreamError(f"The provider failed (HTTP {status}): {message}")
+            return InvalidRequest(f"The provider refused the request: {message}")
+        return UpstreamError(f"The provider failed (HTTP {status}): {message}")
 
     def error_message(self, data):
         """Return the message of an upstream error body, or None."""
@@ -431,6 +485,17 @@ class BaseProvider:
 # Statuses worth another attempt: a proxy or the upstream itself saying it could not
 # answer this time (429 only when the upstream says when to come back).
 RETRIED_STATUSES = (502, 503)
+# The most of an error answer's body that send() reads to learn its code, in bytes: error
+# bodies are a few hundred bytes; a longer one is cut and read as one without a code.
+MAX_ERROR_BODY_BYTES = 64 * 1024
+
+
+def decode_json(content):
+    """Return the decoded JSON of a body, or None if it is empty or not JSON."""
+    try:
+        return json.loads(content) if content else None
+    except ValueError:
+        return None
 
 
 def first_byte_timeout():

@@ -25,6 +25,7 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 
+from completions.providers import cloudflare_errors
 from completions.providers.base import (
     BaseProvider,
     ChatRequest,
@@ -272,6 +273,12 @@ class CloudflareProvider(BaseProvider):
             raise UpstreamError("The provider answered the schema request without two schemas.")
         return {"input": result["input"], "output": result["output"]}
 
+    @property
+    def allowance(self):
+        # Workers AI's allowances (the daily free neurons) belong to the account, which
+        # several provider rows may share.
+        return (self.row.kind, self.row.get_account_id())
+
     def error_message(self, data):
         if isinstance(data, dict):
             errors = data.get("errors") or []
@@ -279,6 +286,15 @@ class CloudflareProvider(BaseProvider):
             if any(messages):
                 return "; ".join(m for m in messages if m)
         return None
+
+    def may_retry(self, response, data):
+        # No answer with a code of cloudflare_errors.ERROR_CODES is worth another attempt
+        # on the same model.
+        return cloudflare_errors.coded_error(data) is None
+
+    def error_for(self, response, data):
+        by_code = cloudflare_errors.error_for(self, response, data)
+        return by_code or super().error_for(response, data)
 
 
 def _with_max_tokens(request, chat=True):
