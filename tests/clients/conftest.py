@@ -37,9 +37,8 @@ TIKTOKEN_URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken
 # Features a client does not offer, and why: shown in the table instead of a result.
 NOT_OFFERED = {
     ("ai-sdk", "models"): "the AI SDK has no call that lists a provider's models",
-    ("litellm", "models"): "LiteLLM lists the models it knows, not a server's",
+    ("langchain", "models"): "LangChain has no call that lists a server's models",
     ("pydantic-ai", "models"): "pydantic-ai has no call that lists a provider's models",
-    ("pydantic-ai", "embeddings"): "checked through its OpenAIEmbeddingModel below",
 }
 
 SETUP = """
@@ -75,6 +74,8 @@ class Gateway:
 def pytest_configure(config):
     config.addinivalue_line("markers", "compat(client, feature): a cell of the README's table")
     _offline_tiktoken()
+    # LiteLLM fetches its price list from GitHub on import unless told to use its own copy.
+    os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
 
 def _offline_tiktoken():
