@@ -24,7 +24,7 @@ LLAMA = "@cf/meta/llama-3.1-8b-instruct"
 # The names clients use at their defaults: aliases of Workers AI models.
 CHAT_MODEL = "gpt-4o-mini"
 EMBEDDING_MODEL = "text-embedding-3-small"
-# A Workers AI model that reasons (tests/clients/test_reasoning.py).
+# A Workers AI model that reasons, in the fake upstream too (tests/clients/test_reasoning.py).
 REASONING_MODEL = "@cf/openai/gpt-oss-120b"
 USER = "hello there world"
 ECHO = f"Echo: {USER}"
@@ -39,6 +39,8 @@ NOT_OFFERED = {
     ("ai-sdk", "models"): "the AI SDK has no call that lists a provider's models",
     ("langchain", "models"): "LangChain has no call that lists a server's models",
     ("pydantic-ai", "models"): "pydantic-ai has no call that lists a provider's models",
+    ("langchain", "reasoning"): "langchain-openai's ChatOpenAI drops fields OpenAI does not "
+    "send, reasoning_content included (provider packages such as langchain-deepseek read it)",
 }
 
 SETUP = """
@@ -135,7 +137,10 @@ def gateway(tmp_path_factory, client_upstream):
 
 @pytest.fixture
 def compat_detail(request):
-    """Record a detail of this test's cell: `compat_detail("RateLimitError")`."""
+    """Record a detail of this test's cell: `compat_detail("RateLimitError")`.
+
+    An error test's first detail is the class the client raised; other details become notes.
+    """
 
     def record(text):
         request.node.user_properties.append(("compat_detail", text))
@@ -159,7 +164,7 @@ def pytest_runtest_logreport(report):
         "client": client,
         "feature": feature,
         "passed": report.passed and failure is None,
-        "detail": "; ".join(details) or None,
+        "details": details,
         "failure": failure,
     }
 
