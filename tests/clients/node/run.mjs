@@ -228,14 +228,17 @@ for (const status of Object.keys(ERRORS)) {
   };
 }
 
+class ScenarioTimeout extends Error {
+  constructor() {
+    super(`no answer within ${SCENARIO_TIMEOUT_MS} ms`);
+  }
+}
+
 async function run(name) {
   const started = Date.now();
   let timer;
   const timeout = new Promise((_, reject) => {
-    timer = setTimeout(
-      () => reject(Object.assign(new Error(`timed out after ${SCENARIO_TIMEOUT_MS} ms`), { name: "Timeout" })),
-      SCENARIO_TIMEOUT_MS,
-    );
+    timer = setTimeout(() => reject(new ScenarioTimeout()), SCENARIO_TIMEOUT_MS);
   });
   try {
     const value = await Promise.race([scenarios[name](), timeout]);
