@@ -3,7 +3,8 @@
 One gateway (daphne, on this run's database) and the fake upstream serve the whole suite.
 Each test is marked `@pytest.mark.compat(client, feature)`; its outcome, with what the test
 adds through `compat_detail` (the error class a client raised, a note), goes to
-var/client-compat.json, from which scripts/compat-table writes the README's table.
+var/client-compat.json, from which scripts/compat-table writes the README's table. A run of
+part of the suite updates its own cells and keeps the others from the run before.
 """
 
 import gzip
