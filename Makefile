@@ -2,10 +2,14 @@
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
+# npm writes this file on each install; the Node clients of tests/clients are installed once
+# per change of their lock file.
+NODE_CLIENTS := tests/clients/node
+NODE_INSTALLED := $(NODE_CLIENTS)/node_modules/.package-lock.json
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test test-production-stack services-stop bench lint format check
+.PHONY: install run test test-production-stack services-stop bench lint format check compat-table
 
 $(INSTALLED): requirements.txt
 	python3 -m venv $(VENV)
@@ -13,7 +17,14 @@ $(INSTALLED): requirements.txt
 	$(PYTHON) -m pip install --quiet -r requirements.txt
 	touch $(INSTALLED)
 
-install: $(INSTALLED)
+# The Node clients of the compatibility suite (tests/clients), exactly as locked: nothing is
+# fetched while the tests run. Node and npm come from Debian's packages when missing.
+$(NODE_INSTALLED): $(NODE_CLIENTS)/package.json $(NODE_CLIENTS)/package-lock.json
+	scripts/system-deps node
+	cd $(NODE_CLIENTS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_INSTALLED)
+
+install: $(INSTALLED) $(NODE_INSTALLED)
 
 run: install
 	$(PYTHON) manage.py migrate --no-input
@@ -47,3 +58,7 @@ format: install
 	$(VENV)/bin/ruff format .
 
 check: lint test
+
+# Rewrite the README's client compatibility tables from the last run of tests/clients.
+compat-table:
+	scripts/compat-table

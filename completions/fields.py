@@ -105,9 +105,11 @@ class MessageContentField(serializers.Field):
 
 
 class StringsField(serializers.Field):
-    """A string, or a non-empty list of strings; arrays of token ids are refused.
+    """A string, or a non-empty list of strings; arrays of token ids only where asked for.
 
-    Returns a list of strings. `max_items` bounds the list's length.
+    Returns a list of inputs: strings, and with `token_ids` lists of ids too (an array of
+    ints is one input, an array of such arrays one input each). `max_items` bounds the
+    list's length.
     """
 
     default_error_messages = {
@@ -117,9 +119,10 @@ class StringsField(serializers.Field):
         "too_many": "Must hold at most {max_items} items.",
     }
 
-    def __init__(self, *, max_items, allow_empty_strings=True, **kwargs):
+    def __init__(self, *, max_items, allow_empty_strings=True, token_ids=False, **kwargs):
         self.max_items = max_items
         self.allow_empty_strings = allow_empty_strings
+        self.token_ids = token_ids
         super().__init__(**kwargs)
 
     def to_internal_value(self, data):
@@ -130,8 +133,10 @@ class StringsField(serializers.Field):
         if not data:
             self.fail("empty")
         if any(isinstance(item, (int, list)) for item in data):
-            self.fail("tokens")
-        if not all(isinstance(item, str) for item in data):
+            if not self.token_ids:
+                self.fail("tokens")
+            data = self._token_arrays(data)
+        if not all(isinstance(item, (str, list)) for item in data):
             self.fail("invalid")
         if not self.allow_empty_strings and not all(data):
             self.fail("empty")
@@ -139,8 +144,19 @@ class StringsField(serializers.Field):
             self.fail("too_many", max_items=self.max_items)
         return data
 
+    def _token_arrays(self, data):
+        if all(_is_token_id(item) for item in data):
+            return [data]
+        if all(isinstance(item, list) and all(map(_is_token_id, item)) for item in data):
+            return data
+        self.fail("invalid")
+
     def to_representation(self, value):
         return value
+
+
+def _is_token_id(value):
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class JSONObjectField(serializers.Field):

@@ -10,6 +10,7 @@ import functools
 
 from rest_framework import serializers
 
+from completions import token_ids
 from completions.fields import (
     JSONObjectField,
     MessageContentField,
@@ -56,19 +57,39 @@ TOOL_NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
 ONLY_ONE_CHOICE = "Only 1 is supported; send separate requests for more choices."
 
 
-class FunctionCallSerializer(serializers.Serializer):
+class Serializer(serializers.Serializer):
+    """A request object whose optional fields take null as "not given", as OpenAI's API does.
+
+    The SDKs' types allow null for every optional parameter, and clients send it: LangChain
+    sends `"temperature": null` at its defaults, and a history kept as the SDK's own
+    `message.model_dump()` carries `"tool_calls": null`. Dropped before validation, a null
+    gets the field's default; a required field still refuses it.
+    """
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            fields = self.fields
+            data = {
+                name: value
+                for name, value in data.items()
+                if value is not None or name not in fields or fields[name].required
+            }
+        return super().to_internal_value(data)
+
+
+class FunctionCallSerializer(Serializer):
     name = StrictCharField()
     # OpenAI's arguments are a JSON text, as the model wrote them.
     arguments = StrictCharField(allow_blank=True)
 
 
-class ToolCallSerializer(serializers.Serializer):
+class ToolCallSerializer(Serializer):
     id = StrictCharField()
     type = serializers.ChoiceField(choices=["function"])
     function = FunctionCallSerializer()
 
 
-class MessageSerializer(serializers.Serializer):
+class MessageSerializer(Serializer):
     role = serializers.ChoiceField(choices=ROLES)
     content = MessageContentField(required=False, allow_null=True)
     name = StrictCharField(required=False, max_length=64)
@@ -99,26 +120,26 @@ class MessageSerializer(serializers.Serializer):
         return attrs
 
 
-class FunctionSerializer(serializers.Serializer):
+class FunctionSerializer(Serializer):
     name = serializers.RegexField(TOOL_NAME_PATTERN)
     description = StrictCharField(required=False, allow_blank=True)
     parameters = JSONObjectField(required=False)
     strict = StrictBooleanField(required=False, allow_null=True)
 
 
-class ToolSerializer(serializers.Serializer):
+class ToolSerializer(Serializer):
     type = serializers.ChoiceField(choices=["function"])
     function = FunctionSerializer()
 
 
-class JSONSchemaSerializer(serializers.Serializer):
+class JSONSchemaSerializer(Serializer):
     name = serializers.RegexField(TOOL_NAME_PATTERN)
     description = StrictCharField(required=False, allow_blank=True)
     schema = JSONObjectField(required=False, default=dict)
     strict = StrictBooleanField(required=False, allow_null=True)
 
 
-class ResponseFormatSerializer(serializers.Serializer):
+class ResponseFormatSerializer(Serializer):
     type = serializers.ChoiceField(choices=["text", "json_object", "json_schema"])
     json_schema = JSONSchemaSerializer(required=False)
 
@@ -130,11 +151,11 @@ class ResponseFormatSerializer(serializers.Serializer):
         return attrs
 
 
-class StreamOptionsSerializer(serializers.Serializer):
+class StreamOptionsSerializer(Serializer):
     include_usage = StrictBooleanField(required=False, default=False)
 
 
-class GenerationSerializer(serializers.Serializer):
+class GenerationSerializer(Serializer):
     """The fields chat and legacy completions share."""
 
     model = StrictCharField(max_length=200)
@@ -263,14 +284,25 @@ class CompletionSerializer(GenerationSerializer):
         return attrs
 
 
-class EmbeddingSerializer(serializers.Serializer):
+class EmbeddingSerializer(Serializer):
     model = StrictCharField(max_length=200)
-    input = StringsField(max_items=MAX_EMBEDDING_INPUTS, allow_empty_strings=False)
+    # Token ids are decoded to text here (completions/token_ids.py): LangChain sends them.
+    input = StringsField(max_items=MAX_EMBEDDING_INPUTS, allow_empty_strings=False, token_ids=True)
     encoding_format = serializers.ChoiceField(
         choices=["float", "base64"], required=False, default="float"
     )
     dimensions = StrictIntegerField(required=False, min_value=1)
     user = StrictCharField(required=False, max_length=256)
+
+    def validate(self, attrs):
+        try:
+            attrs["input"] = [
+                text if isinstance(text, str) else token_ids.decode(text, attrs["model"])
+                for text in attrs["input"]
+            ]
+        except token_ids.UndecodableTokens as error:
+            raise serializers.ValidationError({"input": [str(error)]}) from None
+        return attrs
 
 
 def validate_body(serializer_class, body):

@@ -2,6 +2,7 @@
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
 
 from asgiref.sync import ThreadSensitiveContext
 from django.core.asgi import get_asgi_application
@@ -36,4 +37,22 @@ class OneSyncThread:
             return await self.app(scope, receive, send)
 
 
+def name_every_status():
+    """Give daphne's HTTP layer a reason phrase for every status Python knows.
+
+    daphne writes the status line with Twisted, whose table of phrases lacks 429 (and 422,
+    451, ...) and writes "429 Unknown Status" instead: harmless for clients, which read the
+    code, but confusing in logs and curl. ASGI sends no phrase, so Twisted's table is the
+    only place to name it. Twisted's own phrases are kept; under another ASGI server the
+    table goes unread.
+    """
+    try:
+        from twisted.web import http
+    except ImportError:
+        return
+    for status in HTTPStatus:
+        http.RESPONSES.setdefault(status.value, status.phrase.encode())
+
+
+name_every_status()
 application = OneSyncThread(RequestBodyLimit(django_application))

@@ -153,12 +153,33 @@ class UpstreamTimeout(UpstreamError):
     default_message = "The model provider did not answer in time."
 
 
+# The longest wait worth retrying after, in seconds: openai-python's own limit on
+# Retry-After. openai-node sleeps however long Retry-After says (a spent monthly budget's
+# wait runs to the month's end).
+LONGEST_USEFUL_WAIT = 60
+
+
 def error_response(error):
     """Render a GatewayError as the OpenAI error object with its status and headers."""
     response = JsonResponse(error.as_dict(), status=error.status)
     for name, value in error.headers.items():
         response[name] = value
+    if _retry_cannot_help(error):
+        # Both official SDKs (and the clients built on them) give up at once on this header.
+        response["x-should-retry"] = "false"
     return response
+
+
+def _retry_cannot_help(error):
+    """Whether a retry within a minute is bound to meet the same error: a spent monthly
+    budget, or any wait asked for that is longer than a minute (a day's allowance)."""
+    if error.code == "insufficient_quota":
+        return True
+    try:
+        return int(error.headers.get("Retry-After", 0)) > LONGEST_USEFUL_WAIT
+    except ValueError:
+        # An HTTP date: the gateway writes seconds, so this is an upstream's, kept as sent.
+        return False
 
 
 def redact(text, secrets):

@@ -162,8 +162,9 @@ async def test_it_refuses_dimensions_workers_ai_cannot_honour(api, alice, cloudf
 @pytest.mark.parametrize(
     ("change", "param"),
     [
-        ({"input": [1, 2, 3]}, "input"),
-        ({"input": [[1, 2], [3]]}, "input"),
+        ({"input": [1, "two"]}, "input"),
+        ({"input": [[1, 2], 3]}, "input"),
+        ({"input": [[1, True]]}, "input"),
         ({"input": []}, "input"),
         ({"input": ""}, "input"),
         ({"input": ["fine", ""]}, "input"),
