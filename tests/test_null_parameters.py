@@ -81,7 +81,8 @@ async def test_it_sends_none_of_the_null_parameters_upstream(api, alice, cloudfl
     )
 
     assert response.status_code == 200, response.json()
-    assert _sent(upstream) == {"messages": [USER], "stream": False}
+    # max_tokens is the gateway's own default, sent when the client gives none.
+    assert _sent(upstream) == {"messages": [USER], "stream": False, "max_tokens": 4096}
 
 
 @pytest.mark.parametrize("param", sorted(COMPLETION_NULLS))

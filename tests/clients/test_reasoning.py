@@ -4,7 +4,8 @@ The gateway passes a reasoning model's text on as `choices[0].message.reasoning_
 and, streamed, `choices[0].delta.reasoning_content`: the Vercel AI SDK reads it as
 `reasoningText`, LiteLLM as `reasoning_content`, pydantic-ai as a ThinkingPart, and the
 official SDKs keep it as an extra field of the message. The fake upstream's reasoning model
-(REASONING_MODEL in tests/clients/conftest.py) reasons "Reasoning about: <the message>".
+(REASONING_MODEL in tests/clients/conftest.py) reasons "Reasoning about: <the message>", then
+goes on thinking (the fake's medium effort).
 """
 
 import litellm
@@ -19,6 +20,12 @@ from tests.clients.conftest import REASONING_MODEL, USER
 from tests.clients.node_clients import run_scenarios
 
 REASONING = f"Reasoning about: {USER}"
+
+
+def _reasons(text):
+    return isinstance(text, str) and text.startswith(REASONING)
+
+
 MESSAGES = [{"role": "user", "content": USER}]
 # What a failure says in the README's table.
 MISSING = "no reasoning text reached the client"
@@ -47,19 +54,19 @@ def test_openai_python_keeps_the_reasoning_as_an_extra_field(gateway):
         if chunk.choices
     )
 
-    assert message.choices[0].message.model_extra.get("reasoning_content") == REASONING, MISSING
-    assert streamed == REASONING, STREAMED_MISSING
+    assert _reasons(message.choices[0].message.model_extra.get("reasoning_content")), MISSING
+    assert _reasons(streamed), STREAMED_MISSING
 
 
 @pytest.mark.compat("openai-node", "reasoning")
 def test_openai_node_keeps_the_reasoning_on_the_message(node_results):
-    assert _value(node_results["openai.reasoning"])["reasoning"] == REASONING, MISSING
+    assert _reasons(_value(node_results["openai.reasoning"])["reasoning"]), MISSING
 
 
 @pytest.mark.compat("ai-sdk", "reasoning")
 def test_the_ai_sdk_reads_reasoning_text_plain_and_streamed(node_results):
-    assert _value(node_results["ai.reasoning"])["reasoning"] == REASONING, MISSING
-    assert _value(node_results["ai.reasoning-stream"])["reasoning"] == REASONING, STREAMED_MISSING
+    assert _reasons(_value(node_results["ai.reasoning"])["reasoning"]), MISSING
+    assert _reasons(_value(node_results["ai.reasoning-stream"])["reasoning"]), STREAMED_MISSING
 
 
 @pytest.mark.compat("litellm", "reasoning")
@@ -78,8 +85,8 @@ def test_litellm_reads_reasoning_content_plain_and_streamed(gateway):
         if chunk.choices
     )
 
-    assert getattr(message, "reasoning_content", None) == REASONING, MISSING
-    assert streamed == REASONING, STREAMED_MISSING
+    assert _reasons(getattr(message, "reasoning_content", None)), MISSING
+    assert _reasons(streamed), STREAMED_MISSING
 
 
 @pytest.mark.compat("pydantic-ai", "reasoning")
@@ -90,4 +97,4 @@ def test_pydantic_ai_reads_the_reasoning_as_a_thinking_part(gateway):
     response = agent.run_sync(USER).all_messages()[-1]
 
     thinking = [part.content for part in response.parts if isinstance(part, ThinkingPart)]
-    assert thinking == [REASONING], MISSING
+    assert len(thinking) == 1 and _reasons(thinking[0]), MISSING
