@@ -524,7 +524,11 @@ def _tool_call_pieces(name: str, arguments: dict[str, str]) -> list[dict[str, An
 
 
 def _forms(schema: Any) -> list[dict[str, Any]]:
-    """The object forms of a schema's oneOf/anyOf tree (Prompt, Messages, async, Responses)."""
+    """The object forms of a schema's oneOf/anyOf tree (Prompt, Messages, async, Responses).
+
+    Written apart from the gateway's own reader (completions/providers/workers_ai_schema.py)
+    on purpose: a fake that imported it would share its mistakes.
+    """
     if not isinstance(schema, dict):
         return []
     for key in ("oneOf", "anyOf"):
