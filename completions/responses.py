@@ -175,6 +175,10 @@ def chat_request(data, items):
 def _renamed(error):
     """Return a chat validation error naming the Responses parameter at fault."""
     param = error.param or ""
+    if param.startswith("tools[") and ".function." in param:
+        # Responses tools are flat: chat's tools[0].function.name is its tools[0].name.
+        renamed = param.replace(".function.", ".", 1)
+        return InvalidRequest(str(error).replace(param, renamed, 1), param=renamed)
     for chat_name, name in CHAT_PARAM_NAMES.items():
         if param == chat_name or param.startswith((chat_name + ".", chat_name + "[")):
             # Chat's message indexes are not the input's: the input is named as a whole.

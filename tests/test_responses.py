@@ -256,6 +256,40 @@ async def test_it_streams_reasoning_as_a_reasoning_item_before_the_message(
     assert "".join(reasoning) == "Reasoning about: hello there"
 
 
+async def test_it_says_a_response_cut_at_max_output_tokens_is_incomplete(api, alice, cloudflare):
+    response = await _create(api, alice, input="one two three four", max_output_tokens=2)
+
+    body = response.json()
+    assert body["status"] == "incomplete"
+    assert body["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert body["output"][0]["status"] == "incomplete"
+    assert body["output"][0]["content"][0]["text"] == "Echo: one"
+
+
+async def test_it_ends_a_stream_cut_at_max_output_tokens_with_response_incomplete(
+    api, alice, cloudflare
+):
+    events = await _stream(api, alice, input="one two three four", max_output_tokens=2)
+
+    name, data = events[-1]
+    assert name == "response.incomplete"
+    assert data["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
+
+
+async def test_it_ends_a_stream_the_upstream_cut_with_an_error_and_keeps_nothing(
+    api, alice, cloudflare
+):
+    events = await _stream(api, alice, model="@cf/test/cut-stream", input="a b c d e f")
+
+    assert [name for name, _ in events[-2:]] == ["error", "response.failed"]
+    failed = events[-1][1]["response"]
+    assert failed["status"] == "failed"
+    assert failed["error"]["message"] == events[-2][1]["message"]
+    assert await _stored(failed["id"]) is None
+    [record] = await _records()
+    assert record.status == UsageRecord.UPSTREAM_ERROR
+
+
 async def test_it_continues_a_conversation_from_a_previous_response(
     api, alice, cloudflare, upstream
 ):
@@ -369,6 +403,10 @@ async def test_it_leaves_one_usage_record_per_request(api, alice, cloudflare):
         ({"background": True}, "background"),
         ({"conversation": "conv_123"}, "conversation"),
         ({"include": ["reasoning.encrypted_content"]}, "include"),
+        ({"tools": [{"type": "function", "name": "no spaces allowed"}]}, "tools[0].name"),
+        ({"reasoning": {"effort": "enormous"}}, "reasoning.effort"),
+        ({"text": {"format": {"type": "xml"}}}, "text.format.type"),
+        ({"tool_choice": {"type": "web_search_preview"}}, "tool_choice"),
         ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0].type"),
         (
             {"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]},
