@@ -1,6 +1,7 @@
 """POST /v1/responses (OpenAI's Responses API), translated to and from chat completions,
 and the stored responses behind previous_response_id, GET and DELETE /v1/responses/{id}."""
 
+import datetime
 import json
 
 import pytest
@@ -8,7 +9,7 @@ from asgiref.sync import sync_to_async
 from django.core.management import call_command
 
 from apikeys.models import UsageRecord
-from completions.models import StoredResponse
+from completions.models import Model, StoredResponse
 from tests import workers_ai_models
 from tests.conftest import LLAMA
 
@@ -131,6 +132,45 @@ async def test_it_sends_instructions_first_and_the_item_list_as_messages(
     assert (sent["max_tokens"], sent["temperature"], sent["top_p"]) == (50, 0.5, 0.9)
 
 
+async def test_it_sends_input_images_as_image_parts_to_a_model_that_takes_them(
+    api, alice, openai_upstream, upstream
+):
+    await Model.objects.filter(name="gpt-test-mini").aupdate(accepts_images=True)
+    image = "data:image/png;base64,iVBORw0KGgo="
+    content = [
+        {"type": "input_text", "text": "What is this?"},
+        {"type": "input_image", "image_url": image, "detail": "low"},
+    ]
+
+    response = await _create(
+        api, alice, model="gpt-test-mini", input=[{"role": "user", "content": content}]
+    )
+
+    assert response.status_code == 200
+    [sent] = [r["json"] for r in upstream.requests if r["path"].endswith("/chat/completions")]
+    assert sent["messages"] == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is this?"},
+                {"type": "image_url", "image_url": {"url": image, "detail": "low"}},
+            ],
+        }
+    ]
+
+
+async def test_it_refuses_an_input_image_for_a_model_that_takes_none(
+    api, alice, cloudflare, upstream
+):
+    content = [{"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo="}]
+
+    response = await _create(api, alice, input=[{"role": "user", "content": content}])
+
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "input"
+    assert _sent(upstream) == []
+
+
 async def test_it_answers_with_a_function_call_and_takes_its_output_back(
     api, alice, cloudflare, upstream
 ):
@@ -180,6 +220,31 @@ async def test_it_sends_a_named_tool_choice_as_chat_completions_names_it(
         "type": "function",
         "function": {"name": "get_weather"},
     }
+
+
+async def test_it_passes_chat_settings_on_and_echoes_its_metadata(
+    api, alice, openai_upstream, upstream
+):
+    response = await _create(
+        api,
+        alice,
+        model="gpt-test-mini",
+        input="hello",
+        tools=[WEATHER],
+        parallel_tool_calls=False,
+        user="user-42",
+        text={"format": {"type": "json_object"}},
+        metadata={"ticket": "T-1"},
+    )
+
+    [sent] = [r["json"] for r in upstream.requests if r["path"].endswith("/chat/completions")]
+    assert (sent["parallel_tool_calls"], sent["user"]) == (False, "user-42")
+    assert sent["response_format"] == {"type": "json_object"}
+    body = response.json()
+    assert body["metadata"] == {"ticket": "T-1"}
+    assert (body["parallel_tool_calls"], body["user"]) == (False, "user-42")
+    fetched = await api.get(f"/v1/responses/{body['id']}", headers=alice.headers)
+    assert fetched.json()["metadata"] == {"ticket": "T-1"}
 
 
 async def test_it_holds_the_answer_to_a_json_schema_from_text_format(
@@ -436,8 +501,6 @@ async def test_clear_responses_removes_those_past_the_retention(api, alice, clou
 
 
 def _age(response_id, days):
-    import datetime
-
     StoredResponse.objects.filter(id=response_id).update(
         created_at=StoredResponse.objects.get(id=response_id).created_at
         - datetime.timedelta(days=days)
@@ -445,8 +508,6 @@ def _age(response_id, days):
 
 
 def _workers_ai_model(provider, name):
-    from completions.models import Model
-
     properties = workers_ai_models.properties(name)
     Model.objects.update_or_create(
         name=name,
