@@ -8,7 +8,14 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from completions.models import OPENAI_NAMES, Model, ModelAlias, ModelFallback, Provider
+from completions.models import (
+    OPENAI_NAMES,
+    Model,
+    ModelAlias,
+    ModelFallback,
+    Provider,
+    StoredResponse,
+)
 from completions.registry import catalogue
 
 
@@ -245,3 +252,21 @@ class LanguageModelAdmin(admin.ModelAdmin):
             f"Disabled {count} model(s); they are no longer listed or served.",
             messages.SUCCESS,
         )
+
+
+@admin.register(StoredResponse)
+class StoredResponseAdmin(admin.ModelAdmin):
+    """Stored responses of /v1/responses, read-only: they are the keys' conversations."""
+
+    list_display = ["id", "api_key", "model", "created_at"]
+    list_filter = ["model"]
+    search_fields = ["id"]
+    list_select_related = ["api_key"]
+    fields = ["id", "api_key", "model", "created_at", "input_items", "output_items", "body"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

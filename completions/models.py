@@ -1,3 +1,4 @@
+import datetime
 import os
 import re
 
@@ -317,3 +318,42 @@ def ensure_default_providers(**kwargs):
         )
     if settings.CLOUDFLARE_ACCOUNT_ID and settings.CLOUDFLARE_API_TOKEN:
         Provider.objects.get_or_create(name="cloudflare", defaults={"kind": Provider.CLOUDFLARE})
+
+
+class StoredResponseQuerySet(models.QuerySet):
+    def kept(self):
+        """Return those younger than RESPONSES_RETENTION_DAYS."""
+        return self.filter(created_at__gte=_retention_cutoff())
+
+    def expired(self):
+        """Return those RESPONSES_RETENTION_DAYS old or older, which clear_responses deletes."""
+        return self.filter(created_at__lt=_retention_cutoff())
+
+
+def _retention_cutoff():
+    return timezone.now() - datetime.timedelta(days=settings.RESPONSES_RETENTION_DAYS)
+
+
+class StoredResponse(models.Model):
+    """A response of /v1/responses kept (store: true) so that a conversation can go on from
+    it (previous_response_id) and the key that made it can read or delete it."""
+
+    # "resp_" and 32 hex digits, as the view makes it.
+    id = models.CharField(primary_key=True, max_length=64)
+    api_key = models.ForeignKey(
+        "apikeys.ApiKey", on_delete=models.CASCADE, related_name="stored_responses"
+    )
+    # The model name the response shows.
+    model = models.CharField(max_length=200)
+    # The conversation's input items up to this response, its previous responses' included
+    # (and their instructions not, as OpenAI carries none over): continuing reads one row.
+    input_items = models.JSONField()
+    output_items = models.JSONField()
+    # The Response object as answered, its usage included, for GET /v1/responses/{id}.
+    body = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    objects = StoredResponseQuerySet.as_manager()
+
+    def __str__(self):
+        return self.id

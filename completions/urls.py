@@ -1,6 +1,6 @@
 from django.urls import path
 
-from completions import views
+from completions import responses_views, views
 
 urlpatterns = [
     path("models", views.models_list),
@@ -9,4 +9,6 @@ urlpatterns = [
     path("chat/completions", views.chat_completions),
     path("completions", views.completions),
     path("embeddings", views.embeddings),
+    path("responses", responses_views.create_response),
+    path("responses/<str:response_id>", responses_views.response_detail),
 ]

@@ -75,44 +75,9 @@ async def model_detail(request, model_id):
 async def chat_completions(request):
     serializer = validate_body(ChatCompletionSerializer, json_body(request))
     data = serializer.validated_data
-    model = await resolve_model(data["model"], request.api_key, "chat")
-    images_at = first_image_message(data["messages"])
-    if images_at is not None and not model.accepts_images:
-        raise InvalidRequest(
-            f"The model '{data['model']}' cannot take content parts of type 'image_url'; "
-            "send text, or choose a model that takes images.",
-            param=f"messages[{images_at}].content",
-        )
-    candidates = fallback_chain(
-        model,
-        request.api_key,
-        "chat",
-        suits=lambda fallback: images_at is None or fallback.accepts_images,
+    model, candidates, meter, chat_for = await prepare_chat(
+        request, data, serializer.sampling_params(), "/v1/chat/completions"
     )
-    messages = await inline_images(
-        data["messages"], [get_provider(candidate.provider) for candidate in candidates]
-    )
-    meter = UsageMeter(
-        request, model, "/v1/chat/completions", data["stream"], requested_model=data["model"]
-    )
-    affinity = session_affinity(request.api_key, data)
-
-    def chat_for(candidate):
-        return ChatRequest(
-            model=candidate.name,
-            messages=messages,
-            params=serializer.sampling_params(),
-            tools=data.get("tools"),
-            tool_choice=data.get("tool_choice"),
-            response_format=data.get("response_format"),
-            schema=schema_of(candidate),
-            context_window=candidate.context_window,
-            session_affinity=affinity,
-            prompt_cache_key=data.get("prompt_cache_key") or None,
-        )
-
-    # What the model's schema cannot take is refused before any provider is called.
-    get_provider(model.provider).check_chat(chat_for(model))
 
     completion_id = "chatcmpl-" + uuid.uuid4().hex
     if data["stream"]:
@@ -153,6 +118,52 @@ async def chat_completions(request):
             "usage": result.usage.as_dict(),
         }
     )
+
+
+async def prepare_chat(request, data, params, endpoint, image_param="messages[{}].content"):
+    """Find the model of a chat and its fallbacks, and refuse what the model cannot take.
+
+    `data` holds the chat's validated fields (model, messages, stream, tools, tool_choice,
+    response_format, prompt_cache_key) and `params` its sampling parameters. Returns
+    (model, candidates, meter, chat_for): chat_for(candidate) is the ChatRequest sent to it.
+    """
+    model = await resolve_model(data["model"], request.api_key, "chat")
+    images_at = first_image_message(data["messages"])
+    if images_at is not None and not model.accepts_images:
+        raise InvalidRequest(
+            f"The model '{data['model']}' cannot take content parts of type 'image_url'; "
+            "send text, or choose a model that takes images.",
+            param=image_param.format(images_at),
+        )
+    candidates = fallback_chain(
+        model,
+        request.api_key,
+        "chat",
+        suits=lambda fallback: images_at is None or fallback.accepts_images,
+    )
+    messages = await inline_images(
+        data["messages"], [get_provider(candidate.provider) for candidate in candidates]
+    )
+    meter = UsageMeter(request, model, endpoint, data["stream"], requested_model=data["model"])
+    affinity = session_affinity(request.api_key, data)
+
+    def chat_for(candidate):
+        return ChatRequest(
+            model=candidate.name,
+            messages=messages,
+            params=params,
+            tools=data.get("tools"),
+            tool_choice=data.get("tool_choice"),
+            response_format=data.get("response_format"),
+            schema=schema_of(candidate),
+            context_window=candidate.context_window,
+            session_affinity=affinity,
+            prompt_cache_key=data.get("prompt_cache_key") or None,
+        )
+
+    # What the model's schema cannot take is refused before any provider is called.
+    get_provider(model.provider).check_chat(chat_for(model))
+    return model, candidates, meter, chat_for
 
 
 @api_endpoint(methods=["POST"], write=True)
@@ -295,8 +306,12 @@ async def embeddings(request):
     )
 
 
-async def _stream(candidates, meter, open_deltas, chunks, stop):
-    """Answer with the stream of the first candidate that sends its first event."""
+async def _stream(candidates, meter, open_deltas, chunks, stop, before_finish=None):
+    """Answer with the stream of the first candidate that sends its first event.
+
+    `before_finish(finish_reason)`, if given, is awaited once the stream has ended well,
+    before its last events are sent (the Responses API keeps the answer there).
+    """
 
     async def first_event(provider, candidate):
         deltas = open_deltas(provider, candidate)
@@ -314,10 +329,10 @@ async def _stream(candidates, meter, open_deltas, chunks, stop):
     stops = None if applies_stop else stop
     # An open stream holds no database connection: nothing on the request path opens one
     # in the request's thread (gateway/db.py), and the usage writer has its own.
-    return sse_response(_events(deltas, first, meter, stops, chunks))
+    return sse_response(_events(deltas, first, meter, stops, chunks, before_finish))
 
 
-async def _events(deltas, first, meter, stops, chunks):
+async def _events(deltas, first, meter, stops, chunks, before_finish=None):
     stop_filter = StopFilter(stops) if stops else None
     finish_reason = "stop"
     try:
@@ -353,6 +368,8 @@ async def _events(deltas, first, meter, stops, chunks):
         # Recorded before the last events, so a client that has seen [DONE] can count on
         # the record being there.
         await meter.save()
+        if before_finish is not None:
+            await before_finish(finish_reason)
         yield chunks.finish(finish_reason)
         if chunks.include_usage and meter.usage is not None:
             yield chunks.usage(meter.usage)

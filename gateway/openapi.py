@@ -478,6 +478,183 @@ SCHEMAS = {
             "usage": {"$ref": "#/components/schemas/Usage"},
         },
     },
+    # The Responses API (completions/responses.py): items and tools are checked item by
+    # item, what the gateway cannot honour refused with a 400 naming it.
+    "ResponseRequest": {
+        "type": "object",
+        "required": ["model"],
+        "properties": {
+            "model": {**NAME, "maxLength": 200, "examples": ["echo"]},
+            "input": {
+                "oneOf": [
+                    {"type": "string", "minLength": 1},
+                    {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "type": {
+                                    "enum": ["message", "function_call", "function_call_output"]
+                                },
+                                "role": {"enum": ["user", "system", "developer", "assistant"]},
+                                "content": {
+                                    "oneOf": [
+                                        {"type": "string"},
+                                        {
+                                            "type": "array",
+                                            "items": {
+                                                "type": "object",
+                                                "required": ["type"],
+                                                "properties": {
+                                                    "type": {
+                                                        "enum": [
+                                                            "input_text",
+                                                            "output_text",
+                                                            "input_image",
+                                                        ]
+                                                    },
+                                                    "text": {"type": "string"},
+                                                    "image_url": {"type": "string"},
+                                                },
+                                            },
+                                        },
+                                    ]
+                                },
+                                "call_id": {"type": "string"},
+                                "name": {"type": "string"},
+                                "arguments": {"type": "string"},
+                                "output": {"type": "string"},
+                            },
+                        },
+                    },
+                ]
+            },
+            "instructions": {"type": "string"},
+            "tools": {
+                "type": "array",
+                "maxItems": 128,
+                "items": {
+                    "type": "object",
+                    "required": ["type", "name"],
+                    "properties": {
+                        "type": {"const": "function"},
+                        "name": {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,64}$"},
+                        "description": {"type": "string"},
+                        "parameters": {"type": "object"},
+                        "strict": {"type": ["boolean", "null"]},
+                    },
+                },
+            },
+            "tool_choice": {
+                "oneOf": [
+                    {"enum": ["none", "auto", "required"]},
+                    {
+                        "type": "object",
+                        "required": ["type", "name"],
+                        "properties": {"type": {"const": "function"}, "name": {"type": "string"}},
+                    },
+                ]
+            },
+            "text": {
+                "type": "object",
+                "properties": {
+                    "format": {
+                        "type": "object",
+                        "required": ["type"],
+                        "properties": {
+                            "type": {"enum": ["text", "json_object", "json_schema"]},
+                            "name": {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,64}$"},
+                            "schema": {"type": "object"},
+                            "strict": {"type": ["boolean", "null"]},
+                        },
+                    }
+                },
+            },
+            "reasoning": {
+                "type": "object",
+                "properties": {
+                    "effort": {"enum": ["none", "minimal", "low", "medium", "high", "xhigh"]}
+                },
+            },
+            "max_output_tokens": {"type": "integer", "minimum": 1},
+            "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+            "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+            "parallel_tool_calls": {"type": "boolean"},
+            "user": {**NAME, "maxLength": 256},
+            "metadata": {
+                "type": "object",
+                "maxProperties": 16,
+                "additionalProperties": {"type": "string", "maxLength": 512},
+            },
+            "store": {"type": "boolean"},
+            "stream": {"type": "boolean"},
+            "previous_response_id": {"type": "string", "maxLength": 64},
+            # Taken for compatibility, refused if asked for (400).
+            "background": {"const": False},
+            "include": {"type": "array", "maxItems": 0},
+            "truncation": {"const": "disabled"},
+        },
+    },
+    "ResponseOutputItem": {
+        "type": "object",
+        "required": ["id", "type", "status"],
+        "properties": {
+            "id": {"type": "string"},
+            "type": {"enum": ["message", "function_call", "reasoning"]},
+            "status": {"enum": ["in_progress", "completed", "incomplete"]},
+            "role": {"const": "assistant"},
+            "content": {"type": "array"},
+            "call_id": {"type": "string"},
+            "name": {"type": "string"},
+            "arguments": {"type": "string"},
+        },
+    },
+    "Response": {
+        "type": "object",
+        "required": ["id", "object", "created_at", "status", "model", "output"],
+        "properties": {
+            "id": {"type": "string", "pattern": "^resp_"},
+            "object": {"const": "response"},
+            "created_at": {"type": "integer"},
+            "status": {"enum": ["completed", "incomplete", "in_progress", "failed"]},
+            "model": {"type": "string"},
+            "output": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/ResponseOutputItem"},
+            },
+            "previous_response_id": NULLABLE_STRING,
+            "usage": {
+                "anyOf": [
+                    {
+                        "type": "object",
+                        "required": ["input_tokens", "output_tokens", "total_tokens"],
+                        "properties": {
+                            "input_tokens": NON_NEGATIVE,
+                            "output_tokens": NON_NEGATIVE,
+                            "total_tokens": NON_NEGATIVE,
+                        },
+                    },
+                    {"type": "null"},
+                ]
+            },
+        },
+    },
+    # One event of a streamed response: response.created, response.output_text.delta, ...,
+    # response.completed (or error and response.failed if it fails once started).
+    "ResponseStreamEvent": {
+        "type": "object",
+        "required": ["type", "sequence_number"],
+        "properties": {"type": {"type": "string"}, "sequence_number": NON_NEGATIVE},
+    },
+    "ResponseDeleted": {
+        "type": "object",
+        "required": ["id", "object", "deleted"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "response.deleted"},
+            "deleted": {"const": True},
+        },
+    },
 }
 
 HEADERS = {
@@ -604,6 +781,30 @@ DOCUMENT = {
                 body="EmbeddingRequest",
                 errors=COMMON_ERRORS + MODEL_ERRORS,
             )
+        },
+        "/v1/responses": {
+            "post": _operation(
+                "Create a response (OpenAI's Responses API, over chat completions)",
+                "Response",
+                body="ResponseRequest",
+                chunk="ResponseStreamEvent",
+                errors=COMMON_ERRORS + MODEL_ERRORS,
+            )
+        },
+        "/v1/responses/{response_id}": {
+            "parameters": [
+                {
+                    "name": "response_id",
+                    "in": "path",
+                    "required": True,
+                    "description": "A stored response's id (resp_...), made with this key.",
+                    "schema": {"type": "string", "minLength": 1},
+                }
+            ],
+            "get": _operation("Retrieve a stored response", "Response"),
+            "delete": _operation(
+                "Delete a stored response", "ResponseDeleted", errors=COMMON_ERRORS + ("403",)
+            ),
         },
     },
     "components": {

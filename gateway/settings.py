@@ -197,6 +197,10 @@ UPSTREAM_MAX_CONNECTIONS = envint("UPSTREAM_MAX_CONNECTIONS", 512, minimum=1)
 # Seconds between two words of the echo development model's stream.
 ECHO_STREAM_DELAY = envfloat("ECHO_STREAM_DELAY", 0.05, minimum=0.0)
 
+# Days a stored response of /v1/responses is kept (OpenAI keeps them 30 days); older ones
+# are no longer found and `manage.py clear_responses` deletes them.
+RESPONSES_RETENTION_DAYS = envint("RESPONSES_RETENTION_DAYS", 30, minimum=1)
+
 # Images by URL, for upstreams that take images only inline (Workers AI): the gateway fetches
 # them and sends data: URIs (completions/image_urls.py). Off: such a URL is refused with 400.
 IMAGE_URL_FETCH = envbool("IMAGE_URL_FETCH", True)

@@ -34,6 +34,7 @@ SERVED = {
     "/v1/chat/completions": ["echo", LLAMA],
     "/v1/completions": ["echo", LLAMA],
     "/v1/embeddings": [BGE],
+    "/v1/responses": ["echo", LLAMA],
 }
 CHECKS = [
     not_a_server_error,
@@ -74,6 +75,8 @@ def test_the_document_is_served_as_written_without_a_key(db):
         "/v1/chat/completions",
         "/v1/completions",
         "/v1/embeddings",
+        "/v1/responses",
+        "/v1/responses/{response_id}",
     }
 
 
@@ -81,7 +84,7 @@ def test_the_document_is_valid_openapi():
     # Loading validates it against the OpenAPI 3.1 meta-schema.
     schema = schemathesis.openapi.from_dict(DOCUMENT)
 
-    assert len(list(schema.get_all_operations())) == 5
+    assert len(list(schema.get_all_operations())) == 8
 
 
 @pytest.fixture(scope="module")
