@@ -336,6 +336,16 @@ CORS_EXPOSE_HEADERS = [
     "x-ratelimit-reset-tokens",
 ]
 
+# Proxies (CIDRs, such as 127.0.0.1 for nginx on the same machine) whose X-Forwarded-For is
+# believed: the client's address, which login and authentication limits count by, is the
+# right-most address in it that is not one of these (gateway/addresses.py). Empty: the
+# header is ignored and the peer's address is the client's.
+TRUSTED_PROXIES = envnetworks("TRUSTED_PROXIES")
+
+# Failed API authentications (401) allowed per client address per minute; past that, the
+# address is answered 429 with Retry-After until the minute is over, without a lookup.
+AUTH_FAILURES_PER_MINUTE = envint("AUTH_FAILURES_PER_MINUTE", 30, minimum=1)
+
 # Admin login attempts allowed per client address and per user name, as django-ratelimit
 # rates (N/s, N/m, N/h, N/d); more are answered with 429 until the window has passed.
 ADMIN_LOGIN_RATE = envstr("ADMIN_LOGIN_RATE", "10/m")
