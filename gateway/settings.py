@@ -189,6 +189,11 @@ UPSTREAM_STREAM_TIMEOUT = envfloat("UPSTREAM_STREAM_TIMEOUT", 600.0, minimum=0.1
 UPSTREAM_RETRIES = envint("UPSTREAM_RETRIES", 2, minimum=0)
 UPSTREAM_RETRY_MAX_SECONDS = envfloat("UPSTREAM_RETRY_MAX_SECONDS", 5.0, minimum=0.0)
 UPSTREAM_RETRY_BACKOFF = envfloat("UPSTREAM_RETRY_BACKOFF", 0.5, minimum=0.0)
+# The largest upstream answer read, in bytes once inflated (32 MiB); a larger one is a 502
+# (upstream_answer_too_large). An embeddings answer may also be EMBEDDING_ANSWER_BYTES
+# (completions/providers/answers.py) per input, so that 2048 vectors of 3072 floats fit.
+# Streams are read as they come and bounded per event (1 MiB), not as a whole.
+UPSTREAM_MAX_ANSWER_BYTES = envint("UPSTREAM_MAX_ANSWER_BYTES", 32 * 1024 * 1024, minimum=1024)
 # Connections the shared HTTP client keeps open to all upstreams together, per process.
 # The max_tokens sent to Workers AI when a client gives none: its older models otherwise
 # stop at 256 tokens. Bounded by what the model's context window leaves after the prompt.
