@@ -7,6 +7,7 @@ up. Keys the process holds are not held back, so that one client with a wrong ke
 stop its neighbours behind the same address.
 """
 
+import logging
 import math
 import time
 
@@ -17,6 +18,8 @@ from apikeys.models import ApiKey
 from gateway.addresses import address_key
 from gateway.errors import AuthenticationFailed, RateLimited
 from gateway.memo import MISSING
+
+logger = logging.getLogger(__name__)
 
 
 class FailedAuthentications:
@@ -38,17 +41,27 @@ class FailedAuthentications:
     async def check(self, address):
         """Raise RateLimited if the address has spent its failures for this minute."""
         name, remaining = self._counter(address)
-        if (await self.cache.aget(name) or 0) >= settings.AUTH_FAILURES_PER_MINUTE:
+        try:
+            failures = await self.cache.aget(name) or 0
+        except Exception:
+            # The counter only spares the database: a cache that does not answer must not
+            # turn a 401 into a 500, nor refuse a good key.
+            logger.warning("Failed authentications could not be read", exc_info=True)
+            return
+        if failures >= settings.AUTH_FAILURES_PER_MINUTE:
             raise self._refusal(remaining)
 
     async def count(self, address):
         """Count one failure; raise RateLimited if it is one too many."""
         name, remaining = self._counter(address)
-        await self.cache.aadd(name, 0, timeout=self.window + self.expiry_margin)
         try:
+            await self.cache.aadd(name, 0, timeout=self.window + self.expiry_margin)
             failures = await self.cache.aincr(name)
         except ValueError:
             # Expired between the two calls: the next window counts afresh.
+            return
+        except Exception:
+            logger.warning("A failed authentication could not be counted", exc_info=True)
             return
         if failures > settings.AUTH_FAILURES_PER_MINUTE:
             raise self._refusal(remaining)

@@ -21,6 +21,7 @@ is closed. A body with a well-formed but wrong key is read, within the limit, an
 """
 
 import json
+import secrets
 from http import HTTPStatus
 
 from daphne.cli import CommandLineInterface
@@ -93,7 +94,9 @@ class BoundedRequest(WebRequest):
             "Content-Type": "application/json",
             "Content-Length": str(len(body)),
             "Connection": "close",
-            "X-Content-Type-Options": "nosniff",
+            # Every answer has an id, as the application's own do (RequestIdMiddleware).
+            "x-request-id": "req_" + secrets.token_hex(16),
+            **_security_headers(),
             **self._cors_headers(),
             **error.headers,
         }
@@ -131,6 +134,26 @@ class BoundedRequest(WebRequest):
         if origin in settings.CORS_ALLOWED_ORIGINS:
             return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
         return {}
+
+
+def _security_headers():
+    """Return the security headers the application sends on its API answers, from the
+    same settings."""
+    policy = settings.CONTENT_SECURITY_POLICY["DIRECTIVES"]
+    return {
+        "X-Content-Type-Options": "nosniff",
+        "X-Frame-Options": settings.X_FRAME_OPTIONS,
+        "X-XSS-Protection": "0",
+        "Referrer-Policy": settings.SECURE_REFERRER_POLICY,
+        "Cross-Origin-Opener-Policy": settings.SECURE_CROSS_ORIGIN_OPENER_POLICY,
+        "Content-Security-Policy": "; ".join(
+            f"{name} {' '.join(values)}" for name, values in policy.items()
+        ),
+        "Permissions-Policy": ", ".join(
+            f"{feature}=({' '.join(allowed)})"
+            for feature, allowed in settings.PERMISSIONS_POLICY.items()
+        ),
+    }
 
 
 class BoundedHTTPFactory(HTTPFactory):

@@ -10,6 +10,8 @@ from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.test import Client
 
+from tests.clock import freeze
+
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "a-long-admin-password"
 
@@ -17,8 +19,10 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def _fresh_counters(settings):
+def _fresh_counters(settings, monkeypatch):
     settings.ADMIN_LOGIN_RATE = "3/m"
+    # A test's attempts all fall in one window, however slow the machine.
+    freeze(monkeypatch)
     # A slow password hash is the point in production, and only slows tests down.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     cache.clear()

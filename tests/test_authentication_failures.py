@@ -130,3 +130,19 @@ async def test_behind_a_trusted_proxy_failures_count_per_forwarded_address(
 
     assert other.status_code == 401
     assert same.status_code == 429
+
+
+class _BrokenCache:
+    async def aget(self, *args, **kwargs):
+        raise ConnectionError("the cache does not answer")
+
+    aadd = aincr = aget
+
+
+async def test_a_cache_that_does_not_answer_leaves_a_401_a_401(monkeypatch, cloudflare, alice):
+    monkeypatch.setattr(failures, "cache", _BrokenCache())
+
+    statuses = [(await _chat(UNKNOWN)).status_code for _ in range(5)]
+
+    assert statuses == [401] * 5
+    assert (await _chat(alice.headers)).status_code == 200

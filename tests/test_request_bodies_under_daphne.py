@@ -121,6 +121,10 @@ def test_a_chunked_body_without_a_key_is_answered_401_before_any_of_it(live):
     assert status == 401
     assert headers["connection"] == "close"
     assert json.loads(body)["error"]["code"] == "missing_api_key"
+    # Headers every answer of the API carries.
+    assert headers["x-request-id"].startswith("req_")
+    assert headers["content-security-policy"].startswith("default-src 'none'")
+    assert headers["x-content-type-options"] == "nosniff"
 
 
 def test_a_declared_body_with_a_key_that_is_not_a_gateway_key_is_answered_401_at_once(live):
