@@ -29,7 +29,7 @@ install: $(INSTALLED) $(NODE_INSTALLED)
 run: install
 	$(PYTHON) manage.py migrate --no-input
 	$(PYTHON) manage.py bootstrap
-	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) gateway.asgi:application
+	$(PYTHON) -m gateway.server -b $(HOST) -p $(PORT) gateway.asgi:application
 
 # The whole suite on SQLite and the in-process cache. The browser test needs Chromium and
 # the multi-process test PostgreSQL and Redis: Debian's packages are installed when missing.

@@ -67,11 +67,23 @@ class ApiKeyManager(models.Manager):
         key = keys_by_digest.get(wanted)
         if key is MISSING:
             key = await _find_key(wanted)
-            if key is not None:
-                keys_by_digest.set(wanted, key)
+            # Unknown secrets are kept too (as None): a client that retries a wrong key
+            # costs one query per REGISTRY_CACHE_SECONDS, not one per request. A secret is
+            # random, so none is asked for before its key exists.
+            keys_by_digest.set(wanted, key)
         if key is None or not secrets.compare_digest(key.digest, wanted):
             return None
         return key
+
+    def cached_for_secret(self, secret):
+        """Return what this process holds for a secret without asking the database: its
+        key, None if it is known to be no key's, or MISSING."""
+        if not secret.startswith(SECRET_PREFIX):
+            return None
+        key = keys_by_digest.get(digest(secret))
+        if key is MISSING or key is None:
+            return key
+        return key if secrets.compare_digest(key.digest, digest(secret)) else None
 
 
 @off_the_request_thread

@@ -133,8 +133,10 @@ class Servers:
             text=True,
         ).stdout.split()[-1]
         daphne = [python, "-m", "daphne", "-v", "0", "-b", "127.0.0.1"]
+        # The gateway as production runs it: daphne with request bodies bounded.
+        gateway_server = [python, "-m", "gateway.server", "-v", "0", "-b", "127.0.0.1"]
         self.gateway_process = self.start(
-            [*daphne, "-p", str(gateway_port), "gateway.asgi:application"], env, "gateway"
+            [*gateway_server, "-p", str(gateway_port), "gateway.asgi:application"], env, "gateway"
         )
         self.gateway = f"http://127.0.0.1:{gateway_port}"
         bare_env = {

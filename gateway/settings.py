@@ -189,6 +189,11 @@ UPSTREAM_STREAM_TIMEOUT = envfloat("UPSTREAM_STREAM_TIMEOUT", 600.0, minimum=0.1
 UPSTREAM_RETRIES = envint("UPSTREAM_RETRIES", 2, minimum=0)
 UPSTREAM_RETRY_MAX_SECONDS = envfloat("UPSTREAM_RETRY_MAX_SECONDS", 5.0, minimum=0.0)
 UPSTREAM_RETRY_BACKOFF = envfloat("UPSTREAM_RETRY_BACKOFF", 0.5, minimum=0.0)
+# The largest upstream answer read, in bytes once inflated (32 MiB); a larger one is a 502
+# (upstream_answer_too_large). An embeddings answer may also be EMBEDDING_ANSWER_BYTES
+# (completions/providers/answers.py) per input, so that 2048 vectors of 3072 floats fit.
+# Streams are read as they come and bounded per event (1 MiB), not as a whole.
+UPSTREAM_MAX_ANSWER_BYTES = envint("UPSTREAM_MAX_ANSWER_BYTES", 32 * 1024 * 1024, minimum=1024)
 # Connections the shared HTTP client keeps open to all upstreams together, per process.
 # The max_tokens sent to Workers AI when a client gives none: its older models otherwise
 # stop at 256 tokens. Bounded by what the model's context window leaves after the prompt.
@@ -339,6 +344,16 @@ CORS_EXPOSE_HEADERS = [
     "x-ratelimit-remaining-tokens",
     "x-ratelimit-reset-tokens",
 ]
+
+# Proxies (CIDRs, such as 127.0.0.1 for nginx on the same machine) whose X-Forwarded-For is
+# believed: the client's address, which login and authentication limits count by, is the
+# right-most address in it that is not one of these (gateway/addresses.py). Empty: the
+# header is ignored and the peer's address is the client's.
+TRUSTED_PROXIES = envnetworks("TRUSTED_PROXIES")
+
+# Failed API authentications (401) allowed per client address per minute; past that, the
+# address is answered 429 with Retry-After until the minute is over, without a lookup.
+AUTH_FAILURES_PER_MINUTE = envint("AUTH_FAILURES_PER_MINUTE", 30, minimum=1)
 
 # Admin login attempts allowed per client address and per user name, as django-ratelimit
 # rates (N/s, N/m, N/h, N/d); more are answered with 429 until the window has passed.

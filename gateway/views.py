@@ -7,7 +7,9 @@ import secrets
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib import admin
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.core.cache import cache
+from django.core.exceptions import ValidationError
 from django.db import connection
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
@@ -16,6 +18,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django_ratelimit.core import is_ratelimited
 
 from gateway import metrics
+from gateway.addresses import address_key
 from gateway.errors import (
     AuthenticationFailed,
     GatewayError,
@@ -102,7 +105,7 @@ def admin_login(request, extra_context=None):
             is_ratelimited(
                 request, group="admin-login", key=key, rate=rate, method="POST", increment=True
             )
-            for key in ("ip", "post:username")
+            for key in (_client_key, _user_name_key)
         ]
         if any(limited):
             return HttpResponse(
@@ -112,6 +115,26 @@ def admin_login(request, extra_context=None):
                 headers={"Retry-After": str(RATE_WINDOWS[rate[-1]])},
             )
     return admin.site.login(request, extra_context)
+
+
+def _client_key(group, request):
+    return address_key(request.META)
+
+
+def _user_name_key(group, request):
+    """Return the user name as the login form hands it to the authentication backend.
+
+    The form strips white space and applies NFKC, so ' admin', 'admin\t' and a fullwidth
+    'ａｄｍｉｎ' all log in as 'admin': counted on the raw value, each would be a fresh
+    counter for the same account. Case is kept, as the backend's lookup keeps it.
+    """
+    form = admin.site.login_form or AdminAuthenticationForm
+    raw = request.POST.get("username", "")
+    try:
+        return form.base_fields["username"].clean(raw)
+    except ValidationError:
+        # Empty or too long: no account has that name; counted as given.
+        return raw
 
 
 @csrf_exempt

@@ -6,9 +6,12 @@ Personas:
     carol   a read-write key limited to @cf/meta/llama-3.1-8b-instruct
 """
 
+import uuid
+
 import pytest
 from django.test import AsyncClient, override_settings
 
+from apikeys.authentication import failures
 from apikeys.models import ApiKey, keys_by_digest
 from apikeys.writer import writer
 from completions.models import Model, ModelAlias, Provider
@@ -61,6 +64,13 @@ async def _close_http_client():
     writer.close_connections()
     catalogue.clear()
     keys_by_digest.clear()
+
+
+@pytest.fixture(autouse=True)
+def _own_authentication_failures(monkeypatch):
+    """Count each test's failed authentications apart: every test client comes from
+    127.0.0.1, and a suite's 401s would otherwise add up to the per-address limit."""
+    monkeypatch.setattr(failures, "prefix", f"apikeys:auth-failures:{uuid.uuid4().hex}:")
 
 
 @pytest.fixture

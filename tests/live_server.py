@@ -113,7 +113,8 @@ def daphne(env, log_path):
             [
                 sys.executable,
                 "-m",
-                "daphne",
+                # daphne with request bodies bounded (gateway/server.py), as in production.
+                "gateway.server",
                 "-b",
                 "127.0.0.1",
                 "-p",

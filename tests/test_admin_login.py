@@ -10,6 +10,8 @@ from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.test import Client
 
+from tests.clock import freeze
+
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "a-long-admin-password"
 
@@ -17,8 +19,10 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def _fresh_counters(settings):
+def _fresh_counters(settings, monkeypatch):
     settings.ADMIN_LOGIN_RATE = "3/m"
+    # A test's attempts all fall in one window, however slow the machine.
+    freeze(monkeypatch)
     # A slow password hash is the point in production, and only slows tests down.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     cache.clear()
@@ -31,8 +35,9 @@ def admin_user():
     return User.objects.create_superuser("root", "root@example.com", PASSWORD)
 
 
-def _login(username, password, address="203.0.113.7"):
-    return Client(REMOTE_ADDR=address).post(
+def _login(username, password, address="203.0.113.7", forwarded_for=None):
+    headers = {} if forwarded_for is None else {"X-Forwarded-For": forwarded_for}
+    return Client(REMOTE_ADDR=address, headers=headers).post(
         "/admin/login/", {"username": username, "password": password, "next": "/admin/"}
     )
 
@@ -97,6 +102,74 @@ def test_showing_the_login_form_is_not_counted(admin_user):
         assert Client(REMOTE_ADDR="203.0.113.7").get("/admin/login/").status_code == 200
 
     assert _login("root", PASSWORD).status_code == 302
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [" root", "root ", "root\t", "\u00a0root", "ｒｏｏｔ"],
+    ids=["leading-space", "trailing-space", "tab", "no-break-space", "fullwidth"],
+)
+def test_it_counts_every_spelling_of_a_name_that_logs_in_as_it(admin_user, spelling):
+    for number in range(3):
+        _login("root", "wrong", address=f"198.51.100.{number}")
+
+    response = _login(spelling, PASSWORD, address="198.51.100.99")
+
+    assert response.status_code == 429
+    assert "_auth_user_id" not in response.wsgi_request.session
+
+
+def test_a_fullwidth_name_logs_in_as_the_plain_one(admin_user):
+    # What the counter above relies on: Django's form hands the backend the NFKC form.
+    response = _login("ｒｏｏｔ", PASSWORD)
+
+    assert response.status_code == 302
+
+
+def test_a_name_in_other_case_is_another_account_and_counter(admin_user):
+    for number in range(3):
+        _login("root", "wrong", address=f"198.51.100.{number}")
+
+    response = _login("ROOT", PASSWORD, address="198.51.100.99")
+
+    # The backend matches names exactly: ROOT is no account, so it gets the form back.
+    assert response.status_code == 200
+    assert "_auth_user_id" not in response.wsgi_request.session
+
+
+def test_behind_a_trusted_proxy_it_counts_by_the_forwarded_address(admin_user, settings):
+    settings.TRUSTED_PROXIES = ["127.0.0.1"]
+    for _ in range(3):
+        _login("mallory", "wrong", address="127.0.0.1", forwarded_for="192.0.2.1")
+
+    response = _login("root", PASSWORD, address="127.0.0.1", forwarded_for="192.0.2.200")
+
+    assert response.status_code == 302
+
+
+def test_behind_a_trusted_proxy_a_forged_address_does_not_escape_the_count(admin_user, settings):
+    settings.TRUSTED_PROXIES = ["127.0.0.1"]
+    # The client writes an address of its own; nginx appends the one it saw.
+    for number in range(3):
+        _login(
+            f"user{number}",
+            "wrong",
+            address="127.0.0.1",
+            forwarded_for=f"10.9.9.{number}, 192.0.2.1",
+        )
+
+    response = _login("root", PASSWORD, address="127.0.0.1", forwarded_for="10.9.9.99, 192.0.2.1")
+
+    assert response.status_code == 429
+
+
+def test_it_ignores_x_forwarded_for_from_a_peer_that_is_not_a_trusted_proxy(admin_user):
+    for number in range(3):
+        _login(f"user{number}", "wrong", forwarded_for=f"192.0.2.{number}")
+
+    response = _login("root", PASSWORD, forwarded_for="192.0.2.99")
+
+    assert response.status_code == 429
 
 
 def test_a_rate_that_is_not_one_stops_the_process():

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 from django.conf import settings
 
+from completions.providers.answers import iter_answer, read_answer
 from completions.providers.client import get_client
 from gateway.errors import (
     InvalidRequest,
@@ -297,18 +298,19 @@ class BaseProvider:
         except (httpx.TransportError, TimeoutError) as exc:
             raise self.upstream_error(exc, seconds or settings.UPSTREAM_TIMEOUT) from None
 
-    async def request_json(self, method, url, headers, body=None):
+    async def request_json(self, method, url, headers, body=None, limit=None):
         """Send a request and return the decoded JSON answer.
 
         Each attempt is bounded by UPSTREAM_TIMEOUT as a whole, and its head by
         UPSTREAM_FIRST_BYTE_TIMEOUT; failures worth another attempt are retried (see send).
+        The answer may be `limit` bytes once inflated (UPSTREAM_MAX_ANSWER_BYTES if None).
         """
         total = settings.UPSTREAM_TIMEOUT
         response, deadline = await self.send(method, url, headers, body, total=total)
         try:
             with self.translate_errors(total):
                 async with asyncio.timeout_at(deadline):
-                    content = await response.aread()
+                    content = await read_answer(response, limit)
         finally:
             await response.aclose()
         return self.check_response(response, content)
@@ -317,7 +319,7 @@ class BaseProvider:
         """Read the rest of a response opened by open_stream, within the read timeout."""
         with self.translate_errors(read_timeout()):
             async with asyncio.timeout(read_timeout()):
-                return await response.aread()
+                return await read_answer(response)
 
     @contextlib.asynccontextmanager
     async def open_stream(self, url, body, headers):
@@ -334,7 +336,7 @@ class BaseProvider:
             if response.status_code >= 400:
                 with self.translate_errors(read_timeout()):
                     async with asyncio.timeout(read_timeout()):
-                        content = await response.aread()
+                        content = await read_answer(response)
                 self.check_response(response, content)
             response.deadlines = StreamDeadlines(
                 first_event=min(end, loop.time() + first_byte_timeout()), end=end
@@ -417,7 +419,7 @@ class BaseProvider:
         try:
             with self.translate_errors(read_timeout()):
                 async with asyncio.timeout(read_timeout()):
-                    async for chunk in response.aiter_bytes():
+                    async for chunk in iter_answer(response, limit=math.inf):
                         chunks.append(chunk)
                         size += len(chunk)
                         if size > MAX_ERROR_BODY_BYTES:
@@ -641,13 +643,15 @@ MAX_SSE_LINE_BYTES = 1024 * 1024
 async def _sse_lines(response):
     """Yield the lines of an event stream, split where SSE splits them, as text."""
     pending = b""
-    async for chunk in response.aiter_bytes():
+    # No bound on the whole: a stream is passed on as it comes, and bounded in time.
+    async for chunk in iter_answer(response, limit=math.inf):
         *lines, pending = _LINE_END.split(pending + chunk)
         for line in lines:
             yield line.decode("utf-8", "replace")
         if len(pending) > MAX_SSE_LINE_BYTES:
             raise UpstreamError(
-                "The provider sent a stream event that is too large.", code="invalid_stream_event"
+                f"The provider sent a stream event larger than {MAX_SSE_LINE_BYTES} bytes.",
+                code="upstream_answer_too_large",
             )
     if pending:
         yield pending.decode("utf-8", "replace")

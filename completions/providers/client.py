@@ -27,6 +27,9 @@ def get_client():
             timeout=httpx.Timeout(
                 settings.UPSTREAM_TIMEOUT, connect=settings.UPSTREAM_CONNECT_TIMEOUT
             ),
+            # Only what providers/answers.py inflates in bounded steps: httpx would also
+            # ask for zstd, which it inflates a whole read at a time.
+            headers={"Accept-Encoding": "gzip, deflate"},
             limits=httpx.Limits(
                 max_connections=settings.UPSTREAM_MAX_CONNECTIONS,
                 max_keepalive_connections=settings.UPSTREAM_MAX_CONNECTIONS,

@@ -16,6 +16,7 @@ this module serve both providers.
 
 import json
 
+from completions.providers.answers import embeddings_answer_limit
 from completions.providers.base import (
     BaseProvider,
     ChatResult,
@@ -108,7 +109,13 @@ class OpenAIProvider(BaseProvider):
     async def embed(self, request):
         body = {"model": request.model, "input": request.texts, "encoding_format": "float"}
         body.update({k: request.params[k] for k in EMBEDDING_PARAMS if k in request.params})
-        data = await self.request_json("POST", self._url("embeddings"), self._headers(), body)
+        data = await self.request_json(
+            "POST",
+            self._url("embeddings"),
+            self._headers(),
+            body,
+            limit=embeddings_answer_limit(len(request.texts)),
+        )
         items = data.get("data") if isinstance(data, dict) else None
         if not isinstance(items, list) or len(items) != len(request.texts):
             raise UpstreamError("The provider answered with a different number of embeddings.")
