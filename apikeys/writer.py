@@ -187,6 +187,10 @@ class UsageWriter:
                 "still queued are lost",
                 timeout,
             )
+            return
+        self._thread.join(timeout)
+        # Stopped, not dead: a later record starts another thread without alarm.
+        self._thread = None
 
     def _put(self, item):
         if self._thread is None or not self._thread.is_alive():
