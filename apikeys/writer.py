@@ -6,10 +6,11 @@ transaction, and the thread keeps its database connection open between batches. 
 load this turns a connection, a transaction and a thread hop per request into one
 transaction per batch, and it keeps SQLite's single writer from being fought over.
 
-A record is never dropped for a failed write. The request waits at most
-USAGE_WRITE_TIMEOUT seconds and is told of a failure, but the thread keeps the record
-and writes it again every USAGE_WRITE_RETRY_SECONDS; at exit (SIGTERM under daphne
-included), it writes what is still queued and logs the records it still cannot write.
+A failed write does not lose its record. The request waits at most USAGE_WRITE_TIMEOUT
+seconds and is told of a failure, but the thread keeps the record and writes it again
+every USAGE_WRITE_RETRY_SECONDS; at exit (SIGTERM under daphne included), it writes what
+is still queued or kept. A record it cannot write in the end (at exit, after MAX_ATTEMPTS,
+or beyond MAX_KEPT) is logged at ERROR level with what it takes to enter it by hand.
 An exception the thread did not expect fails its batch only: the batch's records are kept
 the same way, and a thread that died anyway is started again by the next record.
 
@@ -40,6 +41,10 @@ MAX_BATCH = 500
 # Records kept for another attempt at most (about 1 KiB each): beyond this the oldest is
 # logged and given up, so that a database that never comes back cannot exhaust memory.
 MAX_KEPT = 100_000
+# Attempts at writing one record before it is logged and given up: an hour at the default
+# USAGE_WRITE_RETRY_SECONDS, for a record the database refuses as such (its key deleted
+# meanwhile, say) rather than for being unavailable.
+MAX_ATTEMPTS = 720
 # Touches made without the thread, kept until done so that the loop does not drop them.
 _inline_touches = set()
 
@@ -341,6 +346,13 @@ class UsageWriter:
                 type(error).__name__,
                 error,
             )
+        if record.attempts >= MAX_ATTEMPTS:
+            logger.error(
+                "Usage record given up after %d attempts: %s",
+                record.attempts,
+                _described(record.fields),
+            )
+            return
         if not record.kept:
             record.kept = True
             self._kept.append(record)
