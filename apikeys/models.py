@@ -202,11 +202,13 @@ class UsageRecord(models.Model):
     CLIENT_ERROR = "client_error"
     UPSTREAM_ERROR = "upstream_error"
     CLIENT_CLOSED = "client_closed"
+    GATEWAY_ERROR = "gateway_error"
     STATUS_CHOICES = [
         (OK, "ok"),
         (CLIENT_ERROR, "refused by the provider as invalid"),
         (UPSTREAM_ERROR, "provider failed"),
         (CLIENT_CLOSED, "client closed the stream"),
+        (GATEWAY_ERROR, "gateway failed"),
     ]
 
     api_key = models.ForeignKey(

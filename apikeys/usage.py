@@ -5,6 +5,7 @@ and cost are added to the key's limit counters (apikeys/throttling.py) once it i
 """
 
 import asyncio
+import logging
 import time
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -18,6 +19,15 @@ from gateway.errors import GatewayError, InvalidRequest, PayloadTooLarge
 TOKENS_PER_PRICE_UNIT = 1_000_000
 # The precision UsageRecord.cost keeps, in USD.
 COST_PRECISION = Decimal("0.00000001")
+# The most UsageRecord.cost holds (14 digits, 8 of them decimals), in USD.
+MAX_COST = Decimal("999999.99999999")
+# The most tokens of one kind a record holds: the sum of several calls' usages (the prompts
+# of a legacy completion, batches of embeddings) may pass one call's cap
+# (Usage.MAX_REPORTED_TOKENS), and prompt plus completion must fit UsageRecord's 32-bit
+# total_tokens.
+MAX_RECORDED_TOKENS = 10**9
+
+logger = logging.getLogger(__name__)
 
 # Saves still running after the request that started them was cancelled; kept so that
 # the event loop does not drop them.
@@ -59,11 +69,13 @@ class UsageMeter:
         self.usage = usage
 
     def failed(self, error):
-        self.status = (
-            UsageRecord.CLIENT_ERROR
-            if isinstance(error, InvalidRequest | PayloadTooLarge)
-            else UsageRecord.UPSTREAM_ERROR
-        )
+        if isinstance(error, InvalidRequest | PayloadTooLarge):
+            self.status = UsageRecord.CLIENT_ERROR
+        elif isinstance(error, GatewayError):
+            self.status = UsageRecord.UPSTREAM_ERROR
+        else:
+            # Anything else is a failure of the gateway's own, not the provider's.
+            self.status = UsageRecord.GATEWAY_ERROR
         self.http_status = error.status if isinstance(error, GatewayError) else 500
         self.error = str(error)
         self.error_code = getattr(error, "code", None) or type(error).__name__
@@ -81,6 +93,17 @@ class UsageMeter:
         completion = usage.completion_tokens if usage else self.completion_tokens_seen
         # Without the provider's usage, a cut stream's tokens are those counted as they came.
         estimated = usage.estimated if usage else completion > 0
+        if max(prompt, completion) > MAX_RECORDED_TOKENS:
+            logger.warning(
+                "Usage of %d prompt and %d completion tokens recorded as at most %d each",
+                prompt,
+                completion,
+                MAX_RECORDED_TOKENS,
+            )
+            prompt = min(prompt, MAX_RECORDED_TOKENS)
+            completion = min(completion, MAX_RECORDED_TOKENS)
+            cached = min(cached, prompt)
+            estimated = True
         return {
             **self.fields,
             "model": self.model.name,
@@ -128,6 +151,8 @@ class UsageMeter:
             )
         if self.status == UsageRecord.UPSTREAM_ERROR:
             metrics.UPSTREAM_ERRORS.labels(fields["provider"], self.error_code).inc()
+        elif self.status == UsageRecord.GATEWAY_ERROR:
+            metrics.GATEWAY_ERRORS.labels(self.error_code).inc()
 
 
 def cost_of(model, prompt_tokens, completion_tokens, cached_tokens=0):
@@ -135,6 +160,8 @@ def cost_of(model, prompt_tokens, completion_tokens, cached_tokens=0):
 
     `cached_tokens` are the part of the prompt the upstream read from its prefix cache,
     charged at the cached input price, or at the input price when the model has none.
+    A cost beyond what a record holds is MAX_COST: the record is kept, and the budget is
+    spent all the same.
     """
     input_price = model.input_price or Decimal(0)
     cached_price = input_price if model.cached_input_price is None else model.cached_input_price
@@ -145,7 +172,7 @@ def cost_of(model, prompt_tokens, completion_tokens, cached_tokens=0):
         + cached_tokens * cached_price
         + completion_tokens * output_price
     ) / TOKENS_PER_PRICE_UNIT
-    return cost.quantize(COST_PRECISION, rounding=ROUND_HALF_UP)
+    return min(cost, MAX_COST).quantize(COST_PRECISION, rounding=ROUND_HALF_UP)
 
 
 async def _record(key, fields):

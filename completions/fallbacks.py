@@ -64,6 +64,12 @@ async def call_with_fallbacks(candidates, meter, call):
             meter.failed(error)
             await meter.save()
             raise
+        except Exception as error:
+            # A failure of the gateway's own, recorded as such: another model would meet
+            # the same failure, so no fallback is tried.
+            meter.failed(error)
+            await meter.save()
+            raise
         meter.answered_by(model)
         return model, provider, result
     raise AssertionError("call_with_fallbacks needs at least one candidate")

@@ -7,6 +7,7 @@ falling back while it fails (fallbacks.py, providers/) -> record usage (apikeys/
 
 import asyncio
 import base64
+import logging
 import struct
 import time
 import uuid
@@ -38,6 +39,8 @@ from completions.stop import StopFilter, cut_at_stop
 from completions.streaming import ChatChunks, TextCompletionChunks, sse_response
 from gateway.decorators import api_endpoint, json_body
 from gateway.errors import GatewayError, InvalidRequest
+
+logger = logging.getLogger(__name__)
 
 # Upstream calls one request may have in flight at once (prompts of a legacy completion,
 # batches of embeddings), so that one request cannot exhaust the upstream's concurrency.
@@ -365,29 +368,46 @@ async def _events(deltas, first, meter, stops, chunks, before_finish=None):
                 yield chunks.content(rest)
             if stop_filter.stopped:
                 finish_reason = "stop"
+        await deltas.aclose()
         # Recorded before the last events, so a client that has seen [DONE] can count on
         # the record being there.
         await meter.save()
         if before_finish is not None:
             await before_finish(finish_reason)
-        yield chunks.finish(finish_reason)
-        if chunks.include_usage and meter.usage is not None:
-            yield chunks.usage(meter.usage)
-        yield chunks.done()
-    except GatewayError as error:
-        meter.failed(error)
-        await meter.save()
-        yield chunks.error(error)
-        yield chunks.done()
     except (asyncio.CancelledError, GeneratorExit):
         meter.client_closed()
+        await _end_stream(deltas, meter)
         raise
     except Exception as error:
+        # The head is sent: daphne can no longer answer a 500, and a generator that raises
+        # leaves the client's connection open. Every failure ends the stream instead.
+        if not isinstance(error, GatewayError):
+            logger.exception("A stream failed after its head")
+        # Too late for the record when the failure was its write: the writer keeps it.
         meter.failed(error)
-        raise
-    finally:
+        await _end_stream(deltas, meter)
+        yield chunks.error(error if isinstance(error, GatewayError) else GatewayError())
+        yield chunks.done()
+        return
+    yield chunks.finish(finish_reason)
+    if chunks.include_usage and meter.usage is not None:
+        yield chunks.usage(meter.usage)
+    yield chunks.done()
+
+
+async def _end_stream(deltas, meter):
+    """Close the upstream's stream and write the record of a stream that failed or was
+    left; a failure here is logged, as the stream has its own to report."""
+    try:
         await deltas.aclose()
-        await meter.save()
+    except Exception:
+        logger.exception("Closing the upstream's stream failed")
+    finally:
+        try:
+            await meter.save()
+        except Exception:
+            # The writer keeps the record and writes it later (apikeys/writer.py).
+            logger.exception("The usage record of a failed stream was not written")
 
 
 async def _prepend(first, rest):

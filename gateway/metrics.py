@@ -52,6 +52,12 @@ UPSTREAM_ERRORS = Counter(
     "Provider failures, by provider and error code.",
     ["provider", "code"],
 )
+GATEWAY_ERRORS = Counter(
+    "gateway_internal_errors_total",
+    "Failures of the gateway's own (not the provider's) in requests that reached a provider, "
+    "by exception.",
+    ["code"],
+)
 OPEN_STREAMS = Gauge(
     "gateway_open_streams",
     "Streams open to clients right now.",

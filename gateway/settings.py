@@ -164,6 +164,18 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
 # again (a change made through this process's admin is seen at once).
 REGISTRY_CACHE_SECONDS = envfloat("REGISTRY_CACHE_SECONDS", 5.0, minimum=0.0)
 
+# The usage writer (apikeys/writer.py). Seconds a request waits for its usage record to be
+# written before it answers with an error (the record stays queued and is written later);
+# more than SQLite's 20 s wait for a lock, so that a lock is waited out.
+USAGE_WRITE_TIMEOUT = envfloat("USAGE_WRITE_TIMEOUT", 30.0, minimum=0.1)
+# Seconds between attempts to write records whose write failed.
+USAGE_WRITE_RETRY_SECONDS = envfloat("USAGE_WRITE_RETRY_SECONDS", 5.0, minimum=0.1)
+# Seconds the process may spend at exit writing the records it still holds.
+USAGE_WRITER_SHUTDOWN_TIMEOUT = envfloat("USAGE_WRITER_SHUTDOWN_TIMEOUT", 30.0, minimum=0.0)
+# Where the writer writes: a class with add, add_one, touch, recover and close (tests put
+# one that fails in its place).
+USAGE_WRITER_STORE = "apikeys.writer.DatabaseStore"
+
 # Upstream providers.
 CLOUDFLARE_ACCOUNT_ID = envstr("CLOUDFLARE_ACCOUNT_ID")
 CLOUDFLARE_API_TOKEN = envstr("CLOUDFLARE_API_TOKEN")

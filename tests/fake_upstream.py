@@ -16,6 +16,8 @@ another process can only influence the upstream through the request it forwards:
     drip          streams a "drip" word every 0.2 s, up to 100 events
     hang          30 s before answering
     no-usage      answers and streams without token counts
+    absurd-usage-negative, -huge, -inf
+                  a hostile upstream's token counts: -1000, 10**30, infinity (ABSURD_USAGE)
 
 Workers AI models that have a catalogue file in tests/fixtures/workers_ai_models/ (copied
 from Cloudflare's docs; or a schema a test puts in ``upstream.schemas``) behave as their
@@ -240,6 +242,26 @@ def _fault(model: str) -> str | None:
     return None
 
 
+# A hostile upstream's fault, not a Workers AI or OpenAI behaviour: usage counts no real
+# service sends (negative, beyond any context window, infinite), asked for by a model name
+# holding the marker. Every count of the usage object is the marker's value. JSON has no
+# infinity: Python's json writes float("inf") as Infinity, which json.loads reads as it
+# reads 1e999.
+ABSURD_USAGE: dict[str, int | float] = {
+    "absurd-usage-negative": -1000,
+    "absurd-usage-huge": 10**30,
+    "absurd-usage-inf": float("inf"),
+}
+
+
+def _absurd_usage(model: str) -> int | float | None:
+    """The count a hostile upstream reports for every token kind of this model, if any."""
+    for marker, count in ABSURD_USAGE.items():
+        if marker in model:
+            return count
+    return None
+
+
 # Workers AI's error answers by code, asked for by a model name holding "cf-<code>": each is
 # (HTTP status, code, message) as its source gives them. Sources (workers-ai-rest.md
 # section 1): [doc] platform/errors.mdx @0309c8b, the table of codes, statuses and
@@ -316,8 +338,13 @@ class Answer:
 
     # Prompt tokens read from the prefix cache, reported only when set (see PrefixCache).
     cached_tokens: int | None = None
+    # What a hostile upstream reports instead of the counts (ABSURD_USAGE).
+    absurd_count: int | float | None = None
 
     def usage(self) -> dict[str, Any]:
+        if self.absurd_count is not None:
+            kinds = ("prompt_tokens", "completion_tokens", "total_tokens")
+            return dict.fromkeys(kinds, self.absurd_count)
         usage: dict[str, Any] = {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
@@ -394,7 +421,11 @@ def _answer(
         words = words[: max_tokens - len(reasoning)]
         truncated = True
     return Answer(
-        words=words, prompt_tokens=prompt_tokens, truncated=truncated, reasoning=reasoning
+        words=words,
+        prompt_tokens=prompt_tokens,
+        truncated=truncated,
+        reasoning=reasoning,
+        absurd_count=_absurd_usage(model),
     )
 
 

@@ -59,20 +59,48 @@ class Usage:
             cached_tokens=self.cached_tokens + other.cached_tokens,
         )
 
+    # The most tokens one reported count is taken for: far beyond any context window, and
+    # small enough that two of them still fit the usage record's 32-bit columns and a
+    # price per million tokens still fits its cost column.
+    MAX_REPORTED_TOKENS = 10**9
+
     @classmethod
     def reported(cls, raw):
         """Return a provider's usage object ({prompt_tokens, completion_tokens,
         prompt_tokens_details: {cached_tokens}}) as Usage, or None if it reported none
-        (Workers AI and OpenAI use the same names)."""
+        (Workers AI and OpenAI use the same names).
+
+        A count no upstream can mean (negative, infinite, beyond MAX_REPORTED_TOKENS) is
+        clamped into 0..MAX_REPORTED_TOKENS and the usage marked estimated, so that the
+        answer still reaches the client and is recorded, and a negative count never gives
+        a key's limits or budget back what it spent.
+        """
         if not isinstance(raw, dict):
             return None
-        try:
-            usage = cls(
-                prompt_tokens=int(raw.get("prompt_tokens") or 0),
-                completion_tokens=int(raw.get("completion_tokens") or 0),
+        counts = {}
+        absurd = False
+        for name in ("prompt_tokens", "completion_tokens"):
+            value = raw.get(name) or 0
+            try:
+                count = int(value)
+            except OverflowError:
+                # An infinity: json reads 1e999 and Infinity as float("inf").
+                count = cls.MAX_REPORTED_TOKENS + 1 if value > 0 else -1
+            except (TypeError, ValueError):
+                return None
+            clamped = max(0, min(count, cls.MAX_REPORTED_TOKENS))
+            absurd = absurd or clamped != count
+            counts[name] = clamped
+        usage = cls(**counts, estimated=absurd)
+        if absurd:
+            logger.warning(
+                "The upstream reported absurd usage (prompt_tokens %.40r, completion_tokens "
+                "%.40r); recorded as %d and %d tokens, marked estimated",
+                raw.get("prompt_tokens"),
+                raw.get("completion_tokens"),
+                usage.prompt_tokens,
+                usage.completion_tokens,
             )
-        except (TypeError, ValueError, OverflowError):
-            return None
         usage.cached_tokens = _cached_tokens(raw.get("prompt_tokens_details"), usage.prompt_tokens)
         return usage
 
