@@ -12,6 +12,7 @@ from rest_framework import serializers
 
 from completions import token_ids
 from completions.fields import (
+    BoundedListField,
     JSONObjectField,
     MessageContentField,
     StopField,
@@ -47,6 +48,11 @@ MAX_MESSAGE_CHARACTERS = 1_000_000
 MAX_STOP_CHARACTERS = 256
 # OpenAI's limit on the number of tools in one request.
 MAX_TOOLS = 128
+# Tool calls in one assistant message: a model calls at most one per tool it was given.
+MAX_TOOL_CALLS = MAX_TOOLS
+# Parts of one message's content. No client sends more than a few; the bound is for
+# hostile bodies (see BoundedListField).
+MAX_CONTENT_PARTS = 1024
 # OpenAI's limit on the characters of a prompt_cache_key (its 400 says "maximum length 64").
 MAX_PROMPT_CACHE_KEY_CHARACTERS = 64
 # Prompts of one legacy completion, each sent upstream as a call of its own.
@@ -91,10 +97,12 @@ class ToolCallSerializer(Serializer):
 
 class MessageSerializer(Serializer):
     role = serializers.ChoiceField(choices=ROLES)
-    content = MessageContentField(required=False, allow_null=True)
+    content = MessageContentField(required=False, allow_null=True, max_parts=MAX_CONTENT_PARTS)
     name = StrictCharField(required=False, max_length=64)
     tool_call_id = StrictCharField(required=False)
-    tool_calls = serializers.ListField(child=ToolCallSerializer(), required=False)
+    tool_calls = BoundedListField(
+        child=ToolCallSerializer(), required=False, max_length=MAX_TOOL_CALLS
+    )
 
     def validate_content(self, value):
         parts = [value] if isinstance(value, str) else value or []
@@ -204,12 +212,10 @@ class GenerationSerializer(Serializer):
 
 
 class ChatCompletionSerializer(GenerationSerializer):
-    messages = serializers.ListField(
-        child=MessageSerializer(), min_length=1, max_length=MAX_MESSAGES
-    )
+    messages = BoundedListField(child=MessageSerializer(), min_length=1, max_length=MAX_MESSAGES)
     # The newer name of max_tokens, sent by recent SDKs.
     max_completion_tokens = StrictIntegerField(required=False, min_value=1)
-    tools = serializers.ListField(child=ToolSerializer(), required=False, max_length=MAX_TOOLS)
+    tools = BoundedListField(child=ToolSerializer(), required=False, max_length=MAX_TOOLS)
     tool_choice = ToolChoiceField(required=False)
     # Whether the model may call several tools in one turn: passed to OpenAI-compatible
     # servers; on Workers AI the model decides, so it is not sent there.
