@@ -9,6 +9,8 @@ import asyncio
 import time
 
 from django.conf import settings
+from django.core.cache import caches
+from django.core.cache.backends.locmem import LocMemCache
 
 from gateway.db import off_the_request_thread
 
@@ -80,3 +82,9 @@ class Snapshot:
         self._value = MISSING
         self._pending = None
         self._generation += 1
+
+
+def cache_kind(cache=None):
+    """Return "local" if the cache lives in this process only, else "shared"."""
+    cache = caches["default"] if cache is None else cache
+    return "local" if isinstance(cache, LocMemCache) else "shared"

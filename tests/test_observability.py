@@ -41,7 +41,12 @@ async def test_readyz_says_the_database_and_cache_answer(api):
     response = await api.get("/readyz")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok", "cache": "ok"}
+    assert response.json() == {
+        "status": "ok",
+        "database": "ok",
+        "cache": "ok",
+        "cache_kind": "local",
+    }
 
 
 async def test_readyz_answers_503_naming_a_cache_that_fails(api, monkeypatch):
