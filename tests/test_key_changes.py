@@ -9,8 +9,8 @@ from io import StringIO
 
 import pytest
 from django.core.cache.backends.filebased import FileBasedCache
+from django.core.cache.backends.locmem import LocMemCache
 from django.core.management import call_command
-from django.test import override_settings
 
 from apikeys.models import ApiKey, key_changes, keys_by_digest
 from gateway.memo import CHANGE_CHECK_SECONDS, MISSING, ChangeMark, TimedCache
@@ -94,24 +94,24 @@ def test_a_key_read_before_a_change_is_not_kept_after_it():
     assert keys.get("digest") is MISSING
 
 
-def test_revoking_through_the_cli_publishes_the_change_and_says_it_is_refused(tmp_path, alice):
-    shared = {"default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache"}}
-    shared["default"]["LOCATION"] = str(tmp_path / "cache")
-    with override_settings(CACHES=shared):
-        from django.core.cache import cache
+def test_revoking_through_the_cli_publishes_the_change_and_says_it_is_refused(
+    alice, shared_cache, monkeypatch
+):
+    monkeypatch.setattr(key_changes, "cache", shared_cache)
+    before = shared_cache.get(key_changes.name)
+    out = StringIO()
 
-        before = cache.get(key_changes.name)
-        out = StringIO()
-        call_command("apikey", "revoke", "alice", stdout=out)
+    call_command("apikey", "revoke", "alice", stdout=out)
 
-        assert cache.get(key_changes.name) not in (None, before)
+    assert shared_cache.get(key_changes.name) not in (None, before)
     assert "requests with it are now refused" in out.getvalue()
 
 
 def test_revoking_through_the_cli_says_when_processes_without_a_shared_cache_refuse(
-    alice, settings
+    alice, settings, monkeypatch
 ):
     settings.REGISTRY_CACHE_SECONDS = 5
+    monkeypatch.setattr(key_changes, "cache", LocMemCache("key-changes", {}))
     out = StringIO()
 
     call_command("apikey", "revoke", "alice", stdout=out)
