@@ -49,10 +49,10 @@ def refused_when():
     """
     if key_changes.settle():
         return "are now refused"
+    why = "the shared cache could not be told" if key_changes.shared else "no cache is shared"
     return (
-        "are refused now by this process and within "
-        f"{settings.REGISTRY_CACHE_SECONDS:g} seconds (REGISTRY_CACHE_SECONDS) by the "
-        "gateway's processes, which do not share a cache"
+        f"are refused by every gateway process within {settings.REGISTRY_CACHE_SECONDS:g} "
+        f"seconds (REGISTRY_CACHE_SECONDS: {why})"
     )
 
 
