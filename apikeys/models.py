@@ -5,7 +5,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models, transaction
+from django.db import models
 from django.utils import timezone
 
 from gateway.db import off_the_request_thread
@@ -34,11 +34,10 @@ def digest(secret):
 def key_changed(*args, **kwargs):
     """Forget the keys this process holds, and tell the others once the change is committed.
 
-    Takes and ignores a signal's arguments. Published after the commit: a process that read
-    the key again before it would keep the old row.
+    Takes and ignores a signal's arguments.
     """
     keys_by_digest.clear()
-    transaction.on_commit(key_changes.publish)
+    key_changes.publish_on_commit()
 
 
 def refused_when():
@@ -49,7 +48,12 @@ def refused_when():
     """
     if key_changes.settle():
         return "are now refused"
-    why = "the shared cache could not be told" if key_changes.shared else "no cache is shared"
+    if not key_changes.shared:
+        why = "no cache is shared"
+    elif key_changes.unpublished:
+        why = "the change is published when its transaction commits"
+    else:
+        why = "the shared cache could not be told"
     return (
         f"are refused by every gateway process within {settings.REGISTRY_CACHE_SECONDS:g} "
         f"seconds (REGISTRY_CACHE_SECONDS: {why})"

@@ -15,6 +15,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import caches
 from django.core.cache.backends.locmem import LocMemCache
+from django.db import transaction
 
 from gateway.db import off_the_request_thread
 
@@ -132,8 +133,10 @@ class ChangeMark:
         self._seen = MISSING
         self._checked = float("-inf")
         self._pending = None
-        # Whether the last publish() failed to reach the cache.
+        # Whether the last publish() failed to reach the cache, and whether a change waits
+        # for its transaction's commit to be published.
         self.publish_failed = False
+        self.unpublished = False
 
     def _cache(self):
         return caches["default"] if self.cache is None else self.cache
@@ -142,8 +145,17 @@ class ChangeMark:
     def shared(self):
         return cache_kind(self._cache()) == "shared"
 
+    def publish_on_commit(self):
+        """Publish a change once the transaction that makes it is committed (sync).
+
+        Not before: a process that read the row again in between would keep the old one.
+        """
+        self.unpublished = True
+        transaction.on_commit(self.publish)
+
     def publish(self):
-        """Tell every process that something changed (sync; call once it is committed)."""
+        """Tell every process that something changed (sync)."""
+        self.unpublished = False
         try:
             self._cache().set(self.name, secrets.token_hex(8), timeout=None)
             self.publish_failed = False
@@ -155,9 +167,10 @@ class ChangeMark:
         """Wait until every process has seen a change just published (sync).
 
         Return True, or False when other processes will see it only after
-        REGISTRY_CACHE_SECONDS: the cache is not shared, or could not be told.
+        REGISTRY_CACHE_SECONDS: the cache is not shared, could not be told, or the change
+        is not committed yet.
         """
-        if not self.shared or self.publish_failed:
+        if not self.shared or self.publish_failed or self.unpublished:
             return False
         time.sleep(CHANGE_SETTLE_SECONDS)
         return True

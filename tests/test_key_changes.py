@@ -11,6 +11,7 @@ import pytest
 from django.core.cache.backends.filebased import FileBasedCache
 from django.core.cache.backends.locmem import LocMemCache
 from django.core.management import call_command
+from django.db import transaction
 
 from apikeys.models import ApiKey, key_changes, keys_by_digest
 from gateway.memo import CHANGE_CHECK_SECONDS, MISSING, ChangeMark, TimedCache
@@ -126,3 +127,33 @@ def test_a_key_saved_anywhere_is_forgotten_here_at_once(alice):
     ApiKey.objects.filter(pk=alice.key.pk).get().save()
 
     assert keys_by_digest.get(alice.key.digest) is MISSING
+
+
+def test_the_admins_revoke_action_says_the_keys_are_refused_once_every_process_sees_it(
+    admin_client, shared_cache, monkeypatch
+):
+    monkeypatch.setattr(key_changes, "cache", shared_cache)
+    leaked, _ = ApiKey.objects.create_key(name="leaked")
+    before = shared_cache.get(key_changes.name)
+
+    response = admin_client.post(
+        "/admin/apikeys/apikey/",
+        {"action": "revoke_keys", "_selected_action": [leaked.pk]},
+        follow=True,
+    )
+
+    assert shared_cache.get(key_changes.name) != before
+    assert "requests with it are now refused" in response.content.decode()
+
+
+def test_a_revocation_inside_a_transaction_does_not_claim_what_is_not_yet_true(
+    alice, shared_cache, monkeypatch
+):
+    monkeypatch.setattr(key_changes, "cache", shared_cache)
+    out = StringIO()
+
+    with transaction.atomic():
+        call_command("apikey", "revoke", "alice", stdout=out)
+
+    assert "now refused" not in out.getvalue()
+    assert "when its transaction commits" in out.getvalue()
