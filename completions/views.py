@@ -32,7 +32,7 @@ from completions.serializers import (
     ChatCompletionSerializer,
     CompletionSerializer,
     EmbeddingSerializer,
-    validate_body,
+    avalidate_body,
 )
 from completions.stop import StopFilter, cut_at_stop
 from completions.streaming import ChatChunks, TextCompletionChunks, sse_response
@@ -73,7 +73,7 @@ async def model_detail(request, model_id):
 
 @api_endpoint(methods=["POST"], write=True)
 async def chat_completions(request):
-    serializer = validate_body(ChatCompletionSerializer, json_body(request))
+    serializer = await avalidate_body(ChatCompletionSerializer, json_body(request))
     data = serializer.validated_data
     model = await resolve_model(data["model"], request.api_key, "chat")
     images_at = first_image_message(data["messages"])
@@ -157,7 +157,7 @@ async def chat_completions(request):
 
 @api_endpoint(methods=["POST"], write=True)
 async def completions(request):
-    serializer = validate_body(CompletionSerializer, json_body(request))
+    serializer = await avalidate_body(CompletionSerializer, json_body(request))
     data = serializer.validated_data
     model = await resolve_model(data["model"], request.api_key, "completions")
     params = serializer.sampling_params()
@@ -246,7 +246,7 @@ async def completions(request):
 
 @api_endpoint(methods=["POST"], write=True)
 async def embeddings(request):
-    serializer = validate_body(EmbeddingSerializer, json_body(request))
+    serializer = await avalidate_body(EmbeddingSerializer, json_body(request))
     data = serializer.validated_data
     model = await resolve_model(data["model"], request.api_key, "embeddings")
     provider = get_provider(model.provider)

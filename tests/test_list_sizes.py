@@ -6,6 +6,8 @@ messages have been validated on the event loop (seconds during which every other
 list's length, not its first item, shows that the items were never looked at.
 """
 
+import threading
+
 import pytest
 
 from completions import serializers
@@ -160,3 +162,51 @@ async def test_the_api_answers_100000_messages_with_a_400_naming_messages(
     assert error["param"] == "messages"
     assert str(MAX_MESSAGES) in error["message"]
     assert upstream.requests == []
+
+
+def _on_threads(monkeypatch):
+    """Record the thread each message is validated on."""
+    threads = []
+    run_validation = MessageSerializer.run_validation
+
+    def recording(self, data):
+        threads.append(threading.get_ident())
+        return run_validation(self, data)
+
+    monkeypatch.setattr(MessageSerializer, "run_validation", recording)
+    return threads
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_body_of_many_items_is_validated_off_the_event_loop(
+    api, alice, cloudflare, monkeypatch
+):
+    threads = _on_threads(monkeypatch)
+    # Within every limit, but thousands of nested serializers to run.
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    history = [{"role": "assistant", "content": None, "tool_calls": [call] * 10}] * 100
+    body = {"model": LLAMA, "messages": [*history, {"role": "user", "content": 1}]}
+
+    response = await api.post(
+        "/v1/chat/completions", data=body, content_type="application/json", headers=alice.headers
+    )
+
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["param"] == "messages[100].content"
+    assert threads and threading.get_ident() not in threads
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_body_of_a_few_items_is_validated_on_the_event_loop(
+    api, alice, cloudflare, monkeypatch
+):
+    threads = _on_threads(monkeypatch)
+    body = {"model": LLAMA, "messages": [USER] * 3}
+
+    response = await api.post(
+        "/v1/chat/completions", data=body, content_type="application/json", headers=alice.headers
+    )
+
+    assert response.status_code == 200, response.content
+    # No thread hop for an ordinary body.
+    assert set(threads) == {threading.get_ident()}
