@@ -64,7 +64,7 @@ def test_the_cluster_of_a_checkout_in_a_private_directory_lies_where_postgres_ca
         # As root, the postgres user runs the cluster: not under the 0700 directory.
         assert locked_checkout.parent not in cluster.parents
     else:
-        assert cluster == locked_checkout / "var" / "postgres"
+        assert cluster == locked_checkout / "var" / "postgres-54399"
 
 
 def test_each_checkout_and_port_has_a_cluster_of_its_own(locked_checkout):
