@@ -25,7 +25,13 @@ from django.views.decorators.debug import sensitive_variables
 
 from apikeys import throttling
 from apikeys.charts import Series, stacked_bar_chart
-from apikeys.models import ApiKey, UsageRecord, UsageReport, parse_model_names
+from apikeys.models import (
+    ApiKey,
+    UsageRecord,
+    UsageReport,
+    parse_model_names,
+    refused_when,
+)
 from apikeys.reports import PRESETS, SUM_FIELDS, Period, PeriodUsage
 from completions.models import unknown_model_names
 
@@ -206,7 +212,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         self.message_user(
             request,
             f"Revoked {len(keys)} key{'' if len(keys) == 1 else 's'}; requests with "
-            f"{'it' if len(keys) == 1 else 'them'} are now refused.",
+            f"{'it' if len(keys) == 1 else 'them'} {refused_when()}.",
             messages.SUCCESS,
         )
 

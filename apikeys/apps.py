@@ -7,7 +7,7 @@ class ApiKeysConfig(AppConfig):
     verbose_name = "API keys and usage"
 
     def ready(self):
-        from apikeys.models import ApiKey, keys_by_digest
+        from apikeys.models import ApiKey, key_changed
 
-        post_save.connect(keys_by_digest.clear, sender=ApiKey, dispatch_uid="keys-saved")
-        post_delete.connect(keys_by_digest.clear, sender=ApiKey, dispatch_uid="keys-deleted")
+        post_save.connect(key_changed, sender=ApiKey, dispatch_uid="keys-saved")
+        post_delete.connect(key_changed, sender=ApiKey, dispatch_uid="keys-deleted")

@@ -3,15 +3,18 @@ import re
 import secrets
 from datetime import timedelta
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
 from gateway.db import off_the_request_thread
-from gateway.memo import MISSING, TimedCache
+from gateway.memo import MISSING, ChangeMark, TimedCache
 
-# Keys recently looked up, by digest; cleared by apikeys/apps.py when a key is saved.
+# Keys recently looked up, by digest; forgotten by every process when a key is saved or
+# deleted in any (key_changed(), connected in apikeys/apps.py).
 keys_by_digest = TimedCache()
+key_changes = ChangeMark("apikeys:keys-changed", on_change=keys_by_digest.clear)
 
 SECRET_PREFIX = "sk-gw-"
 # Characters of the secret kept in the clear so operators can tell keys apart.
@@ -26,6 +29,35 @@ def digest(secret):
     # The secret is 256 random bits, so a plain SHA-256 is as strong as a slow hash here
     # and does not depend on SECRET_KEY, which may be rotated.
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def key_changed(*args, **kwargs):
+    """Forget the keys this process holds, and tell the others once the change is committed.
+
+    Takes and ignores a signal's arguments.
+    """
+    keys_by_digest.clear()
+    key_changes.publish_on_commit()
+
+
+def refused_when():
+    """Wait until every process refuses a key just revoked; say when they do (sync).
+
+    "are now refused" once the change is seen everywhere; with no shared cache, or one that
+    could not be told, the other processes refuse the key once they read it again.
+    """
+    if key_changes.settle():
+        return "are now refused"
+    if not key_changes.shared:
+        why = "no cache is shared"
+    elif key_changes.unpublished:
+        why = "the change is published when its transaction commits"
+    else:
+        why = "the shared cache could not be told"
+    return (
+        f"are refused by every gateway process within {settings.REGISTRY_CACHE_SECONDS:g} "
+        f"seconds (REGISTRY_CACHE_SECONDS: {why})"
+    )
 
 
 def validate_rate(value):
@@ -64,13 +96,16 @@ class ApiKeyManager(models.Manager):
         # The lookup is by digest, so timing reveals nothing about the stored value; the
         # final compare_digest guards against a database collation that is not exact.
         wanted = digest(secret)
+        await key_changes.follow()
         key = keys_by_digest.get(wanted)
         if key is MISSING:
+            generation = keys_by_digest.generation
             key = await _find_key(wanted)
             # Unknown secrets are kept too (as None): a client that retries a wrong key
             # costs one query per REGISTRY_CACHE_SECONDS, not one per request. A secret is
-            # random, so none is asked for before its key exists.
-            keys_by_digest.set(wanted, key)
+            # random, so none is asked for before its key exists; a key saved meanwhile
+            # changes the generation, and the answer read before it is not kept.
+            keys_by_digest.set(wanted, key, generation)
         if key is None or not secrets.compare_digest(key.digest, wanted):
             return None
         return key

@@ -39,6 +39,22 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class BoundedListField(serializers.ListField):
+    """A list whose length is checked before its items are validated.
+
+    DRF's ListField validates every item and only then applies max_length: a body of
+    100,000 tiny messages kept the event loop busy for seconds before the refusal.
+    """
+
+    def __init__(self, *, max_length, **kwargs):
+        super().__init__(max_length=max_length, **kwargs)
+
+    def to_internal_value(self, data):
+        if isinstance(data, list) and len(data) > self.max_length:
+            self.fail("max_length", max_length=self.max_length)
+        return super().to_internal_value(data)
+
+
 class StopField(serializers.Field):
     """A string, or a list of up to four strings."""
 
@@ -74,13 +90,21 @@ class MessageContentField(serializers.Field):
         "part": 'Each content part must be {{"type": "text", "text": "..."}} or '
         '{{"type": "image_url", "image_url": {{"url": "..."}}}}.',
         "unsupported": "Content parts of type '{type}' are not supported; send text parts.",
+        "too_many": "Must hold at most {max_parts} parts.",
     }
+
+    def __init__(self, *, max_parts, **kwargs):
+        self.max_parts = max_parts
+        super().__init__(**kwargs)
 
     def to_internal_value(self, data):
         if isinstance(data, str):
             return data
         if not isinstance(data, list) or not data:
             self.fail("invalid")
+        # Measured before any part is looked at (see BoundedListField).
+        if len(data) > self.max_parts:
+            self.fail("too_many", max_parts=self.max_parts)
         return [self._part(part) for part in data]
 
     def _part(self, part):
@@ -132,6 +156,9 @@ class StringsField(serializers.Field):
             self.fail("invalid")
         if not data:
             self.fail("empty")
+        # Measured before any item is looked at (see BoundedListField).
+        if len(data) > self.max_items:
+            self.fail("too_many", max_items=self.max_items)
         if any(isinstance(item, (int, list)) for item in data):
             if not self.token_ids:
                 self.fail("tokens")
@@ -140,8 +167,6 @@ class StringsField(serializers.Field):
             self.fail("invalid")
         if not self.allow_empty_strings and not all(data):
             self.fail("empty")
-        if len(data) > self.max_items:
-            self.fail("too_many", max_items=self.max_items)
         return data
 
     def _token_arrays(self, data):

@@ -8,10 +8,12 @@ takes them and otherwise ignored (see the README's mapping table).
 
 import functools
 
+from asgiref.sync import sync_to_async
 from rest_framework import serializers
 
 from completions import token_ids
 from completions.fields import (
+    BoundedListField,
     JSONObjectField,
     MessageContentField,
     StopField,
@@ -47,12 +49,22 @@ MAX_MESSAGE_CHARACTERS = 1_000_000
 MAX_STOP_CHARACTERS = 256
 # OpenAI's limit on the number of tools in one request.
 MAX_TOOLS = 128
+# Tool calls in one assistant message: a model calls at most one per tool it was given.
+MAX_TOOL_CALLS = MAX_TOOLS
+# Parts of one message's content. No client sends more than a few; the bound is for
+# hostile bodies (see BoundedListField).
+MAX_CONTENT_PARTS = 1024
 # OpenAI's limit on the characters of a prompt_cache_key (its 400 says "maximum length 64").
 MAX_PROMPT_CACHE_KEY_CHARACTERS = 64
 # Prompts of one legacy completion, each sent upstream as a call of its own.
 MAX_PROMPTS = 16
 # OpenAI's limit on the number of inputs in one embeddings request.
 MAX_EMBEDDING_INPUTS = 2048
+# Items (messages, tool calls, content parts, tools, inputs) a body may hold and still be
+# validated on the event loop: about 5 ms of validation (139,803 messages took 2.9 s,
+# about 20 us an item). Past that it is validated in a pooled thread (avalidate_body),
+# which costs a thread hop that an ordinary body does not pay.
+MAX_ITEMS_ON_THE_LOOP = 256
 TOOL_NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
 ONLY_ONE_CHOICE = "Only 1 is supported; send separate requests for more choices."
 
@@ -91,10 +103,12 @@ class ToolCallSerializer(Serializer):
 
 class MessageSerializer(Serializer):
     role = serializers.ChoiceField(choices=ROLES)
-    content = MessageContentField(required=False, allow_null=True)
+    content = MessageContentField(required=False, allow_null=True, max_parts=MAX_CONTENT_PARTS)
     name = StrictCharField(required=False, max_length=64)
     tool_call_id = StrictCharField(required=False)
-    tool_calls = serializers.ListField(child=ToolCallSerializer(), required=False)
+    tool_calls = BoundedListField(
+        child=ToolCallSerializer(), required=False, max_length=MAX_TOOL_CALLS
+    )
 
     def validate_content(self, value):
         parts = [value] if isinstance(value, str) else value or []
@@ -204,12 +218,10 @@ class GenerationSerializer(Serializer):
 
 
 class ChatCompletionSerializer(GenerationSerializer):
-    messages = serializers.ListField(
-        child=MessageSerializer(), min_length=1, max_length=MAX_MESSAGES
-    )
+    messages = BoundedListField(child=MessageSerializer(), min_length=1, max_length=MAX_MESSAGES)
     # The newer name of max_tokens, sent by recent SDKs.
     max_completion_tokens = StrictIntegerField(required=False, min_value=1)
-    tools = serializers.ListField(child=ToolSerializer(), required=False, max_length=MAX_TOOLS)
+    tools = BoundedListField(child=ToolSerializer(), required=False, max_length=MAX_TOOLS)
     tool_choice = ToolChoiceField(required=False)
     # Whether the model may call several tools in one turn: passed to OpenAI-compatible
     # servers; on Workers AI the model decides, so it is not sent there.
@@ -305,20 +317,64 @@ class EmbeddingSerializer(Serializer):
         return attrs
 
 
+async def avalidate_body(serializer_class, body):
+    """Return a valid serializer for the body, or raise InvalidRequest naming the parameter.
+
+    A body of many items is validated in a pooled thread, not on the event loop: within
+    every limit, 2048 messages of 30 tool calls each still take seconds to validate (each
+    call is a nested serializer), and every other request would wait for them.
+    """
+    if isinstance(body, dict) and _items(body) > MAX_ITEMS_ON_THE_LOOP:
+        return await sync_to_async(_validate, thread_sensitive=False)(
+            serializer_class, body, shared_fields=False
+        )
+    return validate_body(serializer_class, body)
+
+
 def validate_body(serializer_class, body):
     """Return a valid serializer for the body, or raise InvalidRequest naming the parameter."""
+    return _validate(serializer_class, body, shared_fields=True)
+
+
+def _validate(serializer_class, body, *, shared_fields):
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     serializer = serializer_class(data=body)
-    # DRF deep-copies every declared field, nested ones included, for each serializer it
-    # makes: a third of a chat request's time. The fields keep no state of a validation
-    # (errors and data stay on the serializer), so one instance's fields serve them all;
-    # validation runs on the event loop, one at a time.
-    serializer.fields = _field_holder(serializer_class).fields
+    if shared_fields:
+        # DRF deep-copies every declared field, nested ones included, for each serializer
+        # it makes: a third of a chat request's time. The fields keep no state of a
+        # validation (errors and data stay on the serializer), so one instance's fields
+        # serve them all; such validation runs on the event loop, one at a time. A body
+        # validated in a thread has fields of its own: the copy is small beside its items.
+        serializer.fields = _field_holder(serializer_class).fields
     if not serializer.is_valid():
         param, message = _first_error(serializer.errors)
         raise InvalidRequest(f"Invalid value for '{param}': {message}", param=param)
     return serializer
+
+
+def _items(body):
+    """Count the items a validation of the body would walk, looking at none of them.
+
+    Lists past their limit count for nothing: they are refused before their items are
+    validated.
+    """
+    count = 0
+    for name, limit in (("messages", MAX_MESSAGES), ("tools", MAX_TOOLS)):
+        items = body.get(name)
+        if isinstance(items, list) and len(items) <= limit:
+            count += len(items)
+            for item in items if name == "messages" else ():
+                if isinstance(item, dict):
+                    count += sum(
+                        len(value)
+                        for value in (item.get("tool_calls"), item.get("content"))
+                        if isinstance(value, list)
+                    )
+    for name in ("input", "prompt"):
+        if isinstance(body.get(name), list):
+            count += len(body[name])
+    return count
 
 
 @functools.cache

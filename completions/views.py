@@ -33,7 +33,7 @@ from completions.serializers import (
     ChatCompletionSerializer,
     CompletionSerializer,
     EmbeddingSerializer,
-    validate_body,
+    avalidate_body,
 )
 from completions.stop import StopFilter, cut_at_stop
 from completions.streaming import ChatChunks, TextCompletionChunks, sse_response
@@ -76,7 +76,7 @@ async def model_detail(request, model_id):
 
 @api_endpoint(methods=["POST"], write=True)
 async def chat_completions(request):
-    serializer = validate_body(ChatCompletionSerializer, json_body(request))
+    serializer = await avalidate_body(ChatCompletionSerializer, json_body(request))
     data = serializer.validated_data
     model, candidates, meter, chat_for = await prepare_chat(
         request, data, serializer.sampling_params(), "/v1/chat/completions"
@@ -171,7 +171,7 @@ async def prepare_chat(request, data, params, endpoint, image_param="messages[{}
 
 @api_endpoint(methods=["POST"], write=True)
 async def completions(request):
-    serializer = validate_body(CompletionSerializer, json_body(request))
+    serializer = await avalidate_body(CompletionSerializer, json_body(request))
     data = serializer.validated_data
     model = await resolve_model(data["model"], request.api_key, "completions")
     params = serializer.sampling_params()
@@ -260,7 +260,7 @@ async def completions(request):
 
 @api_endpoint(methods=["POST"], write=True)
 async def embeddings(request):
-    serializer = validate_body(EmbeddingSerializer, json_body(request))
+    serializer = await avalidate_body(EmbeddingSerializer, json_body(request))
     data = serializer.validated_data
     model = await resolve_model(data["model"], request.api_key, "embeddings")
     provider = get_provider(model.provider)

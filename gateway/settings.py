@@ -1,8 +1,8 @@
 """Settings for the gateway, all read from the environment (see README, "Configuration").
 
 Development needs none of them: SQLite in the project folder, the in-process cache and a
-throwaway secret key. Production refuses to start without a real SECRET_KEY and
-ALLOWED_HOSTS.
+throwaway secret key. Production refuses to start without a real SECRET_KEY,
+ALLOWED_HOSTS and REDIS_URL.
 """
 
 import os
@@ -121,6 +121,15 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         }
 
 REDIS_URL = envstr("REDIS_URL")
+# Rate limits, token windows and key revocations are shared between processes through this
+# cache: without Redis each process counts on its own, so N processes admit N times a key's
+# limit. A deployment of exactly one process may say so and run on the in-process cache.
+ALLOW_LOCAL_CACHE_IN_PRODUCTION = envbool("ALLOW_LOCAL_CACHE_IN_PRODUCTION", False)
+if ENVIRONMENT == "production" and not REDIS_URL and not ALLOW_LOCAL_CACHE_IN_PRODUCTION:
+    raise ImproperlyConfigured(
+        "REDIS_URL must be set in production, so that every process counts limits in one "
+        "cache; for a deployment of a single process, set ALLOW_LOCAL_CACHE_IN_PRODUCTION=true"
+    )
 if REDIS_URL:
     CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
@@ -136,7 +145,7 @@ SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]
 # in gateway/middleware.py (the same hooks, run without a thread hop); these checks look
 # for Django's exact class names. gateway.E001 checks that the subclasses are there.
 SILENCED_SYSTEM_CHECKS += ["security.W001", "security.W002", "security.W003"]
-if ENVIRONMENT == "development" and not REDIS_URL:
+if not REDIS_URL and (ENVIRONMENT == "development" or ALLOW_LOCAL_CACHE_IN_PRODUCTION):
     SILENCED_SYSTEM_CHECKS.append("django_ratelimit.E003")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

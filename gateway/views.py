@@ -27,6 +27,7 @@ from gateway.errors import (
     NotFound,
     error_response,
 )
+from gateway.memo import cache_kind
 from gateway.openapi import openapi_json
 
 logger = logging.getLogger(__name__)
@@ -41,12 +42,17 @@ async def healthz(request):
 
 
 async def readyz(request):
-    """Answer 200 if the database and the cache answer, 503 naming the one that does not."""
+    """Answer 200 if the database and the cache answer, 503 naming the one that does not.
+
+    `cache_kind` says whether limits are counted for every process ("shared", Redis) or
+    for this one alone ("local", the in-process cache).
+    """
     checks = {"database": await _database_answers(), "cache": await _cache_answers()}
     ready = all(checks.values())
     return JsonResponse(
         {"status": "ok" if ready else "unavailable"}
-        | {name: "ok" if good else "unavailable" for name, good in checks.items()},
+        | {name: "ok" if good else "unavailable" for name, good in checks.items()}
+        | {"cache_kind": cache_kind()},
         status=200 if ready else 503,
     )
 

@@ -8,6 +8,7 @@ from django.core.cache import cache
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.logs import JsonFormatter, RequestIdFilter, request_id_var
+from gateway.memo import cache_kind
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -41,7 +42,13 @@ async def test_readyz_says_the_database_and_cache_answer(api):
     response = await api.get("/readyz")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok", "cache": "ok"}
+    assert response.json() == {
+        "status": "ok",
+        "database": "ok",
+        "cache": "ok",
+        # Which kind: tests/test_readiness.py.
+        "cache_kind": cache_kind(),
+    }
 
 
 async def test_readyz_answers_503_naming_a_cache_that_fails(api, monkeypatch):

@@ -13,6 +13,8 @@ from gateway.env import envbool, envchoice, envfloat, envint, envlist, envstr
 ROOT = Path(__file__).resolve().parent.parent
 # A secret key long enough for production (at least 32 characters).
 PRODUCTION_SECRET_KEY = "k" * 50
+# Settings load without reaching Redis: the URL need not answer.
+PRODUCTION_REDIS_URL = "redis://127.0.0.1:6379/0"
 # Variables that would change what the settings under test see.
 SETTINGS_VARIABLES = (
     "ENVIRONMENT",
@@ -22,6 +24,8 @@ SETTINGS_VARIABLES = (
     "DATABASE_URL",
     "UPSTREAM_TIMEOUT",
     "MAX_REQUEST_BYTES",
+    "REDIS_URL",
+    "ALLOW_LOCAL_CACHE_IN_PRODUCTION",
 )
 PRINT_SETTINGS = (
     "import django; from django.conf import settings; django.setup(); "
@@ -35,6 +39,19 @@ def _load_settings(**env):
     return subprocess.run(
         [sys.executable, "-c", PRINT_SETTINGS],
         env={**clean, "DJANGO_SETTINGS_MODULE": "gateway.settings", **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _run(*arguments, **env):
+    """Run manage.py (or any script of the project) with these variables."""
+    clean = {k: v for k, v in os.environ.items() if k not in SETTINGS_VARIABLES}
+    return subprocess.run(
+        [sys.executable, *arguments],
+        env={**clean, **env},
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -184,10 +201,34 @@ def test_it_loads_production_settings_without_debug():
         ENVIRONMENT="production",
         SECRET_KEY=PRODUCTION_SECRET_KEY,
         ALLOWED_HOSTS="api.example.com",
+        REDIS_URL=PRODUCTION_REDIS_URL,
     )
 
     assert process.returncode == 0, process.stderr
     assert process.stdout.strip() == "False ['api.example.com']"
+
+
+def test_it_refuses_production_without_a_shared_cache():
+    process = _load_settings(
+        ENVIRONMENT="production", SECRET_KEY=PRODUCTION_SECRET_KEY, ALLOWED_HOSTS="api.example.com"
+    )
+
+    _assert_refused(process, "REDIS_URL", "production", "ALLOW_LOCAL_CACHE_IN_PRODUCTION")
+
+
+def test_it_runs_production_on_the_local_cache_only_when_told_to(tmp_path):
+    env = {
+        "ENVIRONMENT": "production",
+        "SECRET_KEY": PRODUCTION_SECRET_KEY,
+        "ALLOWED_HOSTS": "api.example.com",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "ALLOW_LOCAL_CACHE_IN_PRODUCTION": "true",
+    }
+
+    process = _run("manage.py", "check", **env)
+
+    # django-ratelimit's check for a cache shared by every process (E003) is waived too.
+    assert process.returncode == 0, process.stderr
 
 
 def test_it_passes_the_system_checks_in_production(tmp_path):
@@ -198,7 +239,7 @@ def test_it_passes_the_system_checks_in_production(tmp_path):
         "ALLOWED_HOSTS": "api.example.com",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
         # Rate limits need a cache shared by every process (django_ratelimit.E003).
-        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "REDIS_URL": PRODUCTION_REDIS_URL,
     }
 
     process = subprocess.run(

@@ -18,7 +18,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from apikeys.models import ApiKey, parse_model_names, validate_rate
+from apikeys.models import ApiKey, parse_model_names, refused_when, validate_rate
 from completions.models import unknown_model_names
 
 # The option each ApiKey field is set from, to name it in error messages.
@@ -235,7 +235,7 @@ class Command(BaseCommand):
             self.stdout.write(f"Key '{name}' was already revoked at {_when(key.revoked_at)}.")
             return
         key.revoke()
-        self.stdout.write(f"Revoked key '{name}'; requests with it are now refused.")
+        self.stdout.write(f"Revoked key '{name}'; requests with it {refused_when()}.")
 
 
 def _compact_limits(key):
