@@ -1,6 +1,6 @@
 from django.urls import path
 
-from completions import views
+from completions import media_views, views
 
 urlpatterns = [
     path("models", views.models_list),
@@ -9,4 +9,10 @@ urlpatterns = [
     path("chat/completions", views.chat_completions),
     path("completions", views.completions),
     path("embeddings", views.embeddings),
+    path("images/generations", media_views.image_generations),
+    path("audio/transcriptions", media_views.audio_transcriptions),
+    path("audio/translations", media_views.audio_translations),
+    path("audio/speech", media_views.audio_speech),
+    path("moderations", media_views.moderations),
+    path("rerank", media_views.rerank),
 ]

@@ -43,12 +43,24 @@ TASK_LENGTH = Model._meta.get_field("task").max_length
 # The smallest price step a Model stores, in USD per million tokens.
 PRICE_STEP = Decimal(10) ** -Model._meta.get_field("input_price").decimal_places
 PRICE_FIELDS = ["input_price", "output_price", "cached_input_price"]
+# The smallest unit price step, in USD per unit (an audio second, an image, ...).
+UNIT_PRICE_STEP = Decimal(10) ** -Model._meta.get_field("unit_price").decimal_places
 # Schema requests in flight at once: a catalogue of ~100 models takes seconds, without a
 # burst of a hundred requests on the account's API rate limit.
 SCHEMA_CONCURRENCY = 4
 # The tasks whose requests the gateway builds, and so whose schemas it reads; an empty
 # task makes a new model a text generation one.
-SCHEMA_TASKS = {"", Model.TEXT_GENERATION, Model.TEXT_EMBEDDINGS}
+SCHEMA_TASKS = {
+    "",
+    Model.TEXT_GENERATION,
+    Model.TEXT_EMBEDDINGS,
+    # The media endpoints (completions/media_views.py) read them too: which image sizes,
+    # which audio form, which voices a model takes.
+    Model.TEXT_TO_IMAGE,
+    Model.SPEECH_RECOGNITION,
+    Model.TEXT_TO_SPEECH,
+    Model.TEXT_CLASSIFICATION,
+}
 
 
 async def _fetch(row, with_schemas):
@@ -233,6 +245,11 @@ def _given(entry, schema, model):
         "description": entry.get("description") or "",
         **{field: _price(entry.get(field)) for field in PRICE_FIELDS},
         "context_window": entry.get("context_window"),
+        "unit_price": (
+            None
+            if entry.get("unit_price") is None
+            else Decimal(entry["unit_price"]).quantize(UNIT_PRICE_STEP)
+        ),
     }
     # A price of 0 is a free model, given; None is no price.
     given = {field: value for field, value in given.items() if value not in ("", None)}
