@@ -6,6 +6,7 @@ Content-Length above the limit, and is answered 413).
 """
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http.multipartparser import MultiPartParserError
 
 from gateway.errors import InvalidRequest, PayloadTooLarge
@@ -35,7 +36,11 @@ def form_body(request, file_field="file"):
     try:
         fields = {name: request.POST.get(name) for name in request.POST}
         upload = request.FILES.get(file_field)
-    except MultiPartParserError as error:
+    except RequestDataTooBig:
+        raise PayloadTooLarge(
+            f"The request body is larger than {settings.MAX_REQUEST_BYTES} bytes."
+        ) from None
+    except (MultiPartParserError, TooManyFieldsSent, TooManyFilesSent) as error:
         raise InvalidRequest(f"The multipart body could not be read: {error}") from None
     if upload is None:
         raise InvalidRequest(f"Missing the file: send it as '{file_field}'.", param=file_field)
