@@ -149,3 +149,19 @@ async def test_it_records_a_refusal_by_the_upstream(api, alice, image_models):
     [record] = await _records()
     assert record.status == UsageRecord.CLIENT_ERROR
     assert record.units == 0
+
+
+async def test_it_refuses_a_size_for_a_model_whose_schema_is_not_known(
+    api, alice, cloudflare, upstream
+):
+    await sync_to_async(Model.objects.create)(
+        name=SDXL, provider=cloudflare, task=Model.TEXT_TO_IMAGE
+    )
+
+    response = await _generate(api, alice, model=SDXL, size="512x512")
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] == "size"
+    assert "sync_models" in error["message"]
+    assert _runs(upstream) == []

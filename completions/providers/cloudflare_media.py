@@ -55,6 +55,12 @@ def image_body(request):
     if request.width is None:
         return body
     fields = schema_fields(request.input_schema)
+    if not fields:
+        raise InvalidRequest(
+            f"The sizes the model '{request.model}' takes are not known (its schema is not "
+            "stored: run sync_models); leave 'size' out.",
+            param="size",
+        )
     if "width" not in fields or "height" not in fields:
         # flux-1-schnell's schema has additionalProperties: false, and Workers AI answers
         # a width with a 400 ([3p] in workers-ai-rest.md section 6).

@@ -6,10 +6,12 @@ transaction, outside any event loop.
 
 What a sync changes:
 - a name new to the gateway becomes a Model of this provider, with the task as given
-  (capabilities follow from it: only "Text Generation" chats, "Text Embeddings" embeds);
+  (capabilities follow from it: "Text Generation" chats, "Text Embeddings" embeds, and the
+  media tasks serve their endpoints, see Model.capabilities);
 - a model of this provider gets the catalogue's task, description, prices (USD per million
-  input, output and cached input tokens), context window, properties and, for text
-  generation and embedding models, the JSON Schemas of its request and answer; an empty
+  input, output and cached input tokens; a speech recognition model's price per audio
+  minute as a unit price per second), context window, properties and, for the tasks the
+  gateway serves (SCHEMA_TASKS), the JSON Schemas of its request and answer; an empty
   value in the catalogue means "not known" and leaves the stored one, so a catalogue
   without descriptions or prices does not wipe those written in the admin, and a schema
   that could not be fetched keeps the stored one;
