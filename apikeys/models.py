@@ -238,6 +238,18 @@ class UsageRecord(models.Model):
     UPSTREAM_ERROR = "upstream_error"
     CLIENT_CLOSED = "client_closed"
     GATEWAY_ERROR = "gateway_error"
+    TOKENS = "tokens"
+    IMAGES = "images"
+    AUDIO_SECONDS = "audio_seconds"
+    CHARACTERS = "characters"
+    DOCUMENTS = "documents"
+    UNIT_CHOICES = [
+        (TOKENS, "tokens"),
+        (IMAGES, "images"),
+        (AUDIO_SECONDS, "audio seconds"),
+        (CHARACTERS, "characters"),
+        (DOCUMENTS, "documents"),
+    ]
     STATUS_CHOICES = [
         (OK, "ok"),
         (CLIENT_ERROR, "refused by the provider as invalid"),
@@ -269,6 +281,10 @@ class UsageRecord(models.Model):
     cached_tokens = models.PositiveIntegerField(default=0)
     # Whether the token counts are the gateway's estimate (the provider reported none).
     tokens_estimated = models.BooleanField(default=False)
+    # What the request is priced by, and how many: tokens for text, else the media
+    # endpoint's own unit (the model's unit_price is per one of them).
+    units = models.PositiveIntegerField(default=0)
+    unit = models.CharField(max_length=20, choices=UNIT_CHOICES, default=TOKENS)
     cost = models.DecimalField(max_digits=14, decimal_places=8, default=0, help_text="USD")
     latency_ms = models.PositiveIntegerField(default=0)
     time_to_first_token_ms = models.PositiveIntegerField(null=True, blank=True)

@@ -57,6 +57,10 @@ class UsageMeter:
         self.error = ""
         self.error_code = None
         self.saved = False
+        # A media endpoint's count of what it made (images, audio seconds, characters,
+        # documents), priced at the model's unit_price; tokens are counted from `usage`.
+        self.unit = UsageRecord.TOKENS
+        self.units = 0
 
     def answered_by(self, model):
         self.model = model
@@ -67,6 +71,11 @@ class UsageMeter:
 
     def succeeded(self, usage):
         self.usage = usage
+
+    def counted(self, units, unit):
+        """Record what a media request made, in its unit (UsageRecord.UNIT_CHOICES)."""
+        self.units = units
+        self.unit = unit
 
     def failed(self, error):
         if isinstance(error, InvalidRequest | PayloadTooLarge):
@@ -116,7 +125,10 @@ class UsageMeter:
             "total_tokens": prompt + completion,
             "cached_tokens": cached,
             "tokens_estimated": estimated,
-            "cost": cost_of(self.model, prompt, completion, cached_tokens=cached),
+            "unit": self.unit,
+            "units": prompt + completion if self.unit == UsageRecord.TOKENS else self.units,
+            "cost": cost_of(self.model, prompt, completion, cached_tokens=cached)
+            + units_cost(self.model, 0 if self.unit == UsageRecord.TOKENS else self.units),
             "latency_ms": round((now - self.started) * 1000),
             "time_to_first_token_ms": (
                 round((self.first_token_at - self.started) * 1000)
@@ -173,6 +185,12 @@ def cost_of(model, prompt_tokens, completion_tokens, cached_tokens=0):
         + completion_tokens * output_price
     ) / TOKENS_PER_PRICE_UNIT
     return min(cost, MAX_COST).quantize(COST_PRECISION, rounding=ROUND_HALF_UP)
+
+
+def units_cost(model, units):
+    """Return the USD cost of a media request's units at the model's unit price (none: 0)."""
+    price = model.unit_price or Decimal(0)
+    return (units * price).quantize(COST_PRECISION, rounding=ROUND_HALF_UP)
 
 
 async def _record(key, fields):

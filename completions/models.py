@@ -83,6 +83,10 @@ class ModelQuerySet(models.QuerySet):
 class Model(models.Model):
     TEXT_GENERATION = "Text Generation"
     TEXT_EMBEDDINGS = "Text Embeddings"
+    TEXT_TO_IMAGE = "Text-to-Image"
+    SPEECH_RECOGNITION = "Automatic Speech Recognition"
+    TEXT_TO_SPEECH = "Text-to-Speech"
+    TEXT_CLASSIFICATION = "Text Classification"
 
     name = models.CharField(
         max_length=200, unique=True, help_text="The provider's model name, used as the model id."
@@ -118,6 +122,27 @@ class Model(models.Model):
         blank=True,
         help_text="USD per million prompt tokens served from the provider's prompt cache; "
         "empty means the input price.",
+    )
+    shortens_embeddings = models.BooleanField(
+        "shortens embeddings",
+        default=False,
+        help_text="Whether the model's vectors keep their meaning when cut to their first "
+        "dimensions (Matryoshka training, as EmbeddingGemma's); if so, /v1/embeddings takes "
+        "`dimensions` and cuts and renormalizes them, else it is refused with a 400. "
+        "The catalogue does not say it; set by hand.",
+    )
+    # Media endpoints are priced by what they make, not by tokens: the unit is the task's
+    # (apikeys/usage.py UNIT_OF_TASK): an image, a second of audio heard, a character spoken,
+    # a document ranked.
+    unit_price = models.DecimalField(
+        max_digits=16,
+        decimal_places=10,
+        null=True,
+        blank=True,
+        help_text="USD per unit of the model's task: per image (Text-to-Image), per audio "
+        "second (speech recognition), per character (text-to-speech), per document "
+        "(reranking). Filled by sync_models where the catalogue gives a price per audio "
+        "minute.",
     )
     context_window = models.PositiveIntegerField(
         null=True,
@@ -185,11 +210,29 @@ class Model(models.Model):
     @property
     def capabilities(self):
         generates_text = self.task == self.TEXT_GENERATION
+        hears = self.task == self.SPEECH_RECOGNITION
         return {
             "chat": generates_text,
             "completions": generates_text,
             "embeddings": self.task == self.TEXT_EMBEDDINGS,
+            "images": self.task == self.TEXT_TO_IMAGE,
+            "transcriptions": hears,
+            # Only a model whose request schema takes `task` ("translate" or "transcribe":
+            # whisper-large-v3-turbo) translates; the older whisper only transcribes.
+            "translations": hears and "task" in self._input_fields(),
+            "speech": self.task == self.TEXT_TO_SPEECH,
+            # Llama Guard is a Text Generation model in the catalogue, told apart by name:
+            # no catalogue field says "safety classifier".
+            "moderations": generates_text and "llama-guard" in self.name,
+            # The catalogue's Text Classification task holds both rerankers (query and
+            # contexts) and sentiment classifiers (distilbert-sst-2); its name tells them apart.
+            "rerank": self.task == self.TEXT_CLASSIFICATION and "reranker" in self.name,
         }
+
+    def _input_fields(self):
+        """Return the top-level fields of the model's request schema (empty if unknown)."""
+        fields = (self.input_schema or {}).get("properties")
+        return fields if isinstance(fields, dict) else {}
 
     @property
     def features(self):

@@ -14,6 +14,12 @@ CAPABILITY_NAMES = {
     "chat": "chat completions",
     "completions": "legacy completions (/v1/completions)",
     "embeddings": "embeddings",
+    "images": "image generation (/v1/images/generations)",
+    "transcriptions": "audio transcriptions",
+    "translations": "audio translations",
+    "speech": "text-to-speech (/v1/audio/speech)",
+    "moderations": "moderations",
+    "rerank": "reranking (/v1/rerank)",
 }
 
 

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from completions import responses_views, views
+from completions import media_views, responses_views, views
 
 urlpatterns = [
     path("models", views.models_list),
@@ -11,4 +11,10 @@ urlpatterns = [
     path("embeddings", views.embeddings),
     path("responses", responses_views.create_response),
     path("responses/<str:response_id>", responses_views.response_detail),
+    path("images/generations", media_views.image_generations),
+    path("audio/transcriptions", media_views.audio_transcriptions),
+    path("audio/translations", media_views.audio_translations),
+    path("audio/speech", media_views.audio_speech),
+    path("moderations", media_views.moderations),
+    path("rerank", media_views.rerank),
 ]

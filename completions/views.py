@@ -18,6 +18,7 @@ from apikeys.usage import UsageMeter
 from completions.affinity import session_affinity
 from completions.fallbacks import call_with_fallbacks
 from completions.image_urls import inline_images
+from completions.matryoshka import shorten
 from completions.providers import get_provider
 from completions.providers.base import (
     ChatRequest,
@@ -264,12 +265,17 @@ async def embeddings(request):
     data = serializer.validated_data
     model = await resolve_model(data["model"], request.api_key, "embeddings")
     provider = get_provider(model.provider)
-    if "dimensions" in data and not provider.takes_dimensions:
+    # A Matryoshka model's vectors are cut by the gateway (shorten below); other models
+    # shorten only where their upstream takes `dimensions` itself.
+    cut_to = data.get("dimensions") if model.shortens_embeddings else None
+    if "dimensions" in data and cut_to is None and not provider.takes_dimensions:
         raise InvalidRequest(
             f"The model '{data['model']}' cannot shorten its embeddings; leave 'dimensions' out.",
             param="dimensions",
         )
     params = {k: data[k] for k in ("dimensions", "user") if k in data}
+    if cut_to is not None:
+        del params["dimensions"]
     texts = data["input"]
     size = provider.embedding_batch_size
     batches = [texts[start : start + size] for start in range(0, len(texts), size)]
@@ -289,9 +295,20 @@ async def embeddings(request):
         usage += result.usage or Usage(
             prompt_tokens=sum(estimate_tokens(text) for text in batch), estimated=True
         )
+    vectors = [vector for result in results for vector in result.vectors]
+    if cut_to is not None:
+        if any(len(vector) < cut_to for vector in vectors):
+            error = InvalidRequest(
+                f"The model '{data['model']}' makes vectors of {len(vectors[0])} dimensions; "
+                f"'dimensions' must be at most that.",
+                param="dimensions",
+            )
+            meter.failed(error)
+            await meter.save()
+            raise error
+        vectors = [shorten(vector, cut_to) for vector in vectors]
     meter.succeeded(usage)
     await meter.save()
-    vectors = [vector for result in results for vector in result.vectors]
     return JsonResponse(
         {
             "object": "list",

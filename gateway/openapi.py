@@ -657,6 +657,225 @@ SCHEMAS = {
     },
 }
 
+# The media endpoints (completions/media_views.py, media_serializers.py).
+OPENAI_MODERATION_CATEGORIES = [
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/instructions",
+    "self-harm/intent",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+]
+TEXT = {**NAME, "maxLength": 32_000}
+SCHEMAS.update(
+    {
+        "ImageRequest": {
+            "type": "object",
+            "required": ["model", "prompt"],
+            "properties": {
+                "model": {**NAME, "maxLength": 200},
+                "prompt": TEXT,
+                "n": {"type": "integer", "minimum": 1, "maximum": 10},
+                "size": {
+                    "description": "'auto', or WIDTHxHEIGHT in pixels for models that take "
+                    "a size (1024x1024 is every model's default).",
+                    "type": ["string", "null"],
+                },
+                "response_format": {
+                    "description": "Only b64_json: 'url' is refused with a 400, as the "
+                    "gateway keeps no images.",
+                    "enum": ["b64_json", "url", None],
+                },
+            },
+        },
+        "ImageList": {
+            "type": "object",
+            "required": ["created", "data"],
+            "properties": {
+                "created": {"type": "integer"},
+                "data": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["b64_json"],
+                        "properties": {"b64_json": {"type": "string"}},
+                    },
+                },
+            },
+        },
+        "TranscriptionForm": {
+            "type": "object",
+            "required": ["file", "model"],
+            "properties": {
+                "file": {"type": "string", "contentMediaType": "application/octet-stream"},
+                "model": {**NAME, "maxLength": 200},
+                "language": {**NAME, "maxLength": 20},
+                "prompt": {"type": "string"},
+                "response_format": {"enum": ["json", "text", "srt", "verbose_json", "vtt"]},
+            },
+        },
+        "Transcription": {
+            "type": "object",
+            "required": ["text"],
+            "properties": {
+                "text": {"type": "string"},
+                "task": {"enum": ["transcribe", "translate"]},
+                "language": {"type": "string"},
+                "duration": {"type": "number", "minimum": 0},
+                "segments": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["id", "start", "end", "text"],
+                        "properties": {
+                            "id": NON_NEGATIVE,
+                            "start": {"type": "number"},
+                            "end": {"type": "number"},
+                            "text": {"type": "string"},
+                        },
+                    },
+                },
+                "words": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["word", "start", "end"],
+                        "properties": {
+                            "word": {"type": "string"},
+                            "start": {"type": "number"},
+                            "end": {"type": "number"},
+                        },
+                    },
+                },
+                "usage": {
+                    "type": "object",
+                    "required": ["type", "seconds"],
+                    "properties": {"type": {"const": "duration"}, "seconds": NON_NEGATIVE},
+                },
+            },
+        },
+        "SpeechRequest": {
+            "type": "object",
+            "required": ["model", "input", "voice"],
+            "properties": {
+                "model": {**NAME, "maxLength": 200},
+                "input": {**NAME, "maxLength": 4096},
+                "voice": {**NAME, "maxLength": 100},
+                "response_format": {"enum": ["mp3", "opus", "aac", "flac", "wav", "pcm"]},
+            },
+        },
+        "ModerationRequest": {
+            "type": "object",
+            "required": ["model", "input"],
+            "properties": {
+                "model": {**NAME, "maxLength": 200},
+                "input": {
+                    "oneOf": [
+                        {"type": "string"},
+                        {
+                            "type": "array",
+                            "minItems": 1,
+                            "maxItems": 32,
+                            "items": {"type": "string"},
+                        },
+                    ]
+                },
+            },
+        },
+        "ModerationList": {
+            "type": "object",
+            "required": ["id", "model", "results"],
+            "properties": {
+                "id": {"type": "string"},
+                "model": {"type": "string"},
+                "results": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["flagged", "categories", "category_scores"],
+                        "properties": {
+                            "flagged": {"type": "boolean"},
+                            "categories": {
+                                "type": "object",
+                                "required": OPENAI_MODERATION_CATEGORIES,
+                                "additionalProperties": {"type": "boolean"},
+                            },
+                            # Llama Guard gives no scores: 1.0 for a category it names.
+                            "category_scores": {
+                                "type": "object",
+                                "required": OPENAI_MODERATION_CATEGORIES,
+                                "additionalProperties": {"enum": [0.0, 1.0]},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+        "RerankRequest": {
+            "type": "object",
+            "required": ["model", "query", "documents"],
+            "properties": {
+                "model": {**NAME, "maxLength": 200},
+                "query": TEXT,
+                "documents": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": 1000,
+                    "items": {
+                        "oneOf": [
+                            {"type": "string", "minLength": 1},
+                            {
+                                "type": "object",
+                                "required": ["text"],
+                                "properties": {"text": {"type": "string", "minLength": 1}},
+                            },
+                        ]
+                    },
+                },
+                "top_n": {"type": "integer", "minimum": 1},
+                "return_documents": {"type": "boolean"},
+            },
+        },
+        "RerankList": {
+            "type": "object",
+            "required": ["id", "model", "results"],
+            "properties": {
+                "id": {"type": "string"},
+                "model": {"type": "string"},
+                "results": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["index", "relevance_score"],
+                        "properties": {
+                            "index": NON_NEGATIVE,
+                            "relevance_score": {"type": "number"},
+                            "document": {
+                                "type": "object",
+                                "required": ["text"],
+                                "properties": {"text": {"type": "string"}},
+                            },
+                        },
+                    },
+                },
+                "usage": {
+                    "type": "object",
+                    "properties": {"documents": NON_NEGATIVE},
+                },
+            },
+        },
+    }
+)
+# The content types /v1/audio/speech answers, by response_format.
+AUDIO_TYPES = ["audio/mpeg", "audio/wav", "audio/flac", "audio/ogg", "audio/aac", "audio/pcm"]
+
 HEADERS = {
     "RequestId": {
         "description": "The request's id, also kept on its usage record.",
@@ -734,6 +953,29 @@ def _operation(summary, ok, *, body=None, chunk=None, errors=COMMON_ERRORS):
     return operation
 
 
+def _media_operation(summary, ok, body, *, form=False, answers=None):
+    """Return a model-running operation whose body is a multipart form (form) or whose
+    answer is of other content types than JSON (answers: {content type: schema})."""
+    operation = _operation(summary, ok, body=body, errors=COMMON_ERRORS + MODEL_ERRORS)
+    if form:
+        operation["requestBody"]["content"] = {
+            "multipart/form-data": {
+                "schema": {"$ref": f"#/components/schemas/{body}"},
+                "encoding": {"file": {"contentType": "application/octet-stream"}},
+            }
+        }
+    if answers is not None:
+        operation["responses"]["200"]["content"] = answers
+    return operation
+
+
+TRANSCRIPTION_ANSWERS = {
+    "application/json": {"schema": {"$ref": "#/components/schemas/Transcription"}},
+    # response_format text, srt or vtt.
+    "text/plain": {"schema": {"type": "string"}},
+}
+
+
 DOCUMENT = {
     "openapi": "3.1.0",
     "info": {
@@ -805,6 +1047,45 @@ DOCUMENT = {
             "delete": _operation(
                 "Delete a stored response", "ResponseDeleted", errors=COMMON_ERRORS + ("403",)
             ),
+        },
+        "/v1/images/generations": {
+            "post": _media_operation("Generate images", "ImageList", "ImageRequest")
+        },
+        "/v1/audio/transcriptions": {
+            "post": _media_operation(
+                "Transcribe audio",
+                "Transcription",
+                "TranscriptionForm",
+                form=True,
+                answers=TRANSCRIPTION_ANSWERS,
+            )
+        },
+        "/v1/audio/translations": {
+            "post": _media_operation(
+                "Translate audio into English text",
+                "Transcription",
+                "TranscriptionForm",
+                form=True,
+                answers=TRANSCRIPTION_ANSWERS,
+            )
+        },
+        "/v1/audio/speech": {
+            "post": _media_operation(
+                "Speak text",
+                None,
+                "SpeechRequest",
+                answers={kind: {"schema": {"type": "string"}} for kind in AUDIO_TYPES},
+            )
+        },
+        "/v1/moderations": {
+            "post": _media_operation(
+                "Classify text for moderation", "ModerationList", "ModerationRequest"
+            )
+        },
+        "/v1/rerank": {
+            "post": _media_operation(
+                "Rank documents by relevance to a query", "RerankList", "RerankRequest"
+            )
         },
     },
     "components": {

@@ -64,6 +64,7 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import dataclasses
 import datetime
@@ -75,6 +76,7 @@ import random
 import threading
 import time
 import uuid
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -907,6 +909,8 @@ class FakeUpstream:
         if fault == "bad-request":
             return _cloudflare_error(400, 5006, "AiError: Bad input: context too long")
 
+        if (media := _cloudflare_media(model, body)) is not None:
+            return media
         if _is_embedding_model(model):
             return _cloudflare_embeddings(model, body)
         return await self._cloudflare_chat(request, model, body)
@@ -1343,6 +1347,152 @@ def _cloudflare_embeddings(model: str, body: dict[str, Any]) -> web.Response:
         "pooling": "mean",
     }
     return web.json_response({"result": result, "success": True, "errors": [], "messages": []})
+
+
+# Media tasks: images, speech recognition, text-to-speech, Llama Guard, the reranker.
+#
+# Each model answers as workers-ai-rest.md section 6 and its catalogue file's schemas say
+# ([doc] for the formats; the contents are this fake's): its body is checked against its
+# input schema first (400, code 5006, as for text models), then answered by its task.
+#
+#   Text-to-Image   an output schema of contentType image/png (SDXL) answers a bare PNG
+#                   (1x1, made below); flux answers {"image": base64 JPEG}.
+#   Speech          the fake "hears" the audio's bytes as UTF-8 text; whisper answers
+#   recognition     {text, word_count, words, vtt}, whisper-large-v3-turbo {text,
+#                   word_count, segments: [{start, end, text, words}], transcription_info:
+#                   {language, duration}, vtt}; task "translate" prefixes "English: ".
+#                   Each word lasts WORD_SECONDS.
+#   Text-to-speech  melotts {"audio": base64 MP3} (its output's first form); aura-1 bare
+#                   audio, audio/mpeg unless `encoding` asks otherwise.
+#   Llama Guard     "unsafe" with S1 for a text with "kill", S10 for one with "hate", else
+#                   "safe"; {safe, categories} in JSON mode, "unsafe\nS1" text otherwise,
+#                   with usage (a token is a word).
+#   Reranker        {response: [{id, score}]}, best first, cut at top_k; a score is the share
+#                   of the query's words found in the context.
+
+WORD_SECONDS = 0.5
+# Llama Guard 3's verdict for a text holding each word, by this fake's rule.
+HAZARD_WORDS = {"kill": "S1", "hate": "S10"}
+# Deepgram's encodings on aura-1 and the content types they are answered with.
+AURA_CONTENT_TYPES = {
+    "mp3": "audio/mpeg",
+    "linear16": "audio/wav",
+    "flac": "audio/flac",
+    "opus": "audio/ogg",
+    "aac": "audio/aac",
+}
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+
+def tiny_png() -> bytes:
+    """A valid 1x1 white PNG (8-bit grayscale)."""
+    header = (1).to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])
+    # One scanline: filter byte 0, then one white pixel.
+    pixels = zlib.compress(b"\x00\xff")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", pixels)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+# A JPEG's start-of-image, JFIF header and end-of-image markers, without a scan: told
+# apart as a JPEG by its first bytes, not meant to be decoded.
+TINY_JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00\xff\xd9"
+
+
+def tiny_mp3(frames: int = 3) -> bytes:
+    """Silent MPEG-1 Layer III frames: 128 kbit/s, 44.1 kHz, 417 bytes each."""
+    header = b"\xff\xfb\x90\x64"
+    return (header + bytes(417 - len(header))) * frames
+
+
+def _media_task(model: str) -> str | None:
+    entry = workers_ai_models.entry(model)
+    return entry["task"]["name"] if entry is not None else None
+
+
+def _cloudflare_media(model: str, body: dict[str, Any]) -> web.StreamResponse | None:
+    """Answer a media model's /ai/run call, or None if `model` is not one."""
+    task = _media_task(model)
+    guard = "llama-guard" in model
+    if task not in ("Text-to-Image", "Automatic Speech Recognition", "Text-to-Speech") and not (
+        guard or (task == "Text Classification" and "reranker" in model)
+    ):
+        return None
+    spec = WorkersAIModel.named(model)
+    if spec is not None and (error := spec.input_error(body)):
+        return _cloudflare_error(400, 5006, f"AiError: Bad input: {error}")
+    if guard:
+        return _cloudflare_ok(_llama_guard(body))
+    if task == "Text-to-Image":
+        if (spec.schema.get("output") or {}).get("contentType") == "image/png":
+            return web.Response(body=tiny_png(), content_type="image/png")
+        return _cloudflare_ok({"image": base64.b64encode(TINY_JPEG).decode()})
+    if task == "Automatic Speech Recognition":
+        return _cloudflare_ok(_heard(body, segmented="segments" in json.dumps(spec.schema)))
+    if task == "Text-to-Speech":
+        if "prompt" in body:
+            return _cloudflare_ok({"audio": base64.b64encode(tiny_mp3()).decode()})
+        encoding = body.get("encoding", "mp3")
+        content_type = AURA_CONTENT_TYPES.get(encoding, "application/octet-stream")
+        return web.Response(body=tiny_mp3(), content_type=content_type)
+    return _cloudflare_ok(_ranked(body))
+
+
+def _cloudflare_ok(result: dict[str, Any]) -> web.Response:
+    return web.json_response({"result": result, "success": True, "errors": [], "messages": []})
+
+
+def _heard(body: dict[str, Any], segmented: bool) -> dict[str, Any]:
+    audio = body["audio"]
+    raw = bytes(audio) if isinstance(audio, list) else base64.b64decode(audio)
+    text = raw.decode("utf-8", errors="replace").strip()
+    if body.get("task") == "translate":
+        text = f"English: {text}"
+    words = [
+        {"word": word, "start": n * WORD_SECONDS, "end": (n + 1) * WORD_SECONDS}
+        for n, word in enumerate(text.split())
+    ]
+    duration = len(words) * WORD_SECONDS
+    vtt = f"WEBVTT\n\n00:00:00.000 --> 00:00:{duration:06.3f}\n{text}\n"
+    if not segmented:
+        return {"text": text, "word_count": len(words), "words": words, "vtt": vtt}
+    return {
+        "text": text,
+        "word_count": len(words),
+        "segments": [{"start": 0.0, "end": duration, "text": text, "words": words}],
+        "transcription_info": {"language": body.get("language", "en"), "duration": duration},
+        "vtt": vtt,
+    }
+
+
+def _llama_guard(body: dict[str, Any]) -> dict[str, Any]:
+    text = " ".join(str(m.get("content", "")) for m in body["messages"] if isinstance(m, dict))
+    categories = [code for word, code in HAZARD_WORDS.items() if word in text.lower()]
+    if isinstance(body.get("response_format"), dict):
+        response: Any = {"safe": not categories, "categories": categories}
+    else:
+        response = "unsafe\n" + ",".join(categories) if categories else "safe"
+    words = len(text.split())
+    return {
+        "response": response,
+        "usage": {"prompt_tokens": words, "completion_tokens": 2, "total_tokens": words + 2},
+    }
+
+
+def _ranked(body: dict[str, Any]) -> dict[str, Any]:
+    query = set(body["query"].lower().split())
+    scores = []
+    for index, context in enumerate(body["contexts"]):
+        words = set(str(context.get("text", "")).lower().split())
+        scores.append({"id": index, "score": len(query & words) / len(query)})
+    scores.sort(key=lambda item: item["score"], reverse=True)
+    return {"response": scores[: body.get("top_k") or len(scores)]}
 
 
 async def _send(response: web.StreamResponse, event: bytes) -> None:

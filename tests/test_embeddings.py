@@ -15,6 +15,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 BGE = "@cf/baai/bge-small-en-v1.5"
 BGE_DIMENSIONS = fake_upstream.EMBEDDING_DIMENSIONS[BGE]
+GEMMA = "@cf/google/embeddinggemma-300m"
 
 
 async def _embed(api, persona, **body):
@@ -229,3 +230,36 @@ async def test_it_requires_a_read_write_key(api, bob, cloudflare, upstream):
 
     assert response.status_code == 403
     assert upstream.requests == []
+
+
+async def test_it_cuts_a_matryoshka_models_vectors_to_the_dimensions_asked_for(
+    api, alice, cloudflare, upstream
+):
+    await Model.objects.acreate(
+        name=GEMMA, provider=cloudflare, task=Model.TEXT_EMBEDDINGS, shortens_embeddings=True
+    )
+
+    response = await _embed(api, alice, model=GEMMA, input=["one", "two"], dimensions=4)
+
+    assert response.status_code == 200
+    full = _vector("one", fake_upstream.DEFAULT_EMBEDDING_DIMENSIONS)
+    norm = sum(x * x for x in full[:4]) ** 0.5
+    [first, second] = response.json()["data"]
+    assert first["embedding"] == pytest.approx([x / norm for x in full[:4]])
+    assert len(second["embedding"]) == 4
+    # Workers AI takes no `dimensions`: the gateway cuts the vectors itself.
+    [sent] = _run_requests(upstream)
+    assert sent["json"] == {"text": ["one", "two"]}
+
+
+async def test_it_refuses_more_dimensions_than_a_matryoshka_model_makes(api, alice, cloudflare):
+    await Model.objects.acreate(
+        name=GEMMA, provider=cloudflare, task=Model.TEXT_EMBEDDINGS, shortens_embeddings=True
+    )
+
+    response = await _embed(api, alice, model=GEMMA, input="one", dimensions=4096)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "dimensions"
+    [record] = await _records()
+    assert record.status == UsageRecord.CLIENT_ERROR

@@ -36,6 +36,12 @@ async def test_it_lists_models_as_an_openai_list(api, alice, cloudflare):
         "chat": True,
         "completions": True,
         "embeddings": False,
+        "images": False,
+        "transcriptions": False,
+        "translations": False,
+        "speech": False,
+        "moderations": False,
+        "rerank": False,
         # Not known until sync_models has read the catalogue's properties.
         "function_calling": None,
         "reasoning": None,

@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from gateway.openapi import DOCUMENT
-from tests import fake_upstream
+from tests import fake_upstream, media_models
 from tests.live_server import LiveGateway
 
 LLAMA = "@cf/meta/llama-3.1-8b-instruct"
@@ -35,6 +35,12 @@ SERVED = {
     "/v1/completions": ["echo", LLAMA],
     "/v1/embeddings": [BGE],
     "/v1/responses": ["echo", LLAMA],
+    "/v1/images/generations": [media_models.FLUX, media_models.SDXL],
+    "/v1/audio/transcriptions": [media_models.WHISPER, media_models.WHISPER_TURBO],
+    "/v1/audio/translations": [media_models.WHISPER_TURBO],
+    "/v1/audio/speech": [media_models.AURA, media_models.MELOTTS],
+    "/v1/moderations": [media_models.LLAMA_GUARD],
+    "/v1/rerank": [media_models.RERANKER],
 }
 CHECKS = [
     not_a_server_error,
@@ -56,6 +62,8 @@ cf = Provider.objects.create(
 )
 Model.objects.create(name="{llama}", provider=cf)
 Model.objects.create(name="{bge}", provider=cf, task="Text Embeddings")
+from tests import media_models
+media_models.add(cf, *{media})
 key, secret = ApiKey.objects.create_key(name="fuzzer", rate_limit="100000/s")
 print("secret", secret)
 """
@@ -77,6 +85,12 @@ def test_the_document_is_served_as_written_without_a_key(db):
         "/v1/embeddings",
         "/v1/responses",
         "/v1/responses/{response_id}",
+        "/v1/images/generations",
+        "/v1/audio/transcriptions",
+        "/v1/audio/translations",
+        "/v1/audio/speech",
+        "/v1/moderations",
+        "/v1/rerank",
     }
 
 
@@ -84,7 +98,7 @@ def test_the_document_is_valid_openapi():
     # Loading validates it against the OpenAPI 3.1 meta-schema.
     schema = schemathesis.openapi.from_dict(DOCUMENT)
 
-    assert len(list(schema.get_all_operations())) == 8
+    assert len(list(schema.get_all_operations())) == 14
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +108,7 @@ def live(upstream, tmp_path_factory):
         account=fake_upstream.CLOUDFLARE_ACCOUNT,
         llama=LLAMA,
         bge=BGE,
+        media=sorted({name for names in SERVED.values() for name in names} - {"echo", LLAMA, BGE}),
     )
     folder = tmp_path_factory.mktemp("openapi")
     with LiveGateway(folder, setup, TEST_CF_TOKEN=fake_upstream.CLOUDFLARE_TOKEN) as gateway:
@@ -115,6 +130,11 @@ schema = schemathesis.openapi.from_dict(
     suppress_health_check=list(HealthCheck),
 )
 def test_the_running_gateway_keeps_to_its_document(case, live):
+    if case.media_type == "multipart/form-data" and not case.body:
+        # A multipart body with no parts never reaches the gateway: daphne's HTTP server
+        # (twisted.web.http.Request, parsePOSTFormSubmission on by default) parses form
+        # uploads itself and answers one that is not a multipart message with a bare 400.
+        return
     served = SERVED.get(case.operation.path)
     if served and isinstance(case.body, dict):
         # Stable per body, so that a failure found by shrinking is reproduced as found.

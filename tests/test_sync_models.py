@@ -34,6 +34,13 @@ VISION_LLAMA = "@cf/meta/llama-3.2-11b-vision-instruct"
 BGE_BASE = "@cf/baai/bge-base-en-v1.5"
 BGE_SMALL = "@cf/baai/bge-small-en-v1.5"
 FLUX = "@cf/black-forest-labs/flux-1-schnell"
+M2M100 = "@cf/meta/m2m100-1.2b"
+WHISPER = "@cf/openai/whisper"
+WHISPER_TURBO = "@cf/openai/whisper-large-v3-turbo"
+MELOTTS = "@cf/myshell-ai/melotts"
+AURA = "@cf/deepgram/aura-1"
+LLAMA_GUARD = "@cf/meta/llama-guard-3-8b"
+RERANKER = "@cf/baai/bge-reranker-base"
 FAULT_MODELS = [
     "@cf/test/bad-json",
     "@cf/test/bad-request",
@@ -86,17 +93,36 @@ def test_it_creates_every_new_catalogue_model_with_its_task(cloudflare):
 def test_only_text_generation_models_offer_chat_and_only_embedding_models_embed(cloudflare):
     sync_models("--provider", "cloudflare")
 
-    assert Model.objects.get(name=HERMES).capabilities == {
-        "chat": True,
-        "completions": True,
-        "embeddings": False,
-    }
-    assert Model.objects.get(name=BGE_BASE).capabilities == {
-        "chat": False,
-        "completions": False,
-        "embeddings": True,
-    }
-    assert not any(Model.objects.get(name=FLUX).capabilities.values())
+    hermes = Model.objects.get(name=HERMES).capabilities
+    assert {name for name, on in hermes.items() if on} == {"chat", "completions"}
+    bge = Model.objects.get(name=BGE_BASE).capabilities
+    assert {name for name, on in bge.items() if on} == {"embeddings"}
+    flux = Model.objects.get(name=FLUX).capabilities
+    assert {name for name, on in flux.items() if on} == {"images"}
+    assert not any(Model.objects.get(name=M2M100).capabilities.values())
+
+
+def test_each_media_task_gets_the_capability_of_its_endpoint(cloudflare):
+    sync_models("--provider", "cloudflare")
+
+    def capabilities(name):
+        return {cap for cap, on in Model.objects.get(name=name).capabilities.items() if on}
+
+    assert capabilities(WHISPER) == {"transcriptions"}
+    # whisper-large-v3-turbo's schema takes task "translate".
+    assert capabilities(WHISPER_TURBO) == {"transcriptions", "translations"}
+    assert capabilities(MELOTTS) == {"speech"}
+    assert capabilities(LLAMA_GUARD) == {"chat", "completions", "moderations"}
+    assert capabilities(RERANKER) == {"rerank"}
+
+
+def test_it_prices_speech_recognition_per_second_from_the_price_per_audio_minute(cloudflare):
+    sync_models("--provider", "cloudflare")
+
+    # whisper-large-v3-turbo's catalogue price: $0.00051 per audio minute.
+    assert Model.objects.get(name=WHISPER_TURBO).unit_price == Decimal("0.0000085")
+    # aura-1 is priced per audio minute too, but its requests are counted in characters.
+    assert Model.objects.get(name=AURA).unit_price is None
 
 
 def test_it_keeps_slashes_in_model_ids(cloudflare):
@@ -508,11 +534,14 @@ def test_it_stores_the_schemas_of_text_generation_and_embedding_models(cloudflar
     assert (
         Model.objects.get(name=BGE_BASE).input_schema == workers_ai_models.schema(BGE_BASE)["input"]
     )
+    # The media endpoints read their models' schemas too (sizes, audio forms, voices).
+    assert Model.objects.get(name=FLUX).input_schema == workers_ai_models.schema(FLUX)["input"]
     # Models of other tasks are not served, so their schemas are not asked for.
-    assert Model.objects.get(name=FLUX).input_schema is None
+    assert Model.objects.get(name=M2M100).input_schema is None
     asked = {r["query"]["model"] for r in schema_requests(upstream)}
-    assert FLUX not in asked
-    assert len(asked) == TEXT_GENERATION_SIZE + 3
+    assert M2M100 not in asked
+    # 3 embedding models, 2 image models, 2 speech recognition, 2 text-to-speech, 1 reranker.
+    assert len(asked) == TEXT_GENERATION_SIZE + 3 + 7
 
 
 def test_a_failing_schema_fetch_is_reported_and_keeps_the_stored_schema(cloudflare, upstream):

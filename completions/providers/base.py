@@ -511,6 +511,37 @@ class BaseProvider:
         """Return the message of an upstream error body, or None."""
         return None
 
+    # The media endpoints (completions/providers/media.py): a provider that serves none
+    # of them refuses each with a 400 naming the model.
+
+    async def generate_image(self, request):
+        """Return an ImageResult for an ImageRequest."""
+        raise _unsupported(request, "generate images")
+
+    async def transcribe(self, request):
+        """Return a TranscriptionResult for a TranscriptionRequest."""
+        raise _unsupported(request, "transcribe audio")
+
+    async def speak(self, request):
+        """Return a SpeechResult for a SpeechRequest."""
+        raise _unsupported(request, "speak text")
+
+    async def moderate(self, request):
+        """Return a ModerationResult for a ModerationRequest."""
+        raise _unsupported(request, "classify text for moderation")
+
+    async def rerank(self, request):
+        """Return a RerankResult for a RerankRequest."""
+        raise _unsupported(request, "rerank documents")
+
+
+def _unsupported(request, doing):
+    return InvalidRequest(
+        f"The provider of the model '{request.model}' cannot {doing}.",
+        param="model",
+        code="unsupported_model",
+    )
+
 
 # Statuses worth another attempt: a proxy or the upstream itself saying it could not
 # answer this time (429 only when the upstream says when to come back).

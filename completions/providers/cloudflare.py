@@ -17,6 +17,7 @@ Embedding models take {"text": [...]}, at most 100 texts a call, and answer
 {"shape": [n, dim], "data": [[...], ...]}, without token counts.
 """
 
+import asyncio
 import dataclasses
 import datetime
 import json
@@ -25,7 +26,7 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 
-from completions.providers import cloudflare_errors
+from completions.providers import cloudflare_errors, cloudflare_media
 from completions.providers.base import (
     BaseProvider,
     ChatRequest,
@@ -296,6 +297,56 @@ class CloudflareProvider(BaseProvider):
         by_code = cloudflare_errors.error_for(self, response, data)
         return by_code or super().error_for(response, data)
 
+    # The media tasks (completions/providers/cloudflare_media.py).
+
+    async def generate_image(self, request):
+        result, binary = await self._run_media(request.model, cloudflare_media.image_body(request))
+        return cloudflare_media.read_image(result, binary)
+
+    async def transcribe(self, request):
+        body = cloudflare_media.transcription_body(request)
+        result, _ = await self._run_media(request.model, body)
+        return cloudflare_media.read_transcription(result)
+
+    async def speak(self, request):
+        body, content_type = cloudflare_media.speech_body(request)
+        result, binary = await self._run_media(request.model, body)
+        return cloudflare_media.read_speech(result, binary, content_type)
+
+    async def moderate(self, request):
+        body = cloudflare_media.moderation_body(request)
+        result, _ = await self._run_media(request.model, body)
+        return cloudflare_media.read_moderation(result)
+
+    async def rerank(self, request):
+        result, _ = await self._run_media(request.model, cloudflare_media.rerank_body(request))
+        return cloudflare_media.read_rerank(result, len(request.documents))
+
+    async def _run_media(self, model, body):
+        """Run a model whose answer may be bare bytes (an image, audio) rather than JSON.
+
+        Return (the envelope's result, None) for a JSON answer, or ({}, (bytes, content
+        type)) for a binary one. Bounded and retried as request_json is.
+        """
+        total = settings.UPSTREAM_TIMEOUT
+        response, deadline = await self.send(
+            "POST", self._url(f"run/{model}"), self._headers(), body, total=total
+        )
+        try:
+            with self.translate_errors(total):
+                async with asyncio.timeout_at(deadline):
+                    content = await response.aread()
+        finally:
+            await response.aclose()
+        content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if response.status_code < 400 and content_type and content_type != "application/json":
+            return {}, (content, content_type)
+        data = self.check_response(response, content)
+        result = data.get("result") if isinstance(data, dict) else None
+        if not isinstance(result, dict):
+            raise UpstreamError("The provider answered without a result.")
+        return result, None
+
 
 def _with_max_tokens(request, chat=True):
     """Return the request with the max_tokens the gateway sends, the client's or its own.
@@ -557,6 +608,14 @@ PRICE_UNITS = {
     "per M output tokens": "output_price",
     "per M cached input tokens": "cached_input_price",
 }
+# Catalogue units of media models' prices, with the seconds in one: speech recognition is
+# priced per audio minute and recorded in audio seconds (Model.unit_price is USD per
+# second). Text-to-speech's "per audio minute" (aura-1) is not read: its requests are
+# counted in characters, and the audio's length is not known without decoding it. Image
+# prices (per 512x512 tile, per step) depend on size and steps, and are not read either.
+AUDIO_MINUTE = "per audio minute"
+SPEECH_RECOGNITION = "Automatic Speech Recognition"
+SECONDS_PER_MINUTE = 60
 
 
 def _catalogue_model(item):
@@ -572,11 +631,13 @@ def _catalogue_model(item):
     properties = {
         p["property_id"]: p.get("value") for p in listed if isinstance(p.get("property_id"), str)
     }
+    task = (item.get("task") or {}).get("name", "")
     return {
         "name": item["name"],
-        "task": (item.get("task") or {}).get("name", ""),
+        "task": task,
         "description": item.get("description") or "",
         **_catalogue_prices(listed),
+        "unit_price": _audio_second_price(listed) if task == SPEECH_RECOGNITION else None,
         "context_window": _positive_int(properties.get("context_window")),
         "properties": properties,
         "deprecation_date": _date(properties.get("planned_deprecation_date")),
@@ -619,3 +680,20 @@ def _catalogue_prices(properties):
                 # Through str, so 0.28 becomes Decimal("0.28"), not its binary approximation.
                 prices[field] = Decimal(str(price))
     return prices
+
+
+def _audio_second_price(properties):
+    """Return the USD price of one second of audio heard, from a price per audio minute."""
+    for prop in properties:
+        if prop.get("property_id") != "price" or not isinstance(prop.get("value"), list):
+            continue
+        for entry in prop["value"]:
+            if (
+                isinstance(entry, dict)
+                and entry.get("unit") == AUDIO_MINUTE
+                and entry.get("currency") == "USD"
+                and isinstance(entry.get("price"), int | float)
+                and not isinstance(entry.get("price"), bool)
+            ):
+                return Decimal(str(entry["price"])) / SECONDS_PER_MINUTE
+    return None

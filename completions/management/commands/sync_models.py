@@ -6,10 +6,12 @@ transaction, outside any event loop.
 
 What a sync changes:
 - a name new to the gateway becomes a Model of this provider, with the task as given
-  (capabilities follow from it: only "Text Generation" chats, "Text Embeddings" embeds);
+  (capabilities follow from it: "Text Generation" chats, "Text Embeddings" embeds, and the
+  media tasks serve their endpoints, see Model.capabilities);
 - a model of this provider gets the catalogue's task, description, prices (USD per million
-  input, output and cached input tokens), context window, properties and, for text
-  generation and embedding models, the JSON Schemas of its request and answer; an empty
+  input, output and cached input tokens; a speech recognition model's price per audio
+  minute as a unit price per second), context window, properties and, for the tasks the
+  gateway serves (SCHEMA_TASKS), the JSON Schemas of its request and answer; an empty
   value in the catalogue means "not known" and leaves the stored one, so a catalogue
   without descriptions or prices does not wipe those written in the admin, and a schema
   that could not be fetched keeps the stored one;
@@ -43,12 +45,24 @@ TASK_LENGTH = Model._meta.get_field("task").max_length
 # The smallest price step a Model stores, in USD per million tokens.
 PRICE_STEP = Decimal(10) ** -Model._meta.get_field("input_price").decimal_places
 PRICE_FIELDS = ["input_price", "output_price", "cached_input_price"]
+# The smallest unit price step, in USD per unit (an audio second, an image, ...).
+UNIT_PRICE_STEP = Decimal(10) ** -Model._meta.get_field("unit_price").decimal_places
 # Schema requests in flight at once: a catalogue of ~100 models takes seconds, without a
 # burst of a hundred requests on the account's API rate limit.
 SCHEMA_CONCURRENCY = 4
 # The tasks whose requests the gateway builds, and so whose schemas it reads; an empty
 # task makes a new model a text generation one.
-SCHEMA_TASKS = {"", Model.TEXT_GENERATION, Model.TEXT_EMBEDDINGS}
+SCHEMA_TASKS = {
+    "",
+    Model.TEXT_GENERATION,
+    Model.TEXT_EMBEDDINGS,
+    # The media endpoints (completions/media_views.py) read them too: which image sizes,
+    # which audio form, which voices a model takes.
+    Model.TEXT_TO_IMAGE,
+    Model.SPEECH_RECOGNITION,
+    Model.TEXT_TO_SPEECH,
+    Model.TEXT_CLASSIFICATION,
+}
 
 
 async def _fetch(row, with_schemas):
@@ -233,6 +247,11 @@ def _given(entry, schema, model):
         "description": entry.get("description") or "",
         **{field: _price(entry.get(field)) for field in PRICE_FIELDS},
         "context_window": entry.get("context_window"),
+        "unit_price": (
+            None
+            if entry.get("unit_price") is None
+            else Decimal(entry["unit_price"]).quantize(UNIT_PRICE_STEP)
+        ),
     }
     # A price of 0 is a free model, given; None is no price.
     given = {field: value for field, value in given.items() if value not in ("", None)}

@@ -1,0 +1,313 @@
+"""The media endpoints: images, transcriptions and translations, speech, moderations, rerank.
+
+The same pipeline as completions/views.py: authenticate, authorize and limit
+(gateway/decorators.py) -> validate (media_serializers.py, multipart.py for audio uploads)
+-> find the model by its capability (registry.py) -> call the provider (providers/media.py)
+-> record usage in the endpoint's unit (apikeys/usage.py): images, audio seconds,
+characters, documents; moderations in the classifier's tokens.
+"""
+
+import base64
+import math
+import time
+import uuid
+
+from django.http import HttpResponse, JsonResponse
+
+from apikeys.models import UsageRecord
+from apikeys.usage import UsageMeter
+from completions.fallbacks import call_with_fallbacks
+from completions.media_serializers import (
+    ImageSerializer,
+    ModerationSerializer,
+    RerankSerializer,
+    SpeechSerializer,
+    TranscriptionSerializer,
+)
+from completions.multipart import form_body
+from completions.providers.base import Usage
+from completions.providers.media import (
+    ImageRequest,
+    ModerationRequest,
+    RerankRequest,
+    SpeechRequest,
+    TranscriptionRequest,
+)
+from completions.registry import fallback_chain, resolve_model
+from completions.serializers import validate_body
+from completions.views import _all
+from gateway.decorators import api_endpoint, json_body
+from gateway.errors import InvalidRequest
+
+
+@api_endpoint(methods=["POST"], write=True)
+async def image_generations(request):
+    data = validate_body(ImageSerializer, json_body(request)).validated_data
+    if data["response_format"] == "url":
+        raise InvalidRequest(
+            "The gateway keeps no images to link to; set 'response_format' to 'b64_json'.",
+            param="response_format",
+        )
+    model = await resolve_model(data["model"], request.api_key, "images")
+    size = data["size"] or (None, None)
+    meter = UsageMeter(
+        request, model, "/v1/images/generations", False, requested_model=data["model"]
+    )
+
+    def image_for(candidate):
+        return ImageRequest(
+            model=candidate.name,
+            prompt=data["prompt"],
+            width=size[0],
+            height=size[1],
+            input_schema=candidate.input_schema,
+        )
+
+    async def call(provider, candidate):
+        return await _all(provider.generate_image(image_for(candidate)) for _ in range(data["n"]))
+
+    candidates = fallback_chain(model, request.api_key, "images")
+    _, _, results = await call_with_fallbacks(candidates, meter, call)
+    meter.counted(len(results), UsageRecord.IMAGES)
+    await meter.save()
+    return JsonResponse(
+        {
+            "created": int(time.time()),
+            "data": [{"b64_json": base64.b64encode(result.image).decode()} for result in results],
+        }
+    )
+
+
+@api_endpoint(methods=["POST"], write=True)
+async def audio_transcriptions(request):
+    return await _transcribe(request, "transcribe", "transcriptions")
+
+
+@api_endpoint(methods=["POST"], write=True)
+async def audio_translations(request):
+    return await _transcribe(request, "translate", "translations")
+
+
+async def _transcribe(request, task, capability):
+    fields, audio = form_body(request)
+    data = validate_body(TranscriptionSerializer, fields).validated_data
+    model = await resolve_model(data["model"], request.api_key, capability)
+    meter = UsageMeter(
+        request, model, f"/v1/audio/{capability}", False, requested_model=data["model"]
+    )
+
+    async def call(provider, candidate):
+        return await provider.transcribe(
+            TranscriptionRequest(
+                model=candidate.name,
+                audio=audio,
+                task=task,
+                language=data.get("language"),
+                prompt=data.get("prompt"),
+                input_schema=candidate.input_schema,
+            )
+        )
+
+    candidates = fallback_chain(model, request.api_key, capability)
+    _, _, result = await call_with_fallbacks(candidates, meter, call)
+    # Whole seconds, rounded up, as audio is billed by the started second; 0 when the model
+    # said nothing of the length.
+    seconds = math.ceil(result.duration) if result.duration else 0
+    meter.counted(seconds, UsageRecord.AUDIO_SECONDS)
+    await meter.save()
+    return _transcription_response(result, data["response_format"], task, seconds)
+
+
+def _transcription_response(result, response_format, task, seconds):
+    if response_format == "text":
+        return HttpResponse(result.text + "\n", content_type="text/plain; charset=utf-8")
+    if response_format in ("srt", "vtt"):
+        return HttpResponse(
+            _subtitles(result, response_format), content_type="text/plain; charset=utf-8"
+        )
+    usage = {"type": "duration", "seconds": seconds}
+    if response_format == "json":
+        return JsonResponse({"text": result.text, "usage": usage})
+    body = {
+        "task": task,
+        "language": result.language or "",
+        "duration": result.duration or 0,
+        "text": result.text,
+        "segments": [
+            {"id": s.id, "start": s.start, "end": s.end, "text": s.text} for s in result.segments
+        ],
+        "usage": usage,
+    }
+    if result.words:
+        body["words"] = [{"word": w.word, "start": w.start, "end": w.end} for w in result.words]
+    return JsonResponse(body)
+
+
+# Words of one subtitle cue, for a model that times words but not segments (whisper).
+WORDS_PER_CUE = 8
+
+
+def _subtitles(result, kind):
+    """Return the transcription as SubRip (srt) or WebVTT (vtt) text."""
+    cues = [(s.start, s.end, s.text.strip()) for s in result.segments]
+    if not cues and result.words:
+        for start in range(0, len(result.words), WORDS_PER_CUE):
+            group = result.words[start : start + WORDS_PER_CUE]
+            cues.append((group[0].start, group[-1].end, " ".join(w.word for w in group)))
+    if not cues:
+        cues = [(0.0, result.duration or 0.0, result.text)]
+    separator = "," if kind == "srt" else "."
+    lines = ["WEBVTT", ""] if kind == "vtt" else []
+    for number, (start, end, text) in enumerate(cues, start=1):
+        if kind == "srt":
+            lines.append(str(number))
+        lines.append(f"{_timestamp(start, separator)} --> {_timestamp(end, separator)}")
+        lines.extend([text, ""])
+    return "\n".join(lines)
+
+
+def _timestamp(seconds, separator):
+    millis = round(seconds * 1000)
+    hours, millis = divmod(millis, 3_600_000)
+    minutes, millis = divmod(millis, 60_000)
+    whole, millis = divmod(millis, 1000)
+    return f"{hours:02d}:{minutes:02d}:{whole:02d}{separator}{millis:03d}"
+
+
+@api_endpoint(methods=["POST"], write=True)
+async def audio_speech(request):
+    data = validate_body(SpeechSerializer, json_body(request)).validated_data
+    model = await resolve_model(data["model"], request.api_key, "speech")
+    meter = UsageMeter(request, model, "/v1/audio/speech", False, requested_model=data["model"])
+
+    async def call(provider, candidate):
+        return await provider.speak(
+            SpeechRequest(
+                model=candidate.name,
+                text=data["input"],
+                voice=data["voice"],
+                format=data["response_format"],
+                input_schema=candidate.input_schema,
+            )
+        )
+
+    candidates = fallback_chain(model, request.api_key, "speech")
+    _, _, result = await call_with_fallbacks(candidates, meter, call)
+    meter.counted(len(data["input"]), UsageRecord.CHARACTERS)
+    await meter.save()
+    return HttpResponse(result.audio, content_type=result.content_type)
+
+
+# Llama Guard 3's hazard categories (its model card, MLCommons' taxonomy) and the OpenAI
+# moderation categories each one flags. S5 defamation, S6 specialized advice, S7 privacy,
+# S8 intellectual property and S13 elections have no OpenAI counterpart: they flag the
+# input and set no category.
+LLAMA_GUARD_CATEGORIES = {
+    "S1": ["violence", "illicit/violent"],  # violent crimes
+    "S2": ["illicit"],  # non-violent crimes
+    "S3": ["sexual", "illicit"],  # sex-related crimes
+    "S4": ["sexual/minors"],  # child sexual exploitation
+    "S5": [],  # defamation
+    "S6": [],  # specialized advice
+    "S7": [],  # privacy
+    "S8": [],  # intellectual property
+    "S9": ["illicit/violent", "violence"],  # indiscriminate weapons
+    "S10": ["hate"],  # hate
+    "S11": ["self-harm"],  # suicide and self-harm
+    "S12": ["sexual"],  # sexual content
+    "S13": [],  # elections
+    "S14": ["illicit"],  # code interpreter abuse
+}
+OPENAI_CATEGORIES = [
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/instructions",
+    "self-harm/intent",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+]
+
+
+@api_endpoint(methods=["POST"], write=True)
+async def moderations(request):
+    data = validate_body(ModerationSerializer, json_body(request)).validated_data
+    model = await resolve_model(data["model"], request.api_key, "moderations")
+    meter = UsageMeter(request, model, "/v1/moderations", False, requested_model=data["model"])
+
+    async def call(provider, candidate):
+        return await _all(
+            provider.moderate(ModerationRequest(model=candidate.name, text=text))
+            for text in data["input"]
+        )
+
+    candidates = fallback_chain(model, request.api_key, "moderations")
+    answered, _, results = await call_with_fallbacks(candidates, meter, call)
+    meter.succeeded(sum((r.usage or Usage() for r in results), Usage()))
+    await meter.save()
+    return JsonResponse(
+        {
+            "id": "modr-" + uuid.uuid4().hex,
+            "model": data["model"] if answered == model else answered.name,
+            "results": [_moderation_result(result) for result in results],
+        }
+    )
+
+
+def _moderation_result(result):
+    flagged = set()
+    for category in result.categories:
+        flagged.update(LLAMA_GUARD_CATEGORIES.get(category.strip().upper(), []))
+    return {
+        "flagged": result.flagged,
+        "categories": {name: name in flagged for name in OPENAI_CATEGORIES},
+        # Llama Guard gives a verdict, not scores: 1.0 for a category it names, else 0.0.
+        "category_scores": {name: float(name in flagged) for name in OPENAI_CATEGORIES},
+        "category_applied_input_types": {
+            name: ["text"] if name in flagged else [] for name in OPENAI_CATEGORIES
+        },
+    }
+
+
+@api_endpoint(methods=["POST"], write=True)
+async def rerank(request):
+    data = validate_body(RerankSerializer, json_body(request)).validated_data
+    model = await resolve_model(data["model"], request.api_key, "rerank")
+    documents = data["documents"]
+    meter = UsageMeter(request, model, "/v1/rerank", False, requested_model=data["model"])
+
+    async def call(provider, candidate):
+        return await provider.rerank(
+            RerankRequest(
+                model=candidate.name,
+                query=data["query"],
+                documents=documents,
+                top_n=data.get("top_n"),
+            )
+        )
+
+    # No fallbacks: another reranker's scores are on another scale.
+    _, _, result = await call_with_fallbacks([model], meter, call)
+    meter.counted(len(documents), UsageRecord.DOCUMENTS)
+    await meter.save()
+    ranking = result.ranking[: data["top_n"]] if data.get("top_n") else result.ranking
+    results = []
+    for index, score in ranking:
+        item = {"index": index, "relevance_score": score}
+        if data["return_documents"]:
+            item["document"] = {"text": documents[index]}
+        results.append(item)
+    return JsonResponse(
+        {
+            "id": "rerank-" + uuid.uuid4().hex,
+            "model": data["model"],
+            "results": results,
+            "usage": {"documents": len(documents)},
+        }
+    )
