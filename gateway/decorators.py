@@ -21,7 +21,7 @@ def allowed_methods(methods):
     """Return the methods a view answers: those given, and HEAD wherever GET is.
 
     A HEAD request is answered as GET would be, without the body (the handler drops it);
-    the Allow header of a 405 names only the methods given, as OpenAI's API does.
+    the Allow header of a 405 names the methods given.
     """
     return [*methods, "HEAD"] if "GET" in methods and "HEAD" not in methods else list(methods)
 
