@@ -1,10 +1,13 @@
-"""ASGI entry point: `daphne gateway.asgi:application`."""
+"""ASGI entry point: `daphne gateway.asgi:application`.
+
+The admin's paths go to Django's own handler and middleware; every other path to the API's
+handler (gateway/handler.py), which makes no thread per request. Both sit behind the body
+limit.
+"""
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 
-from asgiref.sync import ThreadSensitiveContext
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
@@ -12,29 +15,21 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
 django_application = get_asgi_application()
 
 # Imported once Django is set up.
+from gateway.handler import ApiHandler, is_api_path, path_info  # noqa: E402
 from gateway.middleware import RequestBodyLimit  # noqa: E402
 
 
-class OneSyncThread:
-    """Run the sync code of every request in one thread made once, not one per request.
+class PathRouter:
+    """Send each HTTP request to the API's handler or to Django's, by its path."""
 
-    Django gives each request a thread of its own for its sync code, made when first used
-    and joined (from yet another thread) when the request ends; it always has some, as it
-    closes every response from a thread. On the API's path, where the sync code is only
-    that close, making and joining two threads cost more than the request's own work. The
-    admin's views, the only real sync code, take turns in this thread; the request path's
-    rare database reads run in a pool of their own (gateway/db.py).
-    """
-
-    def __init__(self, app):
-        self.app = app
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="django-sync")
+    def __init__(self, api, django):
+        self.api = api
+        self.django = django
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        async with ThreadSensitiveContext(executor=self.executor):
-            return await self.app(scope, receive, send)
+        if scope["type"] == "http" and is_api_path(path_info(scope)):
+            return await self.api(scope, receive, send)
+        return await self.django(scope, receive, send)
 
 
 def name_every_status():
@@ -55,4 +50,4 @@ def name_every_status():
 
 
 name_every_status()
-application = OneSyncThread(RequestBodyLimit(django_application))
+application = RequestBodyLimit(PathRouter(ApiHandler(), django_application))

@@ -1,23 +1,22 @@
 from django.conf import settings
 from django.core.checks import Error, register
 
-# Django's middleware that the gateway runs as its own subclasses (gateway/middleware.py);
-# Django's checks for them look for Django's names and are silenced in settings.
-REQUIRED_MIDDLEWARE = [
-    "gateway.middleware.SecurityMiddleware",
-    "gateway.middleware.CsrfViewMiddleware",
-    "gateway.middleware.XFrameOptionsMiddleware",
+# The API's middleware that Django's own security checks cannot see: they read MIDDLEWARE,
+# the admin's, and API_MIDDLEWARE is the gateway's (gateway/handler.py).
+REQUIRED_API_MIDDLEWARE = [
+    "gateway.middleware.TransportMiddleware",
+    "gateway.middleware.SecurityHeadersMiddleware",
 ]
 
 
 @register("security")
-def check_security_middleware(app_configs, **kwargs):
+def check_api_middleware(app_configs, **kwargs):
     return [
         Error(
-            f"{name} is not in MIDDLEWARE: Django's check for it is silenced.",
-            hint="Keep gateway.middleware's security, CSRF and clickjacking middleware.",
+            f"{name} is not in API_MIDDLEWARE: the API would answer without it.",
+            hint="Keep the HTTPS redirect, HSTS and security headers of the API.",
             id="gateway.E001",
         )
-        for name in REQUIRED_MIDDLEWARE
-        if name not in settings.MIDDLEWARE
+        for name in REQUIRED_API_MIDDLEWARE
+        if name not in settings.API_MIDDLEWARE
     ]

@@ -17,6 +17,31 @@ from gateway.errors import (
 )
 
 
+def allowed_methods(methods):
+    """Return the methods a view answers: those given, and HEAD wherever GET is.
+
+    A HEAD request is answered as GET would be, without the body (the handler drops it);
+    the Allow header of a 405 names the methods given.
+    """
+    return [*methods, "HEAD"] if "GET" in methods and "HEAD" not in methods else list(methods)
+
+
+def require_methods(*methods):
+    """Make an async view answer other methods with OpenAI's 405 error object."""
+    allowed = allowed_methods(methods)
+
+    def decorator(view):
+        @functools.wraps(view)
+        async def wrapper(request, *args, **kwargs):
+            if request.method not in allowed:
+                return error_response(MethodNotAllowed(request.method, methods))
+            return await view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
 def api_endpoint(*, methods, write=False):
     """Make an async view an API endpoint: method check, key, permission, limits, errors.
 
@@ -25,13 +50,15 @@ def api_endpoint(*, methods, write=False):
     answer carries its rate limit headers (x-ratelimit-*), a refusal (429) too.
     """
 
+    allowed = allowed_methods(methods)
+
     def decorator(view):
         @csrf_exempt
         @functools.wraps(view)
         async def wrapper(request, *args, **kwargs):
             allowance = None
             try:
-                if request.method not in methods:
+                if request.method not in allowed:
                     raise MethodNotAllowed(request.method, methods)
                 request.api_key = await authenticate(request)
                 if write:

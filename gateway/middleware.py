@@ -1,56 +1,25 @@
-"""The gateway's own middleware: request ids, security headers, CORS, abandoned streams.
+"""The API's own middleware (settings.API_MIDDLEWARE, run by gateway.handler.ApiHandler),
+and the body limit in front of both handlers.
 
-Each is async: a middleware that works in a thread would cost every request a hop to it
-and back, and these only set headers.
+The admin runs on Django's own middleware (settings.MIDDLEWARE). These are the API's
+counterparts: small async classes that set headers and ids, with no thread hop, since an
+API request has no session, cookie or form to read. Each is made from the next callable
+in the chain and reads its settings per request, so that a changed setting applies at once.
 """
 
 import asyncio
 import contextvars
-import functools
 import re
 import secrets
 import time
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from corsheaders.middleware import CorsMiddleware as BaseCorsMiddleware
-from csp.middleware import CSPMiddleware
 from django.conf import settings
-from django.contrib.auth import middleware as auth_middleware
-from django.contrib.messages import middleware as messages_middleware
-from django.contrib.sessions import middleware as sessions_middleware
-from django.middleware import clickjacking, common, csrf, security
-from django.urls import reverse
+from django.http import HttpResponsePermanentRedirect
 
 from gateway import metrics
 from gateway.logs import request_id_var
-
-
-class RequestIdMiddleware:
-    """Give every request an id, sent back as `x-request-id` and kept on usage records."""
-
-    sync_capable = False
-    async_capable = True
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        if iscoroutinefunction(self.get_response):
-            markcoroutinefunction(self)
-
-    async def __call__(self, request):
-        request.id = "req_" + secrets.token_hex(16)
-        # Left set: each request runs in a task of its own, whose context ends with it, and
-        # Django logs the request's outcome after the middleware has returned.
-        request_id_var.set(request.id)
-        started = time.perf_counter()
-        response = await self.get_response(request)
-        response["x-request-id"] = request.id
-        # Labelled by URL pattern, not path: ids in paths would make a series each.
-        match = request.resolver_match
-        endpoint = match.route if match is not None else "unmatched"
-        metrics.REQUESTS.labels(endpoint, str(response.status_code)).inc()
-        metrics.REQUEST_SECONDS.labels(endpoint).observe(time.perf_counter() - started)
-        return response
-
 
 # Streaming responses made while serving the current request (see AbandonedStreamMiddleware).
 _streams = contextvars.ContextVar("streams", default=None)
@@ -65,23 +34,19 @@ def track_stream(response):
         streams.append(response)
 
 
-class _AsyncMiddleware:
-    sync_capable = False
-    async_capable = True
-
+class _ApiMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
-        if iscoroutinefunction(self.get_response):
-            markcoroutinefunction(self)
+        markcoroutinefunction(self)
 
 
-class AbandonedStreamMiddleware(_AsyncMiddleware):
+class AbandonedStreamMiddleware(_ApiMiddleware):
     """Close the streams of a request that was cancelled before its response was sent.
 
-    Django's ASGI handler cancels the request's task when the client goes away, and calls
-    the response's close() only if the view and every middleware had already returned it.
-    A streaming response made by the view and dropped on its way out would keep its
-    upstream request open until garbage collection; this middleware closes it instead.
+    The handler cancels the request's task when the client goes away, and closes the
+    response only once it has it. A streaming response made by the view and dropped on
+    its way out would keep its upstream request open until garbage collection; this
+    middleware closes it instead.
     """
 
     async def __call__(self, request):
@@ -97,42 +62,111 @@ class AbandonedStreamMiddleware(_AsyncMiddleware):
             _streams.reset(token)
 
 
-class SecurityHeadersMiddleware(_AsyncMiddleware):
-    """Set the security headers that Django's SecurityMiddleware does not."""
+class RequestIdMiddleware(_ApiMiddleware):
+    """Give every request an id, sent back as `x-request-id` and kept on usage records."""
 
     async def __call__(self, request):
+        request.id = "req_" + secrets.token_hex(16)
+        # Left set: each request runs in a task of its own, whose context ends with it, and
+        # the handler logs the request's outcome after the middleware has returned.
+        request_id_var.set(request.id)
+        started = time.perf_counter()
         response = await self.get_response(request)
-        # Browsers' XSS auditors are gone or, where left, can be abused to blank parts of a
-        # page; 0 switches off any that remain (OWASP's advice). CSP does the real work.
-        response.setdefault("X-XSS-Protection", "0")
+        response["x-request-id"] = request.id
+        # Labelled by URL pattern, not path: ids in paths would make a series each.
+        match = getattr(request, "resolver_match", None)
+        endpoint = match.route if match is not None else "unmatched"
+        metrics.REQUESTS.labels(endpoint, str(response.status_code)).inc()
+        metrics.REQUEST_SECONDS.labels(endpoint).observe(time.perf_counter() - started)
         return response
 
 
-class ContentSecurityPolicyMiddleware(CSPMiddleware):
-    """django-csp's middleware, with the admin's policy on admin pages and no thread hop.
+class TransportMiddleware(_ApiMiddleware):
+    """Refuse unknown hosts, send plain HTTP to HTTPS, and ask browsers to keep to HTTPS.
 
-    CONTENT_SECURITY_POLICY is the API's policy; ADMIN_CONTENT_SECURITY_POLICY applies under
-    the admin's URL. django-csp's decorators still override both for a view.
+    What Django's SecurityMiddleware and CommonMiddleware do for the admin, from the same
+    settings: ALLOWED_HOSTS, SECURE_SSL_REDIRECT (but for SECURE_REDIRECT_EXEMPT),
+    SECURE_HSTS_SECONDS and its two flags.
     """
 
-    async def __acall__(self, request):
-        # Building the header reads settings only; no reason to run it in a thread.
-        self.process_request(request)
+    async def __call__(self, request):
+        # DisallowedHost for a host ALLOWED_HOSTS does not name: a 400.
+        host = request.get_host()
+        if (
+            settings.SECURE_SSL_REDIRECT
+            and not request.is_secure()
+            and not any(
+                re.search(pattern, request.path.lstrip("/"))
+                for pattern in settings.SECURE_REDIRECT_EXEMPT
+            )
+        ):
+            host = settings.SECURE_SSL_HOST or host
+            response = HttpResponsePermanentRedirect(f"https://{host}{request.get_full_path()}")
+        else:
+            response = await self.get_response(request)
+        if settings.SECURE_HSTS_SECONDS and request.is_secure():
+            value = f"max-age={settings.SECURE_HSTS_SECONDS}"
+            if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
+                value += "; includeSubDomains"
+            if settings.SECURE_HSTS_PRELOAD:
+                value += "; preload"
+            response.setdefault("Strict-Transport-Security", value)
+        return response
+
+
+class SecurityHeadersMiddleware(_ApiMiddleware):
+    """Tell browsers to render, frame and run nothing of the API's answers.
+
+    API_CONTENT_SECURITY_POLICY is the API's policy (the admin's, CONTENT_SECURITY_POLICY,
+    is django-csp's on Django's side).
+    """
+
+    async def __call__(self, request):
         response = await self.get_response(request)
-        return self.process_response(request, response)
+        directives = settings.API_CONTENT_SECURITY_POLICY["DIRECTIVES"]
+        response.setdefault(
+            "Content-Security-Policy",
+            "; ".join(f"{name} {' '.join(values)}" for name, values in directives.items()),
+        )
+        if settings.SECURE_CONTENT_TYPE_NOSNIFF:
+            response.setdefault("X-Content-Type-Options", "nosniff")
+        response.setdefault("X-Frame-Options", settings.X_FRAME_OPTIONS)
+        if settings.SECURE_REFERRER_POLICY:
+            response.setdefault("Referrer-Policy", settings.SECURE_REFERRER_POLICY)
+        if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
+            response.setdefault(
+                "Cross-Origin-Opener-Policy", settings.SECURE_CROSS_ORIGIN_OPENER_POLICY
+            )
+        return _no_xss_auditor(response)
 
-    def get_policy_parts(self, request, response, report_only=False):
-        parts = super().get_policy_parts(request, response, report_only)
-        if not report_only and parts.config is None and self._is_admin(request):
-            parts.config = settings.ADMIN_CONTENT_SECURITY_POLICY["DIRECTIVES"]
-        return parts
 
-    def _is_admin(self, request):
-        return request.path_info.startswith(self._admin_prefix)
+class XssProtectionMiddleware:
+    """Switch off what is left of browsers' XSS auditors, on the admin's pages (Django's
+    side; the API's SecurityHeadersMiddleware does it on the API's)."""
 
-    @functools.cached_property
-    def _admin_prefix(self):
-        return reverse("admin:index")
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+
+    def __call__(self, request):
+        if self.async_mode:
+            return self._acall(request)
+        return _no_xss_auditor(self.get_response(request))
+
+    async def _acall(self, request):
+        return _no_xss_auditor(await self.get_response(request))
+
+
+def _no_xss_auditor(response):
+    # Browsers' XSS auditors are gone or, where left, can be abused to blank parts of a
+    # page; 0 switches off any that remain (OWASP's advice). CSP does the real work.
+    response.setdefault("X-XSS-Protection", "0")
+    return response
 
 
 class CorsMiddleware(BaseCorsMiddleware):
@@ -224,60 +258,11 @@ def _content_length(headers):
     return None
 
 
-class _OnTheLoop:
-    """Run a Django middleware's hooks on the event loop rather than in a thread.
-
-    Under ASGI, Django runs each hook of a MiddlewareMixin in a thread: a hop there and
-    back per hook and per request, a dozen for the stack below, which cost the API more
-    than all its own work. The hooks of these middlewares only read settings, headers and
-    cookies, so they run where they are.
-    """
-
-    async def __acall__(self, request):
-        response = None
-        if hasattr(self, "process_request"):
-            response = self.process_request(request)
-        response = response or await self.get_response(request)
-        if hasattr(self, "process_response"):
-            response = self.process_response(request, response)
-        return response
-
-
-class SecurityMiddleware(_OnTheLoop, security.SecurityMiddleware):
-    pass
-
-
-class CommonMiddleware(_OnTheLoop, common.CommonMiddleware):
-    pass
-
-
-class CsrfViewMiddleware(_OnTheLoop, csrf.CsrfViewMiddleware):
-    async def process_view(self, request, callback, callback_args, callback_kwargs):
-        # A coroutine, so that Django's handler calls it without a thread: it reads the
-        # cookie and, on the admin's forms, the body already in memory.
-        return super().process_view(request, callback, callback_args, callback_kwargs)
-
-
-class AuthenticationMiddleware(_OnTheLoop, auth_middleware.AuthenticationMiddleware):
-    """The user is loaded lazily, by the (sync) admin views that need it."""
-
-
-class MessageMiddleware(_OnTheLoop, messages_middleware.MessageMiddleware):
-    pass
-
-
-class XFrameOptionsMiddleware(_OnTheLoop, clickjacking.XFrameOptionsMiddleware):
-    pass
-
-
-class SessionMiddleware(sessions_middleware.SessionMiddleware):
-    """Sessions, saved in a thread only by the requests that used them (the admin's)."""
-
-    async def __acall__(self, request):
-        self.process_request(request)
-        response = await self.get_response(request)
-        session = request.session
-        if session.accessed or session.modified:
-            # Saving a session writes to the database.
-            return await sync_to_async(self.process_response)(request, response)
-        return self.process_response(request, response)
+def _content_length(headers):
+    for name, value in headers:
+        if name.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None

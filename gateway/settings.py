@@ -54,20 +54,28 @@ INSTALLED_APPS = [
     "completions",
 ]
 
+# The admin's middleware: Django's own, run by Django's handler, which Django's checks see.
 MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "gateway.middleware.XssProtectionMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "django_permissions_policy.PermissionsPolicyMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+# The API's middleware: the gateway's own, async, run on the event loop by its own handler
+# (gateway/handler.py) for every path but the admin's. The same settings drive both.
+API_MIDDLEWARE = [
     "gateway.middleware.AbandonedStreamMiddleware",
     "gateway.middleware.RequestIdMiddleware",
-    "gateway.middleware.SecurityMiddleware",
+    "gateway.middleware.TransportMiddleware",
     "gateway.middleware.SecurityHeadersMiddleware",
-    "gateway.middleware.ContentSecurityPolicyMiddleware",
     "django_permissions_policy.PermissionsPolicyMiddleware",
     "gateway.middleware.CorsMiddleware",
-    "gateway.middleware.SessionMiddleware",
-    "gateway.middleware.CommonMiddleware",
-    "gateway.middleware.CsrfViewMiddleware",
-    "gateway.middleware.AuthenticationMiddleware",
-    "gateway.middleware.MessageMiddleware",
-    "gateway.middleware.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "gateway.urls"
@@ -141,10 +149,6 @@ else:
 # allowed; anywhere else several processes need REDIS_URL. Django's own Redis backend
 # (atomic SET NX and INCRBY) is merely not on django-ratelimit's list (W001).
 SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]
-# Django's security, clickjacking and CSRF middleware are in MIDDLEWARE as the subclasses
-# in gateway/middleware.py (the same hooks, run without a thread hop); these checks look
-# for Django's exact class names. gateway.E001 checks that the subclasses are there.
-SILENCED_SYSTEM_CHECKS += ["security.W001", "security.W002", "security.W003"]
 if not REDIS_URL and (ENVIRONMENT == "development" or ALLOW_LOCAL_CACHE_IN_PRODUCTION):
     SILENCED_SYSTEM_CHECKS.append("django_ratelimit.E003")
 
@@ -272,18 +276,10 @@ CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS")
 # Error reports (DEBUG's error page, logs of errors) hide API keys and credentials.
 DEFAULT_EXCEPTION_REPORTER_FILTER = "gateway.errors.ExceptionReporterFilter"
 
-# The API answers JSON and event streams that no browser should render or run: nothing may
-# load. The admin gets what its own pages use: its static files, and scripts or styles a
-# template marks with the request's nonce (<script nonce="{{ request.csp_nonce }}">).
+# The admin's pages get what they use: their static files, and scripts or styles a template
+# marks with the request's nonce (<script nonce="{{ request.csp_nonce }}">). django-csp's
+# middleware sends it, on Django's side only.
 CONTENT_SECURITY_POLICY = {
-    "DIRECTIVES": {
-        "default-src": ["'none'"],
-        "base-uri": ["'none'"],
-        "form-action": ["'none'"],
-        "frame-ancestors": ["'none'"],
-    }
-}
-ADMIN_CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'none'"],
         "script-src": ["'self'", NONCE],
@@ -293,6 +289,16 @@ ADMIN_CONTENT_SECURITY_POLICY = {
         "connect-src": ["'self'"],
         "base-uri": ["'none'"],
         "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+# The API answers JSON and event streams that no browser should render or run: nothing may
+# load (gateway.middleware.SecurityHeadersMiddleware).
+API_CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'none'"],
         "frame-ancestors": ["'none'"],
     }
 }

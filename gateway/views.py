@@ -4,7 +4,6 @@ OpenAI-style errors for unknown paths and requests Django refuses."""
 import logging
 import secrets
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
@@ -19,11 +18,12 @@ from django_ratelimit.core import is_ratelimited
 
 from gateway import metrics
 from gateway.addresses import address_key
+from gateway.db import off_the_request_thread
+from gateway.decorators import require_methods
 from gateway.errors import (
     AuthenticationFailed,
     GatewayError,
     InvalidRequest,
-    MethodNotAllowed,
     NotFound,
     error_response,
 )
@@ -36,11 +36,13 @@ logger = logging.getLogger(__name__)
 RATE_WINDOWS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+@require_methods("GET")
 async def healthz(request):
     """Answer 200 while the process runs (liveness)."""
     return JsonResponse({"status": "ok"})
 
 
+@require_methods("GET")
 async def readyz(request):
     """Answer 200 if the database and the cache answer, 503 naming the one that does not.
 
@@ -57,7 +59,8 @@ async def readyz(request):
     )
 
 
-@sync_to_async
+# In the pool, which closes the connection it opens: no request thread holds one.
+@off_the_request_thread
 def _database_answers():
     try:
         with connection.cursor() as cursor:
@@ -78,6 +81,7 @@ async def _cache_answers():
         return False
 
 
+@require_methods("GET")
 async def prometheus_metrics(request):
     """Answer the Prometheus metrics; with METRICS_TOKEN set, only to that bearer token."""
     expected = settings.METRICS_TOKEN
@@ -89,10 +93,9 @@ async def prometheus_metrics(request):
     return HttpResponse(body, content_type=content_type)
 
 
+@require_methods("GET")
 async def openapi(request):
     """Answer the OpenAPI document of the /v1 surface, for clients and fuzzers to read."""
-    if request.method != "GET":
-        return error_response(MethodNotAllowed(request.method, ["GET"]))
     return HttpResponse(openapi_json(), content_type="application/json")
 
 

@@ -9,7 +9,7 @@ Personas:
 import uuid
 
 import pytest
-from django.test import AsyncClient, override_settings
+from django.test import override_settings
 
 from apikeys.authentication import failures
 from apikeys.models import ApiKey, keys_by_digest
@@ -20,6 +20,7 @@ from completions.registry import catalogue
 from gateway import db
 from gateway.db import aclose_connections
 from tests import fake_upstream
+from tests.client import AsyncClient, Client
 from tests.clock import freeze
 from tests.fake_upstream import FakeUpstream
 
@@ -144,7 +145,20 @@ def carol(db):
 
 @pytest.fixture
 def api():
-    """Django's async test client, posting JSON like the OpenAI SDK does."""
+    """Django's async test client, posting JSON like the OpenAI SDK does, routed as in
+    production (tests/client.py)."""
+    return AsyncClient()
+
+
+@pytest.fixture
+def client():
+    """pytest-django's `client`, routed as in production (tests/client.py)."""
+    return Client()
+
+
+@pytest.fixture
+def async_client():
+    """pytest-django's `async_client`, routed as in production (tests/client.py)."""
     return AsyncClient()
 
 

@@ -14,10 +14,10 @@ import httpx
 import pytest
 from asgiref.sync import markcoroutinefunction
 from django.conf import settings
-from django.core.handlers.asgi import ASGIHandler
 from django.test import override_settings
 
 from apikeys.models import UsageRecord
+from gateway.handler import ApiHandler
 from tests import fake_upstream
 from tests.asgi_scope import chat_scope
 from tests.live_server import LiveGateway
@@ -107,7 +107,7 @@ async def test_closing_the_response_closes_the_upstream_at_once(api, alice, clou
 
 
 class PauseOnTheWayOut:
-    """Wait after the view has answered, where Django's thread-bound middleware would."""
+    """Wait after the view has answered, as a slow middleware would."""
 
     sync_capable = False
     async_capable = True
@@ -128,13 +128,13 @@ class PauseOnTheWayOut:
 async def test_a_stream_dropped_before_it_was_sent_still_closes_the_upstream(
     alice, cloudflare, upstream
 ):
-    # The client leaves after the view made its stream and before any of it was sent: Django
-    # cancels the request and never calls the response's close().
+    # The client leaves after the view made its stream and before any of it was sent: the
+    # handler cancels the request and has no response to close().
     PauseOnTheWayOut.paused = asyncio.Event()
-    middleware = list(settings.MIDDLEWARE)
+    middleware = list(settings.API_MIDDLEWARE)
     middleware.insert(1, f"{__name__}.PauseOnTheWayOut")
-    with override_settings(MIDDLEWARE=middleware):
-        handler = ASGIHandler()
+    with override_settings(API_MIDDLEWARE=middleware):
+        handler = ApiHandler()
     sent = []
 
     async def receive():

@@ -2,7 +2,8 @@
 with the headers the openai SDKs send; the admin answers no other origin."""
 
 import pytest
-from django.test import AsyncClient
+
+from tests.client import AsyncClient
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

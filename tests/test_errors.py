@@ -3,8 +3,9 @@
 import json
 
 import pytest
-from django.test import AsyncClient, override_settings
+from django.test import override_settings
 
+from tests.client import AsyncClient
 from tests.conftest import LLAMA
 
 pytestmark = pytest.mark.django_db(transaction=True)

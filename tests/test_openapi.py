@@ -13,7 +13,6 @@ import zlib
 
 import pytest
 import schemathesis
-from django.test import Client
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -25,6 +24,7 @@ from schemathesis.specs.openapi.checks import (
 
 from gateway.openapi import DOCUMENT
 from tests import fake_upstream, media_models
+from tests.client import Client
 from tests.live_server import LiveGateway
 
 LLAMA = "@cf/meta/llama-3.1-8b-instruct"

@@ -9,12 +9,12 @@ import httpx
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
-from django.test import AsyncClient, Client
 
 from apikeys.models import ApiKey, UsageRecord
 from completions.models import Model, Provider
 from completions.providers.base import BaseProvider
 from tests import fake_upstream
+from tests.client import AsyncClient, Client
 from tests.conftest import LLAMA
 
 MESSAGES = [{"role": "user", "content": "hello"}]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
-from django.test import AsyncClient, Client
 
+from tests.client import AsyncClient, Client
 from tests.conftest import LLAMA
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,7 +21,7 @@ PRODUCTION_SECRET_KEY = "production-only-" + "k7Qx" * 9
 HEADERS_OF = """
 import json, django
 django.setup()
-from django.test import Client
+from tests.client import Client
 client = Client(HTTP_HOST="api.example.com")
 answers = {}
 for name, path, headers in [

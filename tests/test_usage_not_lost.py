@@ -1,7 +1,7 @@
 """Usage is recorded and counted when a client goes away mid-stream or the upstream fails.
 
 The disconnect is the real one: the ASGI app gets `http.disconnect` while it streams, as
-daphne sends it when the client closes its connection, and Django cancels the response.
+daphne sends it when the client closes its connection, and the gateway cancels the response.
 """
 
 import asyncio
@@ -10,11 +10,11 @@ from decimal import Decimal
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.core.handlers.asgi import ASGIHandler
 
 from apikeys.models import ApiKey, UsageRecord
 from apikeys.throttling import token_windows
 from completions.models import Model
+from gateway.asgi import application
 from tests.asgi_scope import chat_scope
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -60,7 +60,7 @@ async def _stream_and_leave(secret, model, events_before_leaving):
             if len(events) >= events_before_leaving:
                 leaving.set()
 
-    await asyncio.wait_for(ASGIHandler()(scope, receive, send), RECORD_TIMEOUT)
+    await asyncio.wait_for(application(scope, receive, send), RECORD_TIMEOUT)
     return events
 
 
@@ -132,7 +132,7 @@ async def test_a_client_that_leaves_before_a_plain_answer_leaves_a_record(cloudf
     async def send(message):
         pass
 
-    await asyncio.wait_for(ASGIHandler()(chat_scope(f"Bearer {secret}"), receive, send), 5)
+    await asyncio.wait_for(application(chat_scope(f"Bearer {secret}"), receive, send), 5)
 
     record = await _record()
     assert record.status == UsageRecord.CLIENT_CLOSED
