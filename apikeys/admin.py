@@ -26,7 +26,7 @@ from django.views.decorators.debug import sensitive_variables
 from apikeys import throttling
 from apikeys.charts import Series, stacked_bar_chart
 from apikeys.models import ApiKey, UsageRecord, UsageReport, parse_model_names
-from apikeys.reports import PRESETS, SUM_FIELDS, Period, PeriodUsage
+from apikeys.reports import PRESETS, SUM_FIELDS, Period, PeriodUsage, spreadsheet_text
 from completions.models import unknown_model_names
 
 LIMIT_FIELDS = ["rate_limit", "tokens_per_minute", "tokens_per_day", "monthly_budget"]
@@ -438,7 +438,15 @@ class UsageReportAdmin(admin.ModelAdmin):
         writer = csv.writer(response)
         writer.writerow(["key", "model", *SUM_FIELDS])
         for row in report.by_key_and_model():
-            writer.writerow([row["key_name"], row["model"], *(row[f] for f in SUM_FIELDS)])
+            # Key and model names are anyone's text (a model name is what the client asked
+            # for); the numbers are the database's own.
+            writer.writerow(
+                [
+                    spreadsheet_text(row["key_name"]),
+                    spreadsheet_text(row["model"]),
+                    *(row[f] for f in SUM_FIELDS),
+                ]
+            )
         return response
 
     def _form(self, request):
