@@ -356,7 +356,10 @@ LOGGING = {
     "filters": {"request_id": {"()": "gateway.logs.RequestIdFilter"}},
     "formatters": {
         "json": {"()": "gateway.logs.JsonFormatter"},
-        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "text": {
+            "()": "gateway.logs.TextFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
+        },
     },
     "handlers": {
         "console": {
