@@ -89,7 +89,7 @@ async def test_no_key_or_credential_reaches_the_logs(api, alice, cloudflare, ups
         kind=Provider.CLOUDFLARE,
         base_url=f"http://127.0.0.1:{_closed_port()}/client/v4",
         account_id=fake_upstream.CLOUDFLARE_ACCOUNT,
-        api_key_env="TEST_CF_TOKEN",
+        api_key_env="GATEWAY_PROVIDER_TEST_CF_TOKEN",
     )
     await Model.objects.acreate(name="@cf/test/unreachable", provider=down)
     revoked_key, revoked = await sync_to_async(ApiKey.objects.create_key)(name="old")
