@@ -189,6 +189,23 @@ CLOUDFLARE_API_TOKEN = envstr("CLOUDFLARE_API_TOKEN")
 CLOUDFLARE_API_BASE_URL = envstr(
     "CLOUDFLARE_API_BASE_URL", "https://api.cloudflare.com/client/v4"
 ).rstrip("/")
+# Environment variables a provider's "API key variable" may name (completions.models.Provider),
+# besides those that start with GATEWAY_PROVIDER_ and CLOUDFLARE_API_TOKEN: a provider sends
+# the variable's value upstream, so it must never be able to read the gateway's own secrets.
+PROVIDER_KEY_VARIABLES = envlist("PROVIDER_KEY_VARIABLES")
+# The gateway's own secrets, which no provider may send anywhere.
+GATEWAY_SECRET_VARIABLES = ("SECRET_KEY", "DATABASE_URL", "REDIS_URL", "METRICS_TOKEN")
+for name in PROVIDER_KEY_VARIABLES:
+    if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", name):
+        raise ImproperlyConfigured(
+            f"PROVIDER_KEY_VARIABLES must list names of environment variables, like "
+            f"OPENAI_API_KEY, not {name!r}"
+        )
+    if name in GATEWAY_SECRET_VARIABLES:
+        raise ImproperlyConfigured(
+            f"PROVIDER_KEY_VARIABLES must not name {name}: it holds the gateway's own secret, "
+            "which a provider would send upstream"
+        )
 # Upstream timeouts, in seconds; one that runs out is a 504 (or, once a stream has started,
 # an error event). UPSTREAM_TIMEOUT bounds each wait that has no bound of its own.
 UPSTREAM_TIMEOUT = envfloat("UPSTREAM_TIMEOUT", 120.0, minimum=0.1)

@@ -26,6 +26,7 @@ SETTINGS_VARIABLES = (
     "MAX_REQUEST_BYTES",
     "METRICS_TOKEN",
     "METRICS_PUBLIC",
+    "PROVIDER_KEY_VARIABLES",
 )
 PRINT_SETTINGS = (
     "import django; from django.conf import settings; django.setup(); "
@@ -297,9 +298,17 @@ def test_it_passes_the_system_checks_in_production(tmp_path):
         ("UPSTREAM_TIMEOUT", "two minutes"),
         ("MAX_REQUEST_BYTES", "10"),
         ("DATABASE_URL", "not a url"),
+        ("PROVIDER_KEY_VARIABLES", "OPENAI_API_KEY,my-key"),
     ],
 )
 def test_it_refuses_to_start_with_a_bad_value(variable, value):
     process = _load_settings(**{variable: value})
 
     _assert_refused(process, variable)
+
+
+@pytest.mark.parametrize("name", ["SECRET_KEY", "DATABASE_URL", "REDIS_URL", "METRICS_TOKEN"])
+def test_it_refuses_to_let_providers_read_the_gateways_own_secrets(name):
+    process = _load_settings(PROVIDER_KEY_VARIABLES=f"OPENAI_API_KEY,{name}")
+
+    _assert_refused(process, "PROVIDER_KEY_VARIABLES", name)
