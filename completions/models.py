@@ -90,16 +90,28 @@ class Provider(models.Model):
     def __str__(self):
         return self.name
 
-    def clean(self):
-        errors = {}
-        if self.kind == self.OPENAI and not self.base_url:
-            errors["base_url"] = "An OpenAI-compatible provider needs its base URL."
+    def clean_fields(self, exclude=None):
+        """Check the fields that depend on one another or on settings, where they may change.
+
+        Here rather than in clean(): a form that leaves a field out (the admin's, for staff
+        without the endpoint permission) cannot take an error on it, nor change it.
+        """
+        try:
+            super().clean_fields(exclude=exclude)
+        except ValidationError as error:
+            errors = error.message_dict
+        else:
+            errors = {}
+        # A field with an error of its own is not checked again.
+        exclude = set(exclude or ()) | set(errors)
+        if "base_url" not in exclude and self.kind == self.OPENAI and not self.base_url:
+            errors["base_url"] = ["An OpenAI-compatible provider needs its base URL."]
         if (
-            self.api_key_env
-            and ENV_NAME_PATTERN.match(self.api_key_env)
+            "api_key_env" not in exclude
+            and self.api_key_env
             and not key_variable_allowed(self.api_key_env)
         ):
-            errors["api_key_env"] = KEY_VARIABLES_REFUSED
+            errors["api_key_env"] = [KEY_VARIABLES_REFUSED]
         if errors:
             raise ValidationError(errors)
 

@@ -180,6 +180,24 @@ def test_staff_with_only_the_provider_permissions_cannot_change_where_calls_go(c
     assert provider.api_key_env == ""
 
 
+def test_staff_with_only_the_provider_permissions_may_switch_off_a_provider_they_cannot_fix(
+    client,
+):
+    # Saved before the allow-list: only someone with the endpoint permission can fix it.
+    provider = Provider.objects.create(
+        name="old", kind=Provider.OPENAI, base_url="http://a/v1", api_key_env="DATABASE_URL"
+    )
+    client.force_login(_staff("view_provider", "change_provider"))
+
+    response = client.post(
+        f"{PROVIDERS}{provider.pk}/change/", _change_form(provider, is_active="")
+    )
+
+    assert response.status_code == 302
+    provider.refresh_from_db()
+    assert not provider.is_active
+
+
 def test_staff_with_only_the_provider_permissions_cannot_add_a_provider(client):
     client.force_login(_staff("view_provider", "add_provider", "change_provider"))
 
