@@ -61,14 +61,20 @@ class TextFormatter(logging.Formatter):
     that only a record starts at the beginning of a line.
     """
 
-    def formatMessage(self, record):
-        return escape_controls(super().formatMessage(record))
-
-    def formatException(self, ei):
-        return self._indented(super().formatException(ei))
-
-    def formatStack(self, stack_info):
-        return self._indented(super().formatStack(stack_info))
+    def format(self, record):
+        # Formatter.format() would reuse a traceback another handler's formatter left on
+        # the record (exc_text), unindented; this one formats its own each time.
+        record.message = record.getMessage()
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        lines = [escape_controls(self.formatMessage(record))]
+        if record.exc_info:
+            lines.append(self._indented(self.formatException(record.exc_info)))
+        elif record.exc_text:
+            lines.append(self._indented(record.exc_text))
+        if record.stack_info:
+            lines.append(self._indented(self.formatStack(record.stack_info)))
+        return "\n".join(lines)
 
     @staticmethod
     def _indented(text):
