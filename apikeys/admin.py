@@ -32,7 +32,7 @@ from apikeys.models import (
     parse_model_names,
     refused_when,
 )
-from apikeys.reports import PRESETS, SUM_FIELDS, Period, PeriodUsage
+from apikeys.reports import PRESETS, SUM_FIELDS, Period, PeriodUsage, spreadsheet_text
 from completions.models import unknown_model_names
 
 LIMIT_FIELDS = ["rate_limit", "tokens_per_minute", "tokens_per_day", "monthly_budget"]
@@ -444,7 +444,15 @@ class UsageReportAdmin(admin.ModelAdmin):
         writer = csv.writer(response)
         writer.writerow(["key", "model", *SUM_FIELDS])
         for row in report.by_key_and_model():
-            writer.writerow([row["key_name"], row["model"], *(row[f] for f in SUM_FIELDS)])
+            # Key and model names are anyone's text (a model name is what the client asked
+            # for); the numbers are the database's own.
+            writer.writerow(
+                [
+                    spreadsheet_text(row["key_name"]),
+                    spreadsheet_text(row["model"]),
+                    *(row[f] for f in SUM_FIELDS),
+                ]
+            )
         return response
 
     def _form(self, request):

@@ -36,6 +36,21 @@ SUM_FIELDS = [
     "errors",
     "latency_ms",
 ]
+# What a spreadsheet takes as the start of a formula in a cell it opens from CSV (OWASP,
+# "CSV Injection"): =, +, - and @, and tab and carriage return, after which some programs
+# read the rest of the cell as typed.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_text(value):
+    """Return a text cell for a CSV export that no spreadsheet runs as a formula.
+
+    A leading single quote makes a spreadsheet show the cell as text; the quote is visible
+    to a program that reads the file, the price OWASP accepts. Only for text: a negative
+    number in a numeric column must stay a number.
+    """
+    text = str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 def _sums():

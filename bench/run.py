@@ -37,7 +37,7 @@ from completions.models import Model, Provider
 
 provider = Provider.objects.create(
     name="bench", kind="cloudflare", base_url="{base}", account_id="{account}",
-    api_key_env="BENCH_TOKEN",
+    api_key_env="GATEWAY_PROVIDER_BENCH_TOKEN",
 )
 Model.objects.create(name="{model}", provider=provider)
 key, secret = ApiKey.objects.create_key(name="bench", rate_limit="1000000/s")
@@ -117,7 +117,7 @@ class Servers:
             "ENVIRONMENT": "development",
             "DEBUG": "false",
             "DATABASE_URL": database,
-            "BENCH_TOKEN": "bench-token",
+            "GATEWAY_PROVIDER_BENCH_TOKEN": "bench-token",
             "LOG_LEVEL": "WARNING",
             "UPSTREAM_MAX_CONNECTIONS": str(max(1024, self.args.streams + 64)),
         }

@@ -21,6 +21,14 @@ from completions.registry import catalogue
 
 @admin.register(Provider)
 class ProviderAdmin(admin.ModelAdmin):
+    """Admin for providers.
+
+    Where a provider's calls go, and with which credential, is the permission
+    completions.change_provider_endpoint's (superusers only unless given): with the provider
+    permissions alone, a staff user could point a provider at a server of their own and
+    collect its key. Without it those fields are shown, not edited, and no provider is added.
+    """
+
     list_display = [
         "name",
         "kind",
@@ -43,6 +51,22 @@ class ProviderAdmin(admin.ModelAdmin):
         "created_at",
     ]
     readonly_fields = ["credential", "created_at"]
+    # The fields that decide which server gets which credential: the kind too, since a
+    # Cloudflare provider with no variable of its own sends CLOUDFLARE_API_TOKEN.
+    endpoint_fields = ["kind", "base_url", "api_key_env"]
+
+    def has_add_permission(self, request):
+        return super().has_add_permission(request) and self._may_change_endpoint(request)
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(super().get_readonly_fields(request, obj))
+        if not self._may_change_endpoint(request):
+            fields += self.endpoint_fields
+        return fields
+
+    @staticmethod
+    def _may_change_endpoint(request):
+        return request.user.has_perm("completions.change_provider_endpoint")
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(model_count=Count("models"))
@@ -79,6 +103,10 @@ class ProviderAdmin(admin.ModelAdmin):
             return "not needed"
         if not provider.api_key_env and provider.kind != Provider.CLOUDFLARE:
             return "none named"
+        if not provider.key_variable_allowed():
+            # Whether the variable is set is not read: that would tell whether any variable
+            # of the gateway's environment exists.
+            return "not allowed (see PROVIDER_KEY_VARIABLES); the provider is not called"
         return "set" if provider.get_api_key() else "not set"
 
 

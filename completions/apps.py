@@ -7,6 +7,7 @@ class CompletionsConfig(AppConfig):
     verbose_name = "Models and providers"
 
     def ready(self):
+        from completions import checks  # noqa: F401 - registers the system checks
         from completions.models import (
             Model,
             ModelAlias,

@@ -1,4 +1,5 @@
 import datetime
+import logging
 import os
 import re
 
@@ -7,12 +8,38 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from gateway.errors import UpstreamError
+
+logger = logging.getLogger(__name__)
+
 ENV_NAME_PATTERN = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+# The variables a provider may read its key from start with this; so does no variable of
+# the gateway's own, nor of the system. Others only if PROVIDER_KEY_VARIABLES lists them.
+KEY_VARIABLE_PREFIX = "GATEWAY_PROVIDER_"
+# What a Cloudflare provider with no variable of its own reads (settings.CLOUDFLARE_API_TOKEN).
+DEFAULT_KEY_VARIABLE = "CLOUDFLARE_API_TOKEN"
+KEY_VARIABLES_REFUSED = (
+    f"Only variables whose names start with {KEY_VARIABLE_PREFIX}, {DEFAULT_KEY_VARIABLE}, "
+    "and those listed in the setting PROVIDER_KEY_VARIABLES may hold a provider's key."
+)
 
 
 def validate_env_name(value):
     if value and not ENV_NAME_PATTERN.match(value):
         raise ValidationError("Enter the name of an environment variable, like MY_API_TOKEN.")
+
+
+def key_variable_allowed(name):
+    """Tell whether a provider may read its key from the environment variable `name`.
+
+    A provider sends the value upstream as its credential: whoever may edit a provider could
+    otherwise have SECRET_KEY or DATABASE_URL sent to a server of their own.
+    """
+    return (
+        (name.startswith(KEY_VARIABLE_PREFIX) and len(name) > len(KEY_VARIABLE_PREFIX))
+        or name == DEFAULT_KEY_VARIABLE
+        or name in settings.PROVIDER_KEY_VARIABLES
+    )
 
 
 class Provider(models.Model):
@@ -43,20 +70,55 @@ class Provider(models.Model):
         max_length=100,
         blank=True,
         validators=[validate_env_name],
-        help_text="Name of the environment variable that holds this provider's API key or token.",
+        help_text="Name of the environment variable that holds this provider's API key or "
+        "token: GATEWAY_PROVIDER_..., or one the setting PROVIDER_KEY_VARIABLES lists. "
+        "Cloudflare: empty means CLOUDFLARE_API_TOKEN.",
     )
     is_active = models.BooleanField("active", default=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
         ordering = ["name"]
+        permissions = [
+            # The provider permissions alone cover its name and whether it is active; these
+            # decide which server receives which credential (superusers only, by default).
+            (
+                "change_provider_endpoint",
+                "Can set a provider's kind, base URL and API key variable",
+            ),
+        ]
 
     def __str__(self):
         return self.name
 
-    def clean(self):
-        if self.kind == self.OPENAI and not self.base_url:
-            raise ValidationError({"base_url": "An OpenAI-compatible provider needs its base URL."})
+    def clean_fields(self, exclude=None):
+        """Check the fields that depend on one another or on settings, where they may change.
+
+        Here rather than in clean(): a form that leaves a field out (the admin's, for staff
+        without the endpoint permission) cannot take an error on it, nor change it.
+        """
+        try:
+            super().clean_fields(exclude=exclude)
+        except ValidationError as error:
+            errors = error.message_dict
+        else:
+            errors = {}
+        # A field with an error of its own is not checked again.
+        exclude = set(exclude or ()) | set(errors)
+        if "base_url" not in exclude and self.kind == self.OPENAI and not self.base_url:
+            errors["base_url"] = ["An OpenAI-compatible provider needs its base URL."]
+        if (
+            "api_key_env" not in exclude
+            and self.api_key_env
+            and not key_variable_allowed(self.api_key_env)
+        ):
+            errors["api_key_env"] = [KEY_VARIABLES_REFUSED]
+        if errors:
+            raise ValidationError(errors)
+
+    def key_variable_allowed(self):
+        """Tell whether the provider may read the variable it names (or names none)."""
+        return not self.api_key_env or key_variable_allowed(self.api_key_env)
 
     def get_base_url(self):
         if self.kind == self.CLOUDFLARE:
@@ -67,8 +129,28 @@ class Provider(models.Model):
         return self.account_id or settings.CLOUDFLARE_ACCOUNT_ID
 
     def get_api_key(self):
-        """Read the credential from the environment at call time, so rotation needs no edit."""
+        """Read the credential from the environment at call time, so rotation needs no edit.
+
+        A provider saved before the allow-list (or by hand in the database) that names a
+        variable outside it is not called: it might be pointed at someone's listener with
+        the gateway's own secret as its key. Clearing the variable in a migration instead
+        would break a working setup without a word; this fails loudly, naming the setting.
+        """
         if self.api_key_env:
+            if not key_variable_allowed(self.api_key_env):
+                logger.error(
+                    "Provider %s names the API key variable %s, which is not allowed: "
+                    "rename the variable to %s... or list it in PROVIDER_KEY_VARIABLES",
+                    self.name,
+                    self.api_key_env,
+                    KEY_VARIABLE_PREFIX,
+                )
+                raise UpstreamError(
+                    f"The provider '{self.name}' is set to read its API key from an "
+                    "environment variable the gateway does not allow (see the setting "
+                    "PROVIDER_KEY_VARIABLES); its operator must fix it.",
+                    code="upstream_misconfigured",
+                )
             return os.environ.get(self.api_key_env, "")
         if self.kind == self.CLOUDFLARE:
             return settings.CLOUDFLARE_API_TOKEN

@@ -189,27 +189,71 @@ def redact(text, secrets):
     return text
 
 
-# A URL in an upstream's message; its host decides whether it may be shown.
-_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s\"'<>]+", re.IGNORECASE)
+# A URL in an upstream's message; its host decides whether it may be shown. The scheme is
+# bounded (32 characters, far above any in use): unbounded, every word of a long run such as
+# a.a.a.a... would be scanned to its end for "://", seconds per 10 kB of message.
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]{0,31}://[^\s\"'<>]+", re.IGNORECASE)
 # Host names that only make sense inside a private network.
 _INTERNAL_SUFFIXES = (".local", ".internal", ".lan", ".localdomain", ".svc", ".corp", ".arpa")
+# An address written without a scheme, with or without a port: an IPv4 address, an IPv6
+# address in brackets or bare, or a host name that only a private network resolves. Each is
+# checked by _is_internal_address before it is taken out, so that a public address, a version
+# (3.1.4) or a time of day (10:30:00) stays.
+_BARE_ADDRESS = re.compile(
+    r"""
+    \[[0-9a-f:.]+ (?:%[\w.-]+)? \] (?::\d{1,5})?       # [fd00::1]:443
+    | (?<![\w.:-]) (?:                                 # not part of a longer word
+        \d{1,3} (?:\.\d{1,3}){3} (?::\d{1,5})?          # 10.1.2.3:8080
+        | [0-9a-f]{0,4} (?::[0-9a-f]{0,4}){2,7} (?:%[\w.-]+)?  # fd00::1, fe80::1%eth0
+        | localhost (?::\d{1,5})?
+        | (?:[a-z0-9-]+\.)+ (?:SUFFIXES) (?::\d{1,5})?  # gpu-3.svc.cluster.local
+    ) (?![\w:-]|\.\w)                                  # nor followed by more of one
+    """.replace("SUFFIXES", "|".join(suffix[1:] for suffix in _INTERNAL_SUFFIXES)),
+    re.IGNORECASE | re.VERBOSE,
+)
 
 
 def redact_internal_urls(text):
-    """Return text with every URL that points inside a private network replaced.
+    """Return text with every URL and address that points inside a private network replaced.
 
     Upstreams and the proxies in front of them name their own addresses in errors
-    (http://10.0.3.7:8000/v1/...). A public URL, such as a link to the provider's
-    documentation, stays: it tells the client where to read about the error.
+    (http://10.0.3.7:8000/v1/..., or a bare 10.0.3.7:8000). A public URL, such as a link to
+    the provider's documentation, stays: it tells the client where to read about the error.
     """
-    return _URL.sub(lambda match: "[internal URL]" if _is_internal(match[0]) else match[0], text)
+    text = _URL.sub(lambda match: "[internal URL]" if _is_internal(match[0]) else match[0], text)
+    return _BARE_ADDRESS.sub(
+        lambda match: "[internal address]" if _is_internal_address(match[0]) else match[0], text
+    )
 
 
 def _is_internal(url):
     try:
-        host = (urlsplit(url).hostname or "").rstrip(".")
+        host = urlsplit(url).hostname or ""
     except ValueError:
         return True
+    return _is_internal_host(host)
+
+
+def _is_internal_address(written):
+    """Tell whether a bare address (10.0.0.1:80, [fd00::1]:443, fd00::1, db.internal) is."""
+    if written.startswith("["):
+        host = written[1 : written.index("]")]
+    elif written.count(":") > 1:
+        host = written
+    else:
+        host = written.partition(":")[0]
+    if ":" in host or re.fullmatch(r"[\d.]+", host):
+        # Written like an address, so only an address counts: 3.1.400.5 may be a version,
+        # 10:30:00 a time of day.
+        try:
+            return not ipaddress.ip_address(host.partition("%")[0]).is_global
+        except ValueError:
+            return False
+    return _is_internal_host(host)
+
+
+def _is_internal_host(host):
+    host = host.partition("%")[0].rstrip(".")
     try:
         address = ipaddress.ip_address(host)
     except ValueError:

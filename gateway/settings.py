@@ -1,8 +1,8 @@
 """Settings for the gateway, all read from the environment (see README, "Configuration").
 
 Development needs none of them: SQLite in the project folder, the in-process cache and a
-throwaway secret key. Production refuses to start without a real SECRET_KEY,
-ALLOWED_HOSTS and REDIS_URL.
+throwaway secret key. Production refuses to start without a real SECRET_KEY (no placeholder),
+ALLOWED_HOSTS, REDIS_URL, and a METRICS_TOKEN or METRICS_PUBLIC=true.
 """
 
 import os
@@ -25,10 +25,29 @@ SECRET_KEY = envstr("SECRET_KEY", DEVELOPMENT_SECRET_KEY)
 DEBUG = envbool("DEBUG", ENVIRONMENT == "development")
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 
+# Words found in keys copied from examples rather than generated: deploy/env.example's
+# "change-me-...", Django's "django-insecure-...", "your-secret-key-here". Six letters or
+# more, so that a random key of 50 characters holds one by chance about once in 10**8.
+PLACEHOLDER_KEY_WORDS = ("change", "replace", "example", "placeholder", "insecure", "secret")
+# Django's deploy check (security.W009) asks for more different characters than this.
+FEWEST_DIFFERENT_KEY_CHARACTERS = 5
+
 if ENVIRONMENT == "production":
     if SECRET_KEY == DEVELOPMENT_SECRET_KEY or len(SECRET_KEY) < 32:
         raise ImproperlyConfigured(
             "SECRET_KEY must be set to a random value of at least 32 characters in production"
+        )
+    placeholder = [word for word in PLACEHOLDER_KEY_WORDS if word in SECRET_KEY.lower()]
+    if placeholder:
+        raise ImproperlyConfigured(
+            f"SECRET_KEY looks like a placeholder (it holds {placeholder[0]!r}): set a random "
+            "value in production, such as python3 -c 'import secrets; "
+            "print(secrets.token_urlsafe(50))'"
+        )
+    if len(set(SECRET_KEY)) < FEWEST_DIFFERENT_KEY_CHARACTERS:
+        raise ImproperlyConfigured(
+            f"SECRET_KEY must hold at least {FEWEST_DIFFERENT_KEY_CHARACTERS} different "
+            "characters in production: set a random value"
         )
     if DEBUG:
         raise ImproperlyConfigured("DEBUG must be off in production: it shows internals in errors")
@@ -195,6 +214,23 @@ CLOUDFLARE_API_TOKEN = envstr("CLOUDFLARE_API_TOKEN")
 CLOUDFLARE_API_BASE_URL = envstr(
     "CLOUDFLARE_API_BASE_URL", "https://api.cloudflare.com/client/v4"
 ).rstrip("/")
+# Environment variables a provider's "API key variable" may name (completions.models.Provider),
+# besides those that start with GATEWAY_PROVIDER_ and CLOUDFLARE_API_TOKEN: a provider sends
+# the variable's value upstream, so it must never be able to read the gateway's own secrets.
+PROVIDER_KEY_VARIABLES = envlist("PROVIDER_KEY_VARIABLES")
+# The gateway's own secrets, which no provider may send anywhere.
+GATEWAY_SECRET_VARIABLES = ("SECRET_KEY", "DATABASE_URL", "REDIS_URL", "METRICS_TOKEN")
+for name in PROVIDER_KEY_VARIABLES:
+    if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", name):
+        raise ImproperlyConfigured(
+            f"PROVIDER_KEY_VARIABLES must list names of environment variables, like "
+            f"OPENAI_API_KEY, not {name!r}"
+        )
+    if name in GATEWAY_SECRET_VARIABLES:
+        raise ImproperlyConfigured(
+            f"PROVIDER_KEY_VARIABLES must not name {name}: it holds the gateway's own secret, "
+            "which a provider would send upstream"
+        )
 # Upstream timeouts, in seconds; one that runs out is a 504 (or, once a stream has started,
 # an error event). UPSTREAM_TIMEOUT bounds each wait that has no bound of its own.
 UPSTREAM_TIMEOUT = envfloat("UPSTREAM_TIMEOUT", 120.0, minimum=0.1)
@@ -390,8 +426,15 @@ if not re.fullmatch(r"[1-9][0-9]*/[smhd]", ADMIN_LOGIN_RATE):
         f"ADMIN_LOGIN_RATE must be a rate such as 10/m (per s, m, h or d), not {ADMIN_LOGIN_RATE!r}"
     )
 
-# Bearer token /metrics asks for; empty: open (restrict it at the proxy, see deploy/).
+# Bearer token /metrics asks for; empty: open. Production refuses to start with /metrics
+# open unless METRICS_PUBLIC says it is meant to be (the proxy keeps it from the internet).
 METRICS_TOKEN = envstr("METRICS_TOKEN")
+METRICS_PUBLIC = envbool("METRICS_PUBLIC", False)
+if ENVIRONMENT == "production" and not METRICS_TOKEN and not METRICS_PUBLIC:
+    raise ImproperlyConfigured(
+        "METRICS_TOKEN must be set in production, or METRICS_PUBLIC=true if /metrics is meant "
+        "to answer without one (restricted at the proxy)"
+    )
 
 LOG_FORMAT = envchoice(
     "LOG_FORMAT", "text" if ENVIRONMENT == "development" else "json", ("text", "json")
@@ -402,7 +445,10 @@ LOGGING = {
     "filters": {"request_id": {"()": "gateway.logs.RequestIdFilter"}},
     "formatters": {
         "json": {"()": "gateway.logs.JsonFormatter"},
-        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "text": {
+            "()": "gateway.logs.TextFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
+        },
     },
     "handlers": {
         "console": {

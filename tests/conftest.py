@@ -77,14 +77,14 @@ def _own_authentication_failures(monkeypatch):
 @pytest.fixture
 def cloudflare(upstream, monkeypatch, settings):
     """A Cloudflare provider on the fake upstream, with a few of its models."""
-    monkeypatch.setenv("TEST_CF_TOKEN", fake_upstream.CLOUDFLARE_TOKEN)
+    monkeypatch.setenv("GATEWAY_PROVIDER_TEST_CF_TOKEN", fake_upstream.CLOUDFLARE_TOKEN)
     settings.UPSTREAM_TIMEOUT = 5
     provider = Provider.objects.create(
         name="cloudflare",
         kind=Provider.CLOUDFLARE,
         base_url=upstream.cloudflare_base_url,
         account_id=fake_upstream.CLOUDFLARE_ACCOUNT,
-        api_key_env="TEST_CF_TOKEN",
+        api_key_env="GATEWAY_PROVIDER_TEST_CF_TOKEN",
     )
     llama = Model.objects.create(name=LLAMA, provider=provider)
     ModelAlias.objects.create(name="gpt-4o-mini", model=llama)
@@ -108,12 +108,12 @@ def cloudflare(upstream, monkeypatch, settings):
 @pytest.fixture
 def openai_upstream(upstream, monkeypatch):
     """An OpenAI-compatible provider on the fake upstream, serving gpt-test-mini."""
-    monkeypatch.setenv("TEST_OPENAI_KEY", fake_upstream.OPENAI_KEY)
+    monkeypatch.setenv("GATEWAY_PROVIDER_TEST_OPENAI_KEY", fake_upstream.OPENAI_KEY)
     provider = Provider.objects.create(
         name="openai-fake",
         kind=Provider.OPENAI,
         base_url=upstream.openai_base_url,
-        api_key_env="TEST_OPENAI_KEY",
+        api_key_env="GATEWAY_PROVIDER_TEST_OPENAI_KEY",
     )
     Model.objects.create(name="gpt-test-mini", provider=provider)
     for name in ["gpt-test-fail-500", "gpt-test-cut-stream"]:

@@ -80,7 +80,7 @@ def gateway_env(database, **extra):
         **os.environ,
         "ENVIRONMENT": "development",
         "DATABASE_URL": database.url,
-        "TEST_CF_TOKEN": fake_upstream.CLOUDFLARE_TOKEN,
+        "GATEWAY_PROVIDER_TEST_CF_TOKEN": fake_upstream.CLOUDFLARE_TOKEN,
         "ECHO_STREAM_DELAY": "0",
         "UPSTREAM_TIMEOUT": "10",
         "DJANGO_SETTINGS_MODULE": "gateway.settings",

@@ -374,19 +374,19 @@ def test_usage_records_cannot_be_added_changed_or_deleted(admin_client):
 def test_the_provider_list_says_whether_the_key_variable_is_set_without_its_value(
     admin_client, monkeypatch
 ):
-    monkeypatch.setenv("ADMIN_TEST_TOKEN", "tok-very-secret-value")
-    monkeypatch.delenv("ADMIN_TEST_MISSING", raising=False)
+    monkeypatch.setenv("GATEWAY_PROVIDER_ADMIN_TEST_TOKEN", "tok-very-secret-value")
+    monkeypatch.delenv("GATEWAY_PROVIDER_ADMIN_TEST_MISSING", raising=False)
     Provider.objects.create(
         name="has-token",
         kind=Provider.OPENAI,
         base_url="http://a/v1",
-        api_key_env="ADMIN_TEST_TOKEN",
+        api_key_env="GATEWAY_PROVIDER_ADMIN_TEST_TOKEN",
     )
     Provider.objects.create(
         name="lacks-token",
         kind=Provider.OPENAI,
         base_url="http://b/v1",
-        api_key_env="ADMIN_TEST_MISSING",
+        api_key_env="GATEWAY_PROVIDER_ADMIN_TEST_MISSING",
     )
 
     response = admin_client.get(PROVIDERS)
@@ -394,23 +394,23 @@ def test_the_provider_list_says_whether_the_key_variable_is_set_without_its_valu
     names = cells(response, "name")
     rows = dict(zip(names, cells(response, "credential"), strict=True))
     assert rows == {"echo": "not needed", "has-token": "set", "lacks-token": "not set"}
-    assert "ADMIN_TEST_TOKEN" in response.content.decode()
+    assert "GATEWAY_PROVIDER_ADMIN_TEST_TOKEN" in response.content.decode()
     assert "tok-very-secret-value" not in response.content.decode()
 
 
 def test_the_provider_page_says_whether_the_key_variable_is_set_without_its_value(
     admin_client, monkeypatch
 ):
-    monkeypatch.setenv("ADMIN_TEST_TOKEN", "tok-very-secret-value")
+    monkeypatch.setenv("GATEWAY_PROVIDER_ADMIN_TEST_TOKEN", "tok-very-secret-value")
     provider = Provider.objects.create(
         name="has-token",
         kind=Provider.OPENAI,
         base_url="http://a/v1",
-        api_key_env="ADMIN_TEST_TOKEN",
+        api_key_env="GATEWAY_PROVIDER_ADMIN_TEST_TOKEN",
     )
 
     html = admin_client.get(f"{PROVIDERS}{provider.pk}/change/").content.decode()
-    monkeypatch.delenv("ADMIN_TEST_TOKEN")
+    monkeypatch.delenv("GATEWAY_PROVIDER_ADMIN_TEST_TOKEN")
     html_after_unset = admin_client.get(f"{PROVIDERS}{provider.pk}/change/").content.decode()
 
     assert re.search(r'<div class="readonly">set</div>', html)

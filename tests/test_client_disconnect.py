@@ -33,7 +33,7 @@ from completions.models import Model, Provider
 
 cf = Provider.objects.create(
     name="cloudflare", kind="cloudflare", base_url="{base_url}", account_id="{account}",
-    api_key_env="TEST_CF_TOKEN",
+    api_key_env="GATEWAY_PROVIDER_TEST_CF_TOKEN",
 )
 Model.objects.create(name="{drip}", provider=cf)
 key, secret = ApiKey.objects.create_key(name="dripper", rate_limit="1000/s")
@@ -47,7 +47,9 @@ def live(upstream, tmp_path_factory):
         base_url=upstream.cloudflare_base_url, account=fake_upstream.CLOUDFLARE_ACCOUNT, drip=DRIP
     )
     folder = tmp_path_factory.mktemp("disconnect")
-    with LiveGateway(folder, setup, TEST_CF_TOKEN=fake_upstream.CLOUDFLARE_TOKEN) as gateway:
+    with LiveGateway(
+        folder, setup, GATEWAY_PROVIDER_TEST_CF_TOKEN=fake_upstream.CLOUDFLARE_TOKEN
+    ) as gateway:
         yield gateway
 
 

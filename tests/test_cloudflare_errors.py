@@ -430,7 +430,7 @@ async def test_an_input_refused_by_code_stays_the_clients_400(api, alice, script
 async def test_refused_credentials_still_read_as_refused_credentials(
     api, alice, upstream, monkeypatch
 ):
-    monkeypatch.setenv("TEST_CF_TOKEN", "cf-wrong-token")
+    monkeypatch.setenv("GATEWAY_PROVIDER_TEST_CF_TOKEN", "cf-wrong-token")
 
     response = await _chat(api, alice, LLAMA)
 

@@ -23,6 +23,7 @@ def _deploy_check(tmp_path, **settings):
         "ENVIRONMENT": "production",
         "SECRET_KEY": PRODUCTION_SECRET_KEY,
         "ALLOWED_HOSTS": "api.example.com",
+        "METRICS_TOKEN": "scrape-" + "m3Tz" * 6,
         "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
         # Rate limits need a cache every process shares; nothing connects to it here.
         "REDIS_URL": "redis://127.0.0.1:6379/0",

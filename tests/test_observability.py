@@ -2,8 +2,12 @@
 
 import json
 import logging
+import logging.config
+import sys
 
+import httpx
 import pytest
+from django.conf import settings
 from django.core.cache import cache
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -152,3 +156,57 @@ async def test_log_lines_of_a_request_carry_its_id(api, alice, cloudflare, caplo
 
     ids = {getattr(r, "request_id", None) for r in caplog.records if r.levelno >= logging.WARNING}
     assert response["x-request-id"] in ids
+
+
+# A line that would pass for a record of its own in text logs.
+FORGED = "2026-11-30 09:00:00,000 INFO gateway [-] key bob granted admin"
+
+
+def _text_formatter():
+    """Return the formatter of LOG_FORMAT=text, as the settings configure it."""
+    configurator = logging.config.DictConfigurator(settings.LOGGING)
+    # A copy: the configurator takes "()" out of the dictionary it is given.
+    return configurator.configure_formatter(dict(settings.LOGGING["formatters"]["text"]))
+
+
+async def test_text_logs_keep_an_upstream_message_on_one_line(
+    api, alice, cloudflare, monkeypatch, caplog
+):
+    # Workers AI's 5016 (model refused to the account) is logged at ERROR with its message.
+    message = f"Denied\r\n{FORGED}\x1b[2K\u2028{FORGED}"
+
+    def answer(request):
+        errors = [{"code": 5016, "message": message}]
+        return httpx.Response(403, json={"result": None, "success": False, "errors": errors})
+
+    monkeypatch.setattr(
+        "completions.providers.base.get_client",
+        lambda: httpx.AsyncClient(transport=httpx.MockTransport(answer)),
+    )
+
+    response = await api.post(
+        "/v1/chat/completions", data=BODY, content_type="application/json", headers=alice.headers
+    )
+
+    assert response.status_code == 502
+    [line] = [_text_formatter().format(r) for r in caplog.records if "Denied" in r.getMessage()]
+    assert "Denied\\r\\n2026-11-30" in line
+    assert not {"\r", "\n", "\x1b", "\u2028"} & set(line)
+
+
+def test_text_logs_indent_every_line_of_a_traceback():
+    try:
+        raise ValueError(f"upstream said\n{FORGED}")
+    except ValueError:
+        record = logging.LogRecord("gateway", logging.ERROR, __file__, 1, "failed", (), None)
+        record.exc_info = sys.exc_info()
+    record.request_id = None
+    # Another handler (pytest's, an e-mail handler) may format the record first.
+    logging.Formatter().format(record)
+
+    first, *rest = _text_formatter().format(record).splitlines()
+
+    assert first.endswith("failed")
+    assert rest
+    # Only a record starts at the beginning of a line; its traceback is set in.
+    assert all(line.startswith(" ") for line in rest)

@@ -58,7 +58,7 @@ from completions.models import Model, Provider
 
 cf = Provider.objects.create(
     name="cloudflare", kind="cloudflare", base_url="{base_url}", account_id="{account}",
-    api_key_env="TEST_CF_TOKEN",
+    api_key_env="GATEWAY_PROVIDER_TEST_CF_TOKEN",
 )
 Model.objects.create(name="{llama}", provider=cf)
 Model.objects.create(name="{bge}", provider=cf, task="Text Embeddings")
@@ -111,7 +111,9 @@ def live(upstream, tmp_path_factory):
         media=sorted({name for names in SERVED.values() for name in names} - {"echo", LLAMA, BGE}),
     )
     folder = tmp_path_factory.mktemp("openapi")
-    with LiveGateway(folder, setup, TEST_CF_TOKEN=fake_upstream.CLOUDFLARE_TOKEN) as gateway:
+    with LiveGateway(
+        folder, setup, GATEWAY_PROVIDER_TEST_CF_TOKEN=fake_upstream.CLOUDFLARE_TOKEN
+    ) as gateway:
         yield gateway
 
 

@@ -89,7 +89,7 @@ async def test_no_key_or_credential_reaches_the_logs(api, alice, cloudflare, ups
         kind=Provider.CLOUDFLARE,
         base_url=f"http://127.0.0.1:{_closed_port()}/client/v4",
         account_id=fake_upstream.CLOUDFLARE_ACCOUNT,
-        api_key_env="TEST_CF_TOKEN",
+        api_key_env="GATEWAY_PROVIDER_TEST_CF_TOKEN",
     )
     await Model.objects.acreate(name="@cf/test/unreachable", provider=down)
     revoked_key, revoked = await sync_to_async(ApiKey.objects.create_key)(name="old")
@@ -243,6 +243,40 @@ async def test_an_upstream_error_reaches_the_client_without_internal_urls(
     )
     # A public link, to the provider's documentation, tells the client where to read on.
     assert "https://developers.cloudflare.com/workers-ai/" in text
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_upstream_error_reaches_the_client_without_bare_internal_addresses(
+    api, alice, cloudflare, upstream, monkeypatch, settings
+):
+    settings.UPSTREAM_RETRIES = 0
+    message = (
+        "No replica: 10.1.2.3:8080 refused, host.internal:8080 timed out, [fd00::1]:443 reset, "
+        "fd00::2 and 192.168.7.9 down, metadata at 169.254.169.254, gpu-3.svc.cluster.local "
+        "and localhost:11434 busy; public mirror 8.8.8.8:53 fine, llama-3.1-8b at 10:30:00."
+    )
+    _upstream_failing_with(monkeypatch, 500, message)
+
+    response = await _chat(api, alice.headers)
+
+    text = response.json()["error"]["message"]
+    assert "No replica: [internal address] refused" in text
+    _assert_nothing_of(
+        text,
+        [
+            "10.1.2.3",
+            "host.internal",
+            "fd00::1",
+            "fd00::2",
+            "192.168.7.9",
+            "169.254.169.254",
+            "gpu-3",
+            "localhost",
+        ],
+    )
+    # A public address, a version and a time of day tell nothing about the gateway's network.
+    assert "8.8.8.8:53" in text
+    assert "llama-3.1-8b at 10:30:00." in text
 
 
 @pytest.mark.django_db(transaction=True)

@@ -146,6 +146,7 @@ def _production_headers(**env):
             "ENVIRONMENT": "production",
             "SECRET_KEY": PRODUCTION_SECRET_KEY,
             "ALLOWED_HOSTS": "api.example.com",
+            "METRICS_TOKEN": "scrape-" + "m3Tz" * 6,
             "REDIS_URL": "redis://127.0.0.1:6379/0",
             **env,
         },

@@ -11,8 +11,10 @@ from django.core.exceptions import ImproperlyConfigured
 from gateway.env import envbool, envchoice, envfloat, envint, envlist, envstr
 
 ROOT = Path(__file__).resolve().parent.parent
-# A secret key long enough for production (at least 32 characters).
-PRODUCTION_SECRET_KEY = "k" * 50
+# A secret key fit for production: at least 32 characters, 5 or more of them different.
+PRODUCTION_SECRET_KEY = "production-only-" + "k7Qx" * 9
+# What /metrics asks of a scraper in production.
+METRICS_TOKEN = "scrape-" + "m3Tz" * 6
 # Settings load without reaching Redis: the URL need not answer.
 PRODUCTION_REDIS_URL = "redis://127.0.0.1:6379/0"
 # Variables that would change what the settings under test see.
@@ -26,6 +28,9 @@ SETTINGS_VARIABLES = (
     "MAX_REQUEST_BYTES",
     "REDIS_URL",
     "ALLOW_LOCAL_CACHE_IN_PRODUCTION",
+    "METRICS_TOKEN",
+    "METRICS_PUBLIC",
+    "PROVIDER_KEY_VARIABLES",
 )
 PRINT_SETTINGS = (
     "import django; from django.conf import settings; django.setup(); "
@@ -179,6 +184,75 @@ def test_it_refuses_production_with_a_short_secret_key():
     _assert_refused(process, "SECRET_KEY", "32")
 
 
+def _example_secret_key():
+    """Return the SECRET_KEY line's value in deploy/env.example."""
+    for line in (ROOT / "deploy" / "env.example").read_text().splitlines():
+        if line.startswith("SECRET_KEY="):
+            return line.removeprefix("SECRET_KEY=")
+    raise AssertionError("deploy/env.example has no SECRET_KEY line")
+
+
+def test_it_refuses_production_with_the_secret_key_of_the_example_environment_file():
+    process = _load_settings(
+        ENVIRONMENT="production",
+        SECRET_KEY=_example_secret_key(),
+        ALLOWED_HOSTS="api.example.com",
+        METRICS_TOKEN=METRICS_TOKEN,
+    )
+
+    _assert_refused(process, "SECRET_KEY", "placeholder")
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "replace-this-with-a-long-random-secret-key-please-ok",
+        "django-insecure-" + "a8Fq" * 10,
+        "your-secret-key-goes-here-and-it-is-long-enough-now",
+        "CHANGEME" * 5,
+    ],
+)
+def test_it_refuses_production_with_a_placeholder_secret_key(key):
+    process = _load_settings(
+        ENVIRONMENT="production",
+        SECRET_KEY=key,
+        ALLOWED_HOSTS="api.example.com",
+        METRICS_TOKEN=METRICS_TOKEN,
+    )
+
+    _assert_refused(process, "SECRET_KEY", "placeholder")
+
+
+def test_it_refuses_production_with_a_secret_key_of_few_different_characters():
+    process = _load_settings(
+        ENVIRONMENT="production",
+        SECRET_KEY="abab" * 12,
+        ALLOWED_HOSTS="api.example.com",
+        METRICS_TOKEN=METRICS_TOKEN,
+    )
+
+    _assert_refused(process, "SECRET_KEY", "5 different")
+
+
+def test_it_refuses_production_without_a_metrics_token():
+    process = _load_settings(
+        ENVIRONMENT="production", SECRET_KEY=PRODUCTION_SECRET_KEY, ALLOWED_HOSTS="api.example.com"
+    )
+
+    _assert_refused(process, "METRICS_TOKEN", "METRICS_PUBLIC")
+
+
+def test_it_loads_production_with_open_metrics_when_told_they_are_public():
+    process = _load_settings(
+        ENVIRONMENT="production",
+        SECRET_KEY=PRODUCTION_SECRET_KEY,
+        ALLOWED_HOSTS="api.example.com",
+        METRICS_PUBLIC="true",
+    )
+
+    assert process.returncode == 0, process.stderr
+
+
 def test_it_refuses_production_without_allowed_hosts():
     process = _load_settings(ENVIRONMENT="production", SECRET_KEY=PRODUCTION_SECRET_KEY)
 
@@ -190,6 +264,7 @@ def test_it_refuses_production_with_debug_on():
         ENVIRONMENT="production",
         SECRET_KEY=PRODUCTION_SECRET_KEY,
         ALLOWED_HOSTS="api.example.com",
+        METRICS_TOKEN=METRICS_TOKEN,
         DEBUG="true",
     )
 
@@ -202,6 +277,7 @@ def test_it_loads_production_settings_without_debug():
         SECRET_KEY=PRODUCTION_SECRET_KEY,
         ALLOWED_HOSTS="api.example.com",
         REDIS_URL=PRODUCTION_REDIS_URL,
+        METRICS_TOKEN=METRICS_TOKEN,
     )
 
     assert process.returncode == 0, process.stderr
@@ -237,6 +313,7 @@ def test_it_passes_the_system_checks_in_production(tmp_path):
         "ENVIRONMENT": "production",
         "SECRET_KEY": PRODUCTION_SECRET_KEY,
         "ALLOWED_HOSTS": "api.example.com",
+        "METRICS_TOKEN": METRICS_TOKEN,
         "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
         # Rate limits need a cache shared by every process (django_ratelimit.E003).
         "REDIS_URL": PRODUCTION_REDIS_URL,
@@ -262,9 +339,17 @@ def test_it_passes_the_system_checks_in_production(tmp_path):
         ("UPSTREAM_TIMEOUT", "two minutes"),
         ("MAX_REQUEST_BYTES", "10"),
         ("DATABASE_URL", "not a url"),
+        ("PROVIDER_KEY_VARIABLES", "OPENAI_API_KEY,my-key"),
     ],
 )
 def test_it_refuses_to_start_with_a_bad_value(variable, value):
     process = _load_settings(**{variable: value})
 
     _assert_refused(process, variable)
+
+
+@pytest.mark.parametrize("name", ["SECRET_KEY", "DATABASE_URL", "REDIS_URL", "METRICS_TOKEN"])
+def test_it_refuses_to_let_providers_read_the_gateways_own_secrets(name):
+    process = _load_settings(PROVIDER_KEY_VARIABLES=f"OPENAI_API_KEY,{name}")
+
+    _assert_refused(process, "PROVIDER_KEY_VARIABLES", name)

@@ -379,7 +379,7 @@ def test_an_unknown_provider_name_is_refused(cloudflare):
 
 
 def test_refused_credentials_fail_the_command(cloudflare, monkeypatch):
-    monkeypatch.setenv("TEST_CF_TOKEN", "wrong-token")
+    monkeypatch.setenv("GATEWAY_PROVIDER_TEST_CF_TOKEN", "wrong-token")
 
     with pytest.raises(CommandError, match="refused the gateway's credentials"):
         sync_models("--provider", "cloudflare")
@@ -404,7 +404,7 @@ def test_an_upstream_error_is_reported_without_the_providers_secrets(cloudflare,
 
 def test_one_failing_provider_does_not_stop_the_others(cloudflare, openai_upstream, monkeypatch):
     Provider.objects.exclude(pk__in=[cloudflare.pk, openai_upstream.pk]).update(is_active=False)
-    monkeypatch.setenv("TEST_CF_TOKEN", "wrong-token")
+    monkeypatch.setenv("GATEWAY_PROVIDER_TEST_CF_TOKEN", "wrong-token")
     out, err = StringIO(), StringIO()
 
     with pytest.raises(CommandError, match="Could not sync cloudflare: "):

@@ -73,7 +73,7 @@ async def test_it_answers_504_when_it_cannot_connect_in_time(
         kind=Provider.CLOUDFLARE,
         base_url=f"http://127.0.0.1:{unanswered_port}/client/v4",
         account_id="acc",
-        api_key_env="TEST_CF_TOKEN",
+        api_key_env="GATEWAY_PROVIDER_TEST_CF_TOKEN",
     )
     await Model.objects.acreate(name="@cf/test/stuck", provider=stuck)
     started = time.monotonic()

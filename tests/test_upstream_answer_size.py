@@ -107,7 +107,7 @@ class HostileUpstream:
 async def hostile(monkeypatch, settings):
     settings.UPSTREAM_MAX_ANSWER_BYTES = LIMIT
     settings.UPSTREAM_RETRIES = 0
-    monkeypatch.setenv("TEST_OPENAI_KEY", "sk-test")
+    monkeypatch.setenv("GATEWAY_PROVIDER_TEST_OPENAI_KEY", "sk-test")
     server = HostileUpstream()
     app = web.Application(client_max_size=64 * MiB)
     app.router.add_route("*", "/{tail:.*}", server.handle)
@@ -120,7 +120,7 @@ async def hostile(monkeypatch, settings):
         name="hostile",
         kind=Provider.OPENAI,
         base_url=f"http://127.0.0.1:{port}/v1",
-        api_key_env="TEST_OPENAI_KEY",
+        api_key_env="GATEWAY_PROVIDER_TEST_OPENAI_KEY",
     )
     await Model.objects.acreate(name="hostile-chat", provider=provider)
     await Model.objects.acreate(name="big-embedder", provider=provider, task=Model.TEXT_EMBEDDINGS)

@@ -135,7 +135,7 @@ async def test_it_answers_a_stream_with_502_when_the_upstream_cannot_be_reached(
 async def test_it_answers_502_when_the_gateways_credentials_are_refused(
     api, alice, cloudflare, monkeypatch
 ):
-    monkeypatch.setenv("TEST_CF_TOKEN", "cf-wrong-token")
+    monkeypatch.setenv("GATEWAY_PROVIDER_TEST_CF_TOKEN", "cf-wrong-token")
 
     response = await _chat(api, alice, "@cf/meta/llama-3.1-8b-instruct")
 

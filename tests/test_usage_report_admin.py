@@ -193,8 +193,9 @@ def test_the_csv_export_has_a_row_per_key_and_model(admin_client, usage):
     assert response["Content-Type"] == "text/csv"
     assert response["Content-Disposition"].startswith('attachment; filename="usage-')
     rows = list(csv.DictReader(io.StringIO(response.content.decode())))
+    # Workers AI's names start with @, which a spreadsheet would read as a formula.
     assert [(r["key"], r["model"], r["requests"], r["total_tokens"]) for r in rows] == [
-        ("alice", LLAMA, "3", "43"),
+        ("alice", f"'{LLAMA}", "3", "43"),
         ("alice", "echo", "1", "14"),
         ("bob", "echo", "1", "1234"),
     ]
@@ -208,6 +209,30 @@ def test_the_report_links_to_its_csv_with_the_same_filters(admin_client, usage, 
     link = re.search(r'href="([^"]+)" class="report-csv"', html).group(1).replace("&amp;", "&")
     rows = list(csv.DictReader(io.StringIO(admin_client.get(link).content.decode())))
     assert [r["key"] for r in rows] == ["bob"]
+
+
+@pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
+def test_the_csv_export_keeps_names_from_being_read_as_formulas(admin_client, start):
+    key, _ = ApiKey.objects.create_key(name=f'{start}HYPERLINK("https://evil.example")')
+    record(key, f"{start}cmd|' /C calc'!A0", prompt=1, completion=1)
+
+    response = admin_client.get(f"{REPORT}csv/", {"period": "24h"})
+
+    [row] = csv.DictReader(io.StringIO(response.content.decode(), newline=""))
+    # OWASP's advice: a leading quote makes a spreadsheet show the cell as text.
+    assert row["key"] == f"'{key.name}"
+    assert row["model"] == f"'{start}cmd|' /C calc'!A0"
+
+
+def test_the_csv_export_leaves_negative_numbers_as_numbers(admin_client, alice):
+    # A refund recorded as a negative cost is a number for the spreadsheet to add up.
+    record(alice.key, "-model", prompt=1, completion=1, cost="-0.5")
+
+    response = admin_client.get(f"{REPORT}csv/", {"period": "24h"})
+
+    [row] = csv.DictReader(io.StringIO(response.content.decode()))
+    assert row["model"] == "'-model"
+    assert Decimal(row["cost"]) == Decimal("-0.5")
 
 
 def test_a_csv_of_an_impossible_period_is_refused(admin_client):

@@ -24,7 +24,7 @@ from completions.models import Model, Provider
 
 cf = Provider.objects.create(
     name="cloudflare", kind="cloudflare", base_url="{base_url}", account_id="{account}",
-    api_key_env="TEST_CF_TOKEN",
+    api_key_env="GATEWAY_PROVIDER_TEST_CF_TOKEN",
 )
 Model.objects.create(name="{llama}", provider=cf)
 key, secret = ApiKey.objects.create_key(name="alice")
@@ -41,7 +41,7 @@ def _live(upstream, folder, locked_seconds, retry_seconds):
     return LiveGateway(
         folder,
         setup,
-        TEST_CF_TOKEN=fake_upstream.CLOUDFLARE_TOKEN,
+        GATEWAY_PROVIDER_TEST_CF_TOKEN=fake_upstream.CLOUDFLARE_TOKEN,
         DJANGO_SETTINGS_MODULE="tests.settings_usage_store",
         TEST_USAGE_WRITER_STORE="tests.usage_stores.LockedDatabase",
         TEST_USAGE_LOCKED_SECONDS=str(locked_seconds),

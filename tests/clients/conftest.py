@@ -50,7 +50,7 @@ from completions.models import Model, ModelAlias, Provider
 
 cf = Provider.objects.create(
     name="cloudflare", kind="cloudflare", base_url="{cloudflare}", account_id="{account}",
-    api_key_env="TEST_CF_TOKEN",
+    api_key_env="GATEWAY_PROVIDER_TEST_CF_TOKEN",
 )
 llama = Model.objects.create(name="{llama}", provider=cf)
 ModelAlias.objects.create(name="{chat}", model=llama)

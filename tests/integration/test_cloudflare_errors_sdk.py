@@ -25,7 +25,7 @@ from completions.models import Model, ModelFallback, Provider
 
 cf = Provider.objects.create(
     name="cloudflare", kind="cloudflare", base_url="{base_url}", account_id="{account}",
-    api_key_env="TEST_CF_TOKEN",
+    api_key_env="GATEWAY_PROVIDER_TEST_CF_TOKEN",
 )
 llama = Model.objects.create(name="{llama}", provider=cf)
 Model.objects.create(name="{capacity}", provider=cf)
@@ -47,7 +47,9 @@ def live(upstream, tmp_path_factory):
         allowance=ALLOWANCE,
     )
     folder = tmp_path_factory.mktemp("cloudflare-errors")
-    with LiveGateway(folder, setup, TEST_CF_TOKEN=fake_upstream.CLOUDFLARE_TOKEN) as gateway:
+    with LiveGateway(
+        folder, setup, GATEWAY_PROVIDER_TEST_CF_TOKEN=fake_upstream.CLOUDFLARE_TOKEN
+    ) as gateway:
         yield gateway
 
 

@@ -24,7 +24,7 @@ from completions.models import Model, Provider
 
 cf = Provider.objects.create(
     name="cloudflare", kind="cloudflare", base_url="{base_url}", account_id="{account}",
-    api_key_env="TEST_CF_TOKEN",
+    api_key_env="GATEWAY_PROVIDER_TEST_CF_TOKEN",
 )
 Model.objects.create(name="{vision}", provider=cf, accepts_images=True)
 key, secret = ApiKey.objects.create_key(name="alice")
@@ -51,7 +51,7 @@ def live(upstream, images, tmp_path_factory):
     with LiveGateway(
         tmp_path_factory.mktemp("images"),
         setup,
-        TEST_CF_TOKEN=fake_upstream.CLOUDFLARE_TOKEN,
+        GATEWAY_PROVIDER_TEST_CF_TOKEN=fake_upstream.CLOUDFLARE_TOKEN,
         IMAGE_URL_ALLOWED_NETWORKS="127.0.0.1/32",
         SSL_CERT_FILE=str(images.ca_file),
     ) as gateway:

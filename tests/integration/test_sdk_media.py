@@ -30,7 +30,7 @@ from tests import media_models
 
 cf = Provider.objects.create(
     name="cloudflare", kind="cloudflare", base_url="{cloudflare}", account_id="{account}",
-    api_key_env="TEST_CF_TOKEN",
+    api_key_env="GATEWAY_PROVIDER_TEST_CF_TOKEN",
 )
 media_models.add(cf, "{flux}", "{sdxl}", unit_price=Decimal("0.001"))
 media_models.add(cf, "{whisper}", unit_price=Decimal("0.0000085"))
