@@ -418,6 +418,7 @@ class UsageReportAdmin(admin.ModelAdmin):
                     "charts": _charts(report.period, series),
                     "by_key": report.by_key(),
                     "by_model": report.by_model(),
+                    "by_endpoint": report.by_endpoint(),
                     "csv_url": reverse(
                         "admin:apikeys_usagereport_csv", current_app=self.admin_site.name
                     )

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 
-from django.db.models import Avg, Count, DecimalField, Q, Sum, Value
+from django.db.models import Avg, Case, Count, DecimalField, F, Q, Sum, Value, When
 from django.db.models.functions import Coalesce, TruncDay, TruncHour
 from django.utils import timezone
 
@@ -164,6 +164,20 @@ class PeriodUsage:
 
     def by_key_and_model(self):
         return self._grouped("key_name", "model")
+
+    def by_endpoint(self):
+        """Return sums per endpoint and unit, with the units each counted: tokens for the
+        text endpoints, images, audio seconds, characters or documents for the others."""
+        counted = Case(
+            When(unit=UsageRecord.TOKENS, then=F("total_tokens")),
+            default=F("units"),
+        )
+        rows = (
+            self.records.values("endpoint", "unit")
+            .annotate(**_sums(), n_units=Coalesce(Sum(counted), 0))
+            .order_by("endpoint", "unit")
+        )
+        return [_named(row) for row in rows]
 
     def _grouped(self, *fields):
         rows = self.records.values(*fields).annotate(**_sums()).order_by(*fields)

@@ -393,3 +393,25 @@ def test_amounts_are_written_with_the_decimals_they_need(amount, written):
 )
 def test_the_charts_scale_reaches_just_past_the_largest_bar(largest, top):
     assert nice_ceiling(largest) == top
+
+
+def test_the_report_shows_each_endpoints_units(admin_client, usage, alice):
+    image = record(
+        alice.key, "@cf/stabilityai/stable-diffusion-xl-base-1.0", prompt=0, completion=0
+    )
+    UsageRecord.objects.filter(pk=image.pk).update(
+        endpoint="/v1/images/generations", unit=UsageRecord.IMAGES, units=3, cost=Decimal("0.3")
+    )
+    speech = record(alice.key, "@cf/deepgram/aura-1", prompt=0, completion=0)
+    UsageRecord.objects.filter(pk=speech.pk).update(
+        endpoint="/v1/audio/speech", unit=UsageRecord.CHARACTERS, units=120
+    )
+
+    html = admin_client.get(REPORT, {"period": "24h"}).content.decode()
+
+    by_endpoint = table_rows(html, "by-endpoint")
+    # endpoint: [unit, units, requests, cost, errors]
+    assert by_endpoint["/v1/images/generations"][:3] == ["images", "3", "1"]
+    assert by_endpoint["/v1/audio/speech"][:3] == ["characters", "120", "1"]
+    # Tokens are counted as their total, whatever the records' own units say.
+    assert by_endpoint["/v1/chat/completions"][:3] == ["tokens", "1,277", "4"]
