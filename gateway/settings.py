@@ -372,7 +372,8 @@ CORS_URLS_REGEX = r"^/v1/.*$"
 CORS_ALLOWED_ORIGINS = envlist("CORS_ALLOWED_ORIGINS")
 CORS_ALLOW_ALL_ORIGINS = not CORS_ALLOWED_ORIGINS
 CORS_ALLOW_CREDENTIALS = False
-CORS_ALLOW_METHODS = ["GET", "POST", "OPTIONS"]
+# DELETE: a stored response (/v1/responses/{id}).
+CORS_ALLOW_METHODS = ["GET", "POST", "DELETE", "OPTIONS"]
 # What the openai SDKs send from a browser; any other x-stainless-* header they add later is
 # allowed too (gateway.middleware.CorsMiddleware).
 CORS_ALLOW_HEADERS = [

@@ -115,3 +115,10 @@ async def test_listed_origins_replace_any_origin(alice, settings):
 
     assert listed["Access-Control-Allow-Origin"] == "https://app.example.com"
     assert "Access-Control-Allow-Origin" not in other
+
+
+async def test_a_browser_may_delete_a_stored_response():
+    response = await _preflight("/v1/responses/resp_123", method="DELETE")
+
+    assert response.status_code == 200
+    assert "DELETE" in {m.strip() for m in response["Access-Control-Allow-Methods"].split(",")}
