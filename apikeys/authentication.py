@@ -14,7 +14,7 @@ import time
 from django.conf import settings
 from django.core.cache import cache
 
-from apikeys.models import ApiKey
+from apikeys.models import ApiKey, key_changes
 from gateway.addresses import address_key
 from gateway.errors import AuthenticationFailed, RateLimited
 from gateway.memo import MISSING
@@ -92,6 +92,9 @@ async def authenticate(request):
 
 async def _authenticate(request, address):
     secret = bearer_secret(request.headers.get("Authorization", ""))
+    # A key changed in another process (revoked, say) is forgotten here before the keys
+    # this process holds are read (gateway/memo.py ChangeMark).
+    await key_changes.follow()
     key = ApiKey.objects.cached_for_secret(secret)
     if key is MISSING:
         # Only a lookup costs the database anything; an address past its failures is

@@ -139,7 +139,7 @@ class BoundedRequest(WebRequest):
 def _security_headers():
     """Return the security headers the application sends on its API answers, from the
     same settings."""
-    policy = settings.CONTENT_SECURITY_POLICY["DIRECTIVES"]
+    policy = settings.API_CONTENT_SECURITY_POLICY["DIRECTIVES"]
     return {
         "X-Content-Type-Options": "nosniff",
         "X-Frame-Options": settings.X_FRAME_OPTIONS,

@@ -2,10 +2,10 @@
 AUTH_FAILURES_PER_MINUTE times a minute before it is answered 429."""
 
 import pytest
-from django.test import AsyncClient
 
 from apikeys import models
 from apikeys.authentication import failures
+from tests.client import AsyncClient
 from tests.clock import FakeClock
 from tests.conftest import LLAMA
 

@@ -236,7 +236,10 @@ def test_it_refuses_production_with_a_secret_key_of_few_different_characters():
 
 def test_it_refuses_production_without_a_metrics_token():
     process = _load_settings(
-        ENVIRONMENT="production", SECRET_KEY=PRODUCTION_SECRET_KEY, ALLOWED_HOSTS="api.example.com"
+        ENVIRONMENT="production",
+        SECRET_KEY=PRODUCTION_SECRET_KEY,
+        ALLOWED_HOSTS="api.example.com",
+        REDIS_URL=PRODUCTION_REDIS_URL,
     )
 
     _assert_refused(process, "METRICS_TOKEN", "METRICS_PUBLIC")
@@ -247,6 +250,7 @@ def test_it_loads_production_with_open_metrics_when_told_they_are_public():
         ENVIRONMENT="production",
         SECRET_KEY=PRODUCTION_SECRET_KEY,
         ALLOWED_HOSTS="api.example.com",
+        REDIS_URL=PRODUCTION_REDIS_URL,
         METRICS_PUBLIC="true",
     )
 
@@ -299,6 +303,7 @@ def test_it_runs_production_on_the_local_cache_only_when_told_to(tmp_path):
         "ALLOWED_HOSTS": "api.example.com",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
         "ALLOW_LOCAL_CACHE_IN_PRODUCTION": "true",
+        "METRICS_TOKEN": METRICS_TOKEN,
     }
 
     process = _run("manage.py", "check", **env)
