@@ -12,6 +12,8 @@ does not know, and the gateway ignores unknown request fields.
 import functools
 import json
 
+from completions.media_views import OPENAI_CATEGORIES
+
 ERROR_STATUSES = {
     "400": "The request is invalid; `param` names the parameter at fault.",
     "401": "No API key, or one that is wrong, revoked or expired.",
@@ -658,21 +660,6 @@ SCHEMAS = {
 }
 
 # The media endpoints (completions/media_views.py, media_serializers.py).
-OPENAI_MODERATION_CATEGORIES = [
-    "harassment",
-    "harassment/threatening",
-    "hate",
-    "hate/threatening",
-    "illicit",
-    "illicit/violent",
-    "self-harm",
-    "self-harm/instructions",
-    "self-harm/intent",
-    "sexual",
-    "sexual/minors",
-    "violence",
-    "violence/graphic",
-]
 TEXT = {**NAME, "maxLength": 32_000}
 SCHEMAS.update(
     {
@@ -804,13 +791,13 @@ SCHEMAS.update(
                             "flagged": {"type": "boolean"},
                             "categories": {
                                 "type": "object",
-                                "required": OPENAI_MODERATION_CATEGORIES,
+                                "required": OPENAI_CATEGORIES,
                                 "additionalProperties": {"type": "boolean"},
                             },
                             # Llama Guard gives no scores: 1.0 for a category it names.
                             "category_scores": {
                                 "type": "object",
-                                "required": OPENAI_MODERATION_CATEGORIES,
+                                "required": OPENAI_CATEGORIES,
                                 "additionalProperties": {"enum": [0.0, 1.0]},
                             },
                         },
