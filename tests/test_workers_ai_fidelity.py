@@ -375,3 +375,26 @@ async def test_it_lets_a_model_that_takes_stop_apply_it_and_bills_what_it_genera
     record = await _record()
     # Four words of low-effort reasoning, then the answer up to its stop.
     assert record.completion_tokens == 4 + 3
+
+
+async def test_it_sends_an_older_vision_model_its_image_as_bytes(api, alice, workers_ai, upstream):
+    # llama-3.2-11b-vision takes content as a string and the image as a top-level byte
+    # array (its schema), not as image_url parts.
+    vision = "@cf/meta/llama-3.2-11b-vision-instruct"
+    model = await sync_to_async(workers_ai)(vision)
+    model.accepts_images = True
+    await model.asave()
+    png = "iVBORw0KGgo="  # the PNG signature
+    content = [
+        {"type": "text", "text": "what is this?"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}},
+    ]
+
+    response = await _post(
+        api, alice, model=vision, messages=[{"role": "user", "content": content}]
+    )
+
+    assert response.status_code == 200, response.json()
+    sent = _sent(upstream)
+    assert sent["image"] == [137, 80, 78, 71, 13, 10, 26, 10]
+    assert sent["messages"] == [{"role": "user", "content": "what is this?"}]

@@ -26,6 +26,7 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 
+from completions.image_urls import decode_data_uri
 from completions.providers import cloudflare_errors, cloudflare_media
 from completions.providers.base import (
     BaseProvider,
@@ -54,7 +55,6 @@ from completions.providers.openai import (
 from completions.providers.workers_ai_schema import (
     check_params,
     default_max_tokens,
-    image_bytes,
     schema_of,
 )
 from gateway.errors import InvalidRequest, UpstreamError
@@ -416,13 +416,9 @@ def _first_image(messages):
         return None
     for part in messages[index]["content"]:
         if part["type"] == "image_url":
-            image = image_bytes(part["image_url"]["url"])
-            if image is None:
-                raise InvalidRequest(
-                    "This model takes images as base64 data: URIs only.",
-                    param=f"messages[{index}].content",
-                )
-            return image
+            # Images by URL were fetched and inlined before (completions/image_urls.py).
+            _, data = decode_data_uri(part["image_url"]["url"], param=f"messages[{index}].content")
+            return list(data)
     return None
 
 

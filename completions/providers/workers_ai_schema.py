@@ -17,8 +17,6 @@ Rather than name families, the gateway reads which fields a form has and their b
 so that a model Cloudflare adds tomorrow is served from its schema alone.
 """
 
-import base64
-import binascii
 import functools
 from dataclasses import dataclass
 
@@ -232,16 +230,3 @@ def default_max_tokens(configured, context_window, prompt_tokens):
     if context_window:
         return max(1, min(configured, context_window - prompt_tokens))
     return configured
-
-
-def image_bytes(url):
-    """Return the bytes of a data: URI as the list of 0-255 integers older vision models
-    take as `image`; a URL that is not a base64 data: URI is refused (images by URL are
-    fetched and inlined before this point)."""
-    head, _, data = url.partition(",")
-    if not head.startswith("data:") or not head.endswith(";base64"):
-        return None
-    try:
-        return list(base64.b64decode(data, validate=True))
-    except (binascii.Error, ValueError):
-        return None
