@@ -35,7 +35,15 @@ from apikeys.models import (
 from apikeys.reports import PRESETS, SUM_FIELDS, Period, PeriodUsage, spreadsheet_text
 from completions.models import unknown_model_names
 
-LIMIT_FIELDS = ["rate_limit", "tokens_per_minute", "tokens_per_day", "monthly_budget"]
+LIMIT_FIELDS = [
+    "rate_limit",
+    "tokens_per_minute",
+    "tokens_per_day",
+    "daily_budget",
+    "weekly_budget",
+    "monthly_budget",
+    "lifetime_budget",
+]
 
 
 def refers_to_digest(lookup):

@@ -4,6 +4,7 @@ import secrets
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
@@ -126,7 +127,91 @@ def _find_key(wanted):
     return ApiKey.objects.filter(digest=wanted).first()
 
 
-class ApiKey(models.Model):
+def _budget(period):
+    return models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text=f"Spend allowed {period} (LIMITS_TIME_ZONE), in USD; empty means no limit.",
+    )
+
+
+class Limits(models.Model):
+    """The token windows and budgets that a key and a team each may have.
+
+    A key's request must fit its own limits and, when the key belongs to a team, the
+    team's too. Budgets are calendar-aligned in settings.LIMITS_TIME_ZONE (apikeys/periods.py).
+    """
+
+    # Budget field of each period, in apikeys/periods.PERIODS order.
+    BUDGET_FIELDS = {
+        "day": "daily_budget",
+        "week": "weekly_budget",
+        "month": "monthly_budget",
+        "lifetime": "lifetime_budget",
+    }
+
+    tokens_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Prompt and completion tokens allowed per minute."
+    )
+    tokens_per_day = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Prompt and completion tokens allowed per day."
+    )
+    daily_budget = _budget("per day")
+    weekly_budget = _budget("per week (from Monday)")
+    monthly_budget = _budget("per calendar month")
+    lifetime_budget = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text="Spend allowed in all (prepaid use), in USD; empty means no limit.",
+    )
+
+    class Meta:
+        abstract = True
+
+    def budgets(self):
+        """Return {period: Decimal USD} for the budgets that are set."""
+        return {
+            period: getattr(self, field)
+            for period, field in self.BUDGET_FIELDS.items()
+            if getattr(self, field) is not None
+        }
+
+    def describe_limits(self):
+        """Describe the token windows and budgets: 2,000 tokens/min, 25.00 USD/month."""
+        limits = []
+        if self.tokens_per_minute is not None:
+            limits.append(f"{self.tokens_per_minute:,} tokens/min")
+        if self.tokens_per_day is not None:
+            limits.append(f"{self.tokens_per_day:,} tokens/day")
+        for period, budget in self.budgets().items():
+            limits.append(f"{budget:.2f} USD" + ("" if period == "lifetime" else f"/{period}"))
+        return ", ".join(limits)
+
+
+class Team(Limits):
+    """Keys that share limits and budgets, and the Django users who manage them."""
+
+    name = models.CharField(max_length=100, unique=True)
+    members = models.ManyToManyField(
+        get_user_model(),
+        blank=True,
+        related_name="teams",
+        help_text="Users who may manage this team's keys and read its usage in the admin.",
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class ApiKey(Limits):
     READ = "read"
     READ_WRITE = "read-write"
     PERMISSION_CHOICES = [
@@ -135,6 +220,14 @@ class ApiKey(models.Model):
     ]
 
     name = models.CharField(max_length=100, unique=True)
+    team = models.ForeignKey(
+        Team,
+        null=True,
+        blank=True,
+        # A team's budget caps its keys: deleting it must not set them free.
+        on_delete=models.PROTECT,
+        related_name="keys",
+    )
     prefix = models.CharField(max_length=32, editable=False, db_index=True)
     digest = models.CharField(max_length=64, unique=True, editable=False)
     permissions = models.CharField(max_length=16, choices=PERMISSION_CHOICES, default=READ_WRITE)
@@ -151,19 +244,6 @@ class ApiKey(models.Model):
         default="100/h",
         validators=[validate_rate],
         help_text="Requests allowed per second, minute, hour or day: N/s, N/m, N/h or N/d.",
-    )
-    tokens_per_minute = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Prompt and completion tokens allowed per minute."
-    )
-    tokens_per_day = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Prompt and completion tokens allowed per day."
-    )
-    monthly_budget = models.DecimalField(
-        max_digits=12,
-        decimal_places=2,
-        null=True,
-        blank=True,
-        help_text="Spend allowed per calendar month (UTC), in USD; empty means no limit.",
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -195,14 +275,7 @@ class ApiKey(models.Model):
 
     def describe_limits(self):
         """Describe the key's limits: 5/m, 2,000 tokens/min, 100,000 tokens/day, 25.00 USD/month."""
-        limits = [self.rate_limit]
-        if self.tokens_per_minute is not None:
-            limits.append(f"{self.tokens_per_minute:,} tokens/min")
-        if self.tokens_per_day is not None:
-            limits.append(f"{self.tokens_per_day:,} tokens/day")
-        if self.monthly_budget is not None:
-            limits.append(f"{self.monthly_budget:.2f} USD/month")
-        return ", ".join(limits)
+        return ", ".join(filter(None, [self.rate_limit, super().describe_limits()]))
 
     @property
     def can_write(self):
@@ -263,6 +336,10 @@ class UsageRecord(models.Model):
     )
     # The key's name, kept so that records stay readable after the key is deleted.
     key_name = models.CharField(max_length=100)
+    # The key's team when the request was made; a key moved later leaves its past here.
+    team = models.ForeignKey(
+        Team, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_records"
+    )
     # The model that answered (a fallback, if the requested one failed), and the name the
     # client asked for (an alias, say).
     model = models.CharField(max_length=200, db_index=True)

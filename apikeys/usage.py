@@ -42,6 +42,7 @@ class UsageMeter:
             "requested_model": requested_model,
             "api_key": request.api_key,
             "key_name": request.api_key.name,
+            "team_id": request.api_key.team_id,
             "endpoint": endpoint,
             "stream": stream,
             "request_id": request.id,

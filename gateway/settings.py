@@ -182,6 +182,18 @@ AUTH_PASSWORD_VALIDATORS = [
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
+# The time zone whose midnights start a budget's day, week (Monday) and month, and a day's
+# tokens (apikeys/periods.py): an IANA name such as Europe/Berlin.
+LIMITS_TIME_ZONE = envstr("LIMITS_TIME_ZONE", "UTC")
+try:
+    import zoneinfo
+
+    zoneinfo.ZoneInfo(LIMITS_TIME_ZONE)
+except (zoneinfo.ZoneInfoNotFoundError, ValueError) as error:
+    raise ImproperlyConfigured(
+        f"LIMITS_TIME_ZONE={LIMITS_TIME_ZONE!r} is not a time zone; use an IANA name such as "
+        "UTC or Europe/Berlin."
+    ) from error
 USE_I18N = True
 USE_TZ = True
 
