@@ -1,5 +1,6 @@
 from django.urls import path
 
+from apikeys import views as key_views
 from completions import media_views, responses_views, views
 
 urlpatterns = [
@@ -17,4 +18,7 @@ urlpatterns = [
     path("audio/speech", media_views.audio_speech),
     path("moderations", media_views.moderations),
     path("rerank", media_views.rerank),
+    # The calling key's own description and usage.
+    path("key", key_views.key_detail),
+    path("usage", key_views.usage),
 ]

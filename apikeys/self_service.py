@@ -1,0 +1,192 @@
+"""What a key holder may read about their own key: its limits and what is left of them
+(GET /v1/key), and its usage over time in buckets (GET /v1/usage).
+
+    describe_key(key)      the key, its windows, and the budgets of the key and its team
+    budget_spent(...)      USD a key or team spent in the budget period holding `now`
+    rotation_state(key)    None until keys can be rotated
+    usage_buckets(...)     requests, tokens and cost per day or hour, optionally grouped
+
+Reading these spends nothing: no usage record is written and no token or budget window is
+counted; the request itself counts against the key's request rate like any read endpoint.
+"""
+
+import math
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from django.db.models import Count, DecimalField, Sum, Value
+from django.db.models.functions import Coalesce, TruncDay, TruncHour
+
+from apikeys import periods, throttling
+from apikeys.models import Team, UsageRecord
+from gateway.errors import InvalidRequest
+
+# What /v1/usage may group by, each a UsageRecord field.
+GROUPS = ("model", "endpoint")
+# Rows of results one answer may hold (buckets times groups): about 2 MB of JSON.
+MAX_RESULTS = 10_000
+
+
+def describe_key(key):
+    """Return what GET /v1/key answers for a key (reads the database and the cache)."""
+    now = throttling.timer()
+    # Read afresh, not through key.team: the key may be the one this process keeps in
+    # memory (apikeys.models.keys_by_digest), and its team's budgets change on their own.
+    team = Team.objects.filter(pk=key.team_id).first() if key.team_id else None
+    return {
+        "object": "api_key",
+        "name": key.name,
+        "prefix": key.prefix,
+        "permissions": key.permissions,
+        "state": key.state,
+        "created_at": key.created_at,
+        "expires_at": key.expires_at,
+        "team": team.name if team else None,
+        # Empty means every model the gateway serves.
+        "allowed_models": key.allowed_models,
+        "rate_limit": key.rate_limit,
+        "request_window": _window(throttling.request_window(key, increment=False), now),
+        "token_windows": [_window(window, now) for window in throttling.token_windows(key, now)],
+        "budgets": {
+            "key": _budgets(key, now),
+            "team": _budgets(team, now) if team else None,
+        },
+        "rotation": rotation_state(key),
+    }
+
+
+def rotation_state(key):
+    """Return the key's rotation state: None until keys can be rotated.
+
+    Once they can, this is where to say when the secret was last replaced and until when
+    the one before it is still taken: {"rotated_at": ..., "previous_secret_valid_until":
+    ...}, or None for a key never rotated.
+    """
+    return None
+
+
+def budget_spent(holder, period, now):
+    """Return the USD (Decimal) a key or team spent in the budget period holding `now`.
+
+    Summed from usage records every time it is asked: exact, and one indexed query per
+    budget, which a read of /v1/key can afford. A team's spend is its keys' while in it
+    (UsageRecord.team), so a key moved to another team leaves its past spend behind.
+    """
+    records = UsageRecord.objects.filter(created_at__gte=periods.start(period, now))
+    if isinstance(holder, Team):
+        records = records.filter(team=holder)
+    else:
+        records = records.filter(api_key=holder)
+    return records.aggregate(spent=Sum("cost"))["spent"] or Decimal(0)
+
+
+def usage_buckets(key, start, end, bucket, group_by=()):
+    """Return the key's usage in [start, end) per day or hour, grouped by `group_by`.
+
+    Days are calendar days in settings.LIMITS_TIME_ZONE, the days its daily budgets count;
+    hours are whole hours of UTC, which are the zone's own hours unless its offset is not
+    a whole number of hours. The first and last buckets are cut at `start` and `end`, so
+    that each says exactly which span it sums. Raises InvalidRequest (param group_by) if
+    the answer would hold more than MAX_RESULTS rows.
+    """
+    trunc = (
+        TruncDay("created_at", tzinfo=periods.zone())
+        if bucket == "day"
+        else TruncHour("created_at", tzinfo=UTC)
+    )
+    rows = list(
+        UsageRecord.objects.filter(api_key=key, created_at__gte=start, created_at__lt=end)
+        .annotate(bucket_start=trunc)
+        .values("bucket_start", *group_by)
+        .annotate(**_SUMS)
+        .order_by("bucket_start", *group_by)[: MAX_RESULTS + 1]
+    )
+    if len(rows) > MAX_RESULTS:
+        raise InvalidRequest(
+            f"Invalid value for 'group_by': the answer would hold more than {MAX_RESULTS:,} "
+            "results; group by less, use day buckets, or narrow the range from start to end.",
+            param="group_by",
+        )
+    results = {}
+    for row in rows:
+        results.setdefault(row["bucket_start"], []).append(_result(row, group_by))
+    return [
+        {
+            "object": "bucket",
+            "start_time": int(max(first, start).timestamp()),
+            "end_time": int(min(following, end).timestamp()),
+            "results": results.get(first, []),
+        }
+        for first, following in _bucket_spans(start, end, bucket)
+    ]
+
+
+_SUMS = {
+    # Annotations may not share a name with a field of the model, hence the n_ prefix.
+    "n_requests": Count("id"),
+    "n_prompt_tokens": Coalesce(Sum("prompt_tokens"), 0),
+    "n_completion_tokens": Coalesce(Sum("completion_tokens"), 0),
+    "n_total_tokens": Coalesce(Sum("total_tokens"), 0),
+    "n_cost": Coalesce(
+        Sum("cost"), Value(Decimal(0)), output_field=DecimalField(max_digits=20, decimal_places=8)
+    ),
+}
+
+
+def _result(row, group_by):
+    return {
+        "object": "usage.result",
+        "requests": row["n_requests"],
+        "prompt_tokens": row["n_prompt_tokens"],
+        "completion_tokens": row["n_completion_tokens"],
+        "total_tokens": row["n_total_tokens"],
+        # A JSON number in USD, as usage_report --json writes it.
+        "cost": float(row["n_cost"]),
+        # None when not grouped by it, as OpenAI's usage buckets do.
+        **{group: row[group] if group in group_by else None for group in GROUPS},
+    }
+
+
+def _bucket_spans(start, end, bucket):
+    """Yield (first moment, first moment of the next) of each bucket [start, end) touches."""
+    if bucket == "day":
+        first = periods.start("day", start)
+    else:
+        first = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    while first < end:
+        following = periods.end("day", first) if bucket == "day" else first + timedelta(hours=1)
+        yield first, following
+        first = following
+
+
+def _window(window, now):
+    if window is None:
+        # django-ratelimit is switched off (RATELIMIT_ENABLE = False).
+        return None
+    return {
+        "per": window.per,
+        "limit": window.limit,
+        "used": window.used,
+        "remaining": window.remaining,
+        "resets_in_seconds": window.resets_in,
+        # To the whole second: the window's own edges are whole seconds of its clock.
+        "resets_at": datetime.fromtimestamp(math.ceil(now + window.resets_in), UTC),
+    }
+
+
+def _budgets(holder, now):
+    """Return each budget set on a key or team, with what is spent and left of it (USD)."""
+    budgets = []
+    for period, limit in holder.budgets().items():
+        spent = budget_spent(holder, period, now)
+        budgets.append(
+            {
+                "period": period,
+                "limit_usd": float(limit),
+                "spent_usd": float(spent),
+                "remaining_usd": float(max(Decimal(0), limit - spent)),
+                # None for a lifetime budget, which never resets.
+                "resets_at": periods.end(period, now),
+            }
+        )
+    return budgets
