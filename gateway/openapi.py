@@ -860,6 +860,167 @@ SCHEMAS.update(
         },
     }
 )
+# The key holder's own endpoints (apikeys/views.py, apikeys/self_service.py).
+MOMENT = {"type": "string", "format": "date-time"}
+USD = {"type": "number", "minimum": 0}
+SCHEMAS.update(
+    {
+        "Window": {
+            "type": "object",
+            "required": ["per", "limit", "used", "remaining", "resets_in_seconds", "resets_at"],
+            "properties": {
+                "per": {"enum": ["second", "minute", "hour", "day"]},
+                "limit": NON_NEGATIVE,
+                "used": NON_NEGATIVE,
+                "remaining": NON_NEGATIVE,
+                "resets_in_seconds": {"type": "number", "minimum": 0},
+                "resets_at": MOMENT,
+            },
+        },
+        "Budget": {
+            "type": "object",
+            "required": ["period", "limit_usd", "spent_usd", "remaining_usd", "resets_at"],
+            "properties": {
+                "period": {"enum": ["day", "week", "month", "lifetime"]},
+                "limit_usd": USD,
+                "spent_usd": USD,
+                "remaining_usd": USD,
+                "resets_at": {**MOMENT, "type": ["string", "null"]},
+            },
+        },
+        "ApiKey": {
+            "type": "object",
+            "required": [
+                "object",
+                "name",
+                "prefix",
+                "permissions",
+                "state",
+                "team",
+                "allowed_models",
+                "rate_limit",
+                "request_window",
+                "token_windows",
+                "budgets",
+                "expires_at",
+                "rotation",
+            ],
+            "properties": {
+                "object": {"const": "api_key"},
+                "name": {"type": "string"},
+                "prefix": {"type": "string"},
+                "permissions": {"enum": ["read", "read-write"]},
+                "state": {"enum": ["active", "disabled", "revoked", "expired"]},
+                "created_at": MOMENT,
+                "expires_at": {**MOMENT, "type": ["string", "null"]},
+                "team": NULLABLE_STRING,
+                "allowed_models": {"type": "array", "items": {"type": "string"}},
+                "rate_limit": {"type": "string"},
+                "request_window": {
+                    "oneOf": [{"$ref": "#/components/schemas/Window"}, {"type": "null"}]
+                },
+                "token_windows": {
+                    "type": "array",
+                    "items": {"$ref": "#/components/schemas/Window"},
+                },
+                "budgets": {
+                    "type": "object",
+                    "required": ["key", "team"],
+                    "properties": {
+                        "key": {"type": "array", "items": {"$ref": "#/components/schemas/Budget"}},
+                        "team": {
+                            "type": ["array", "null"],
+                            "items": {"$ref": "#/components/schemas/Budget"},
+                        },
+                    },
+                },
+                "rotation": {"type": ["object", "null"]},
+            },
+        },
+        "UsageResult": {
+            "type": "object",
+            "required": [
+                "object",
+                "requests",
+                "prompt_tokens",
+                "completion_tokens",
+                "total_tokens",
+                "cost",
+                "model",
+                "endpoint",
+            ],
+            "properties": {
+                "object": {"const": "usage.result"},
+                "requests": NON_NEGATIVE,
+                "prompt_tokens": NON_NEGATIVE,
+                "completion_tokens": NON_NEGATIVE,
+                "total_tokens": NON_NEGATIVE,
+                "cost": {**USD, "description": "USD"},
+                "model": NULLABLE_STRING,
+                "endpoint": NULLABLE_STRING,
+            },
+        },
+        "UsagePage": {
+            "type": "object",
+            "required": ["object", "data", "has_more", "next_page"],
+            "properties": {
+                "object": {"const": "page"},
+                "data": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["object", "start_time", "end_time", "results"],
+                        "properties": {
+                            "object": {"const": "bucket"},
+                            "start_time": {"type": "integer", "description": "Unix seconds"},
+                            "end_time": {"type": "integer", "description": "Unix seconds"},
+                            "results": {
+                                "type": "array",
+                                "items": {"$ref": "#/components/schemas/UsageResult"},
+                            },
+                        },
+                    },
+                },
+                "has_more": {"const": False},
+                "next_page": {"type": "null"},
+            },
+        },
+    }
+)
+MOMENT_PARAMETER = {
+    "type": "string",
+    "description": "An ISO 8601 date or date and time (read in LIMITS_TIME_ZONE without an "
+    "offset), or Unix seconds.",
+}
+USAGE_PARAMETERS = [
+    {
+        "name": "start",
+        "in": "query",
+        "description": "The first moment counted; 7 days before `end` by default.",
+        "schema": MOMENT_PARAMETER,
+    },
+    {
+        "name": "end",
+        "in": "query",
+        "description": "The moment after the last one counted (exclusive); now by default.",
+        "schema": MOMENT_PARAMETER,
+    },
+    {
+        "name": "bucket",
+        "in": "query",
+        "description": "Days in LIMITS_TIME_ZONE (366 at most) or UTC hours (31 days at most).",
+        "schema": {"enum": ["day", "hour"], "default": "day"},
+    },
+    {
+        "name": "group_by",
+        "in": "query",
+        "description": "Sum per model, endpoint, or both; also comma-separated.",
+        "style": "form",
+        "explode": True,
+        "schema": {"type": "array", "items": {"enum": ["model", "endpoint"]}},
+    },
+]
+
 # The content types /v1/audio/speech answers, by response_format.
 AUDIO_TYPES = ["audio/mpeg", "audio/wav", "audio/flac", "audio/ogg", "audio/aac", "audio/pcm"]
 
@@ -1068,6 +1229,19 @@ DOCUMENT = {
             "post": _media_operation(
                 "Classify text for moderation", "ModerationList", "ModerationRequest"
             )
+        },
+        "/v1/key": {
+            "get": _operation("Describe the calling key, its limits and budgets", "ApiKey")
+        },
+        "/v1/usage": {
+            "get": {
+                **_operation(
+                    "The calling key's usage per day or hour",
+                    "UsagePage",
+                    errors=COMMON_ERRORS + ("400",),
+                ),
+                "parameters": USAGE_PARAMETERS,
+            }
         },
         "/v1/rerank": {
             "post": _media_operation(
