@@ -168,7 +168,7 @@ def _window(window, now):
         "limit": window.limit,
         "used": window.used,
         "remaining": window.remaining,
-        "resets_in_seconds": window.resets_in,
+        "resets_in_seconds": round(window.resets_in, 3),
         # To the whole second: the window's own edges are whole seconds of its clock.
         "resets_at": datetime.fromtimestamp(math.ceil(now + window.resets_in), UTC),
     }

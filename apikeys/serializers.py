@@ -23,8 +23,8 @@ from apikeys.self_service import GROUPS
 DEFAULT_SPAN = timedelta(days=7)
 # The longest range of each kind of bucket: a leap year of days, the longest month of hours.
 LONGEST_SPAN = {"day": timedelta(days=366), "hour": timedelta(days=31)}
-UNIX_SECONDS = re.compile(r"\d+")
-DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+UNIX_SECONDS = re.compile(r"\d+", re.ASCII)
+DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 # A `+` in a query string is a space once decoded, so "10:00:00+01:00" sent unescaped
 # arrives as "10:00:00 01:00": a space between a time and an offset is read as the `+`.
 SPACED_OFFSET = re.compile(r"(\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}(?::?\d{2})?)$")
