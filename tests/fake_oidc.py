@@ -38,7 +38,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 CLIENT_ID = "gateway-admin"
-CLIENT_SECRET = "fake-provider-client-secret"
+CLIENT_SECRET = "fake-provider-client-secret-of-40-bytes.."
 KEY_ID = "fake-key-1"
 # Seconds an ID token is valid for.
 TOKEN_LIFETIME = 300
