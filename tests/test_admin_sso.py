@@ -346,3 +346,28 @@ def test_without_an_issuer_the_login_page_is_as_before(settings):
     assert b"Sign in with" not in page.content
     assert b'name="password"' in page.content
     assert Client().get("/admin/oidc/authenticate/").status_code == 404
+
+
+def test_a_user_deactivated_in_the_admin_stays_out(provider):
+    _sign_in(Client(), provider, BOB)
+    User.objects.filter(username="bob").update(is_active=False)
+    client = Client()
+
+    back = _sign_in(client, provider, BOB)
+
+    assert back["Location"].startswith("/admin/login/")
+    assert _signed_in_user(client) is None
+
+
+def test_with_password_login_off_an_open_password_session_ends(provider, settings):
+    root = User.objects.create_superuser("root", "root@example.com", PASSWORD)
+    client = Client()
+    client.force_login(root, backend="django.contrib.auth.backends.ModelBackend")
+    assert client.get("/admin/").status_code == 200
+    settings.ADMIN_PASSWORD_LOGIN = False
+    settings.AUTHENTICATION_BACKENDS = ["gateway.sso.OidcBackend"]
+
+    answer = client.get("/admin/")
+
+    assert answer.status_code == 302
+    assert answer["Location"].startswith("/admin/login/")
