@@ -61,6 +61,8 @@ PROVIDER_TIMEOUT = 10
 CLOCK_SKEW_SECONDS = 60
 # Django's User.username holds at most this many characters.
 USERNAME_MAX_LENGTH = 150
+# The user's fields copied from the standard claims at each sign-in, when they are sent.
+USER_FIELD_CLAIMS = {"email": "email", "first_name": "given_name", "last_name": "family_name"}
 
 
 class ProviderUnavailable(Exception):
@@ -294,8 +296,7 @@ class OidcBackend(OIDCAuthenticationBackend):
         user.is_superuser = bool(named & set(settings.OIDC_SUPERUSER_GROUPS))
         # A superuser who is not staff could not open the admin at all.
         user.is_staff = user.is_superuser or bool(named & set(settings.OIDC_STAFF_GROUPS))
-        for field, claim in (("email", "email"), ("first_name", "given_name"),
-                             ("last_name", "family_name")):  # fmt: skip
+        for field, claim in USER_FIELD_CLAIMS.items():
             value = claims.get(claim)
             if isinstance(value, str):
                 limit = self.UserModel._meta.get_field(field).max_length
@@ -316,10 +317,6 @@ class OidcBackend(OIDCAuthenticationBackend):
         return user
 
 
-def _provider_name():
-    return settings.OIDC_PROVIDER_NAME
-
-
 @method_decorator(never_cache, name="dispatch")
 class SignInView(OIDCAuthenticationRequestView):
     """Send the browser to the provider, with the admin page to come back to (`next`)."""
@@ -338,9 +335,8 @@ class SignInView(OIDCAuthenticationRequestView):
             found = provider()
         except ProviderUnavailable as error:
             logger.warning("Single sign-on: the provider's discovery failed: %s", error)
-            messages.error(
-                request, f"{_provider_name()} did not answer. Try again in a few minutes."
-            )
+            name = settings.OIDC_PROVIDER_NAME
+            messages.error(request, f"{name} did not answer. Try again in a few minutes.")
             return HttpResponseRedirect(reverse("admin:login"))
         self.OIDC_OP_AUTH_ENDPOINT = found.authorization_endpoint
         self.OIDC_RP_CLIENT_ID = settings.OIDC_CLIENT_ID
@@ -380,8 +376,8 @@ class CallbackView(OIDCAuthenticationCallbackView):
     def login_failure(self):
         messages.error(
             self.request,
-            f"Signing in with {_provider_name()} failed. Try again, or ask an operator to "
-            "look at the gateway's log.",
+            f"Signing in with {settings.OIDC_PROVIDER_NAME} failed. Try again, or ask an "
+            "operator to look at the gateway's log.",
         )
         return super().login_failure()
 
@@ -397,7 +393,10 @@ def login_context():
     """Return what the admin's login page shows of single sign-on, or None when it is off."""
     if not settings.OIDC_ISSUER:
         return None
-    return {"provider_name": _provider_name(), "password_login": settings.ADMIN_PASSWORD_LOGIN}
+    return {
+        "provider_name": settings.OIDC_PROVIDER_NAME,
+        "password_login": settings.ADMIN_PASSWORD_LOGIN,
+    }
 
 
 # Under the admin's path, so that the admin's handler and middleware (sessions, CSRF, the
