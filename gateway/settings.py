@@ -9,6 +9,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from csp.constants import NONCE
@@ -231,7 +232,13 @@ CLOUDFLARE_API_BASE_URL = envstr(
 # the variable's value upstream, so it must never be able to read the gateway's own secrets.
 PROVIDER_KEY_VARIABLES = envlist("PROVIDER_KEY_VARIABLES")
 # The gateway's own secrets, which no provider may send anywhere.
-GATEWAY_SECRET_VARIABLES = ("SECRET_KEY", "DATABASE_URL", "REDIS_URL", "METRICS_TOKEN")
+GATEWAY_SECRET_VARIABLES = (
+    "SECRET_KEY",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "METRICS_TOKEN",
+    "OIDC_CLIENT_SECRET",
+)
 for name in PROVIDER_KEY_VARIABLES:
     if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", name):
         raise ImproperlyConfigured(
@@ -438,6 +445,54 @@ if not re.fullmatch(r"[1-9][0-9]*/[smhd]", ADMIN_LOGIN_RATE):
     raise ImproperlyConfigured(
         f"ADMIN_LOGIN_RATE must be a rate such as 10/m (per s, m, h or d), not {ADMIN_LOGIN_RATE!r}"
     )
+
+# Single sign-on for the admin through an OpenID Connect provider (gateway/sso.py); off
+# while OIDC_ISSUER is unset. The provider's endpoints come from
+# <OIDC_ISSUER>/.well-known/openid-configuration, read at the first sign-in, not here, so
+# that manage.py and the API run whether or not the provider answers.
+OIDC_ISSUER = envstr("OIDC_ISSUER")
+OIDC_CLIENT_ID = envstr("OIDC_CLIENT_ID")
+OIDC_CLIENT_SECRET = envstr("OIDC_CLIENT_SECRET")
+# Separated by spaces, as OAuth writes them, or commas.
+OIDC_SCOPES = envstr("OIDC_SCOPES", "openid email profile").replace(",", " ").split()
+# The claim that lists the user's groups, and the groups that make a user staff, a superuser
+# (staff too), or a member of the existing team named by what follows the prefix
+# (team:research is the team "research"). Taken again from the claims at each sign-in.
+OIDC_GROUPS_CLAIM = envstr("OIDC_GROUPS_CLAIM", "groups")
+OIDC_STAFF_GROUPS = envlist("OIDC_STAFF_GROUPS")
+OIDC_SUPERUSER_GROUPS = envlist("OIDC_SUPERUSER_GROUPS")
+OIDC_TEAM_GROUP_PREFIX = envstr("OIDC_TEAM_GROUP_PREFIX", "team:")
+# The name on the login page's "Sign in with ..." button; unset: the issuer's host name.
+OIDC_PROVIDER_NAME = envstr("OIDC_PROVIDER_NAME") or urlsplit(OIDC_ISSUER).hostname or ""
+# Seconds an admin session made by single sign-on lasts (8 hours): a user removed from a
+# group at the provider keeps what it gave until the session ends.
+OIDC_SESSION_SECONDS = envint("OIDC_SESSION_SECONDS", 8 * 3600, minimum=60)
+# Off: the login page offers only the provider, and user names and passwords are refused.
+ADMIN_PASSWORD_LOGIN = envbool("ADMIN_PASSWORD_LOGIN", True)
+if OIDC_ISSUER:
+    issuer = urlsplit(OIDC_ISSUER)
+    loopback = issuer.hostname in ("localhost", "127.0.0.1", "::1")
+    if not issuer.hostname or not (
+        issuer.scheme == "https" or (issuer.scheme == "http" and loopback)
+    ):
+        raise ImproperlyConfigured(
+            f"OIDC_ISSUER must be an https:// URL (http:// only on this machine), not "
+            f"{OIDC_ISSUER!r}"
+        )
+    if not OIDC_CLIENT_ID or not OIDC_CLIENT_SECRET:
+        raise ImproperlyConfigured(
+            "OIDC_CLIENT_ID and OIDC_CLIENT_SECRET must be set with OIDC_ISSUER: the client "
+            "the gateway is registered as at the provider"
+        )
+    if "openid" not in OIDC_SCOPES:
+        raise ImproperlyConfigured(f"OIDC_SCOPES must include openid, not {OIDC_SCOPES!r}")
+elif not ADMIN_PASSWORD_LOGIN:
+    raise ImproperlyConfigured(
+        "ADMIN_PASSWORD_LOGIN=false needs OIDC_ISSUER: nobody could sign in to the admin"
+    )
+AUTHENTICATION_BACKENDS = (
+    ["django.contrib.auth.backends.ModelBackend"] if ADMIN_PASSWORD_LOGIN else []
+) + (["gateway.sso.OidcBackend"] if OIDC_ISSUER else [])
 
 # Bearer token /metrics asks for; empty: open. Production refuses to start with /metrics
 # open unless METRICS_PUBLIC says it is meant to be (the proxy keeps it from the internet).

@@ -3,7 +3,11 @@ from django.contrib import admin
 from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import include, path, re_path
 
-from gateway import views
+from gateway import sso, views
+
+# The admin's login page, with "Sign in with <provider>" when single sign-on is on; the
+# same page as Django's otherwise.
+admin.site.login_template = "gateway/admin_login.html"
 
 urlpatterns = [
     path("healthz", views.healthz),
@@ -13,6 +17,8 @@ urlpatterns = [
     path("v1/", include("completions.urls")),
     # Before the admin's own URLs, so that its login is the rate-limited one.
     path("admin/login/", views.admin_login),
+    # Single sign-on (gateway/sso.py): 404 while OIDC_ISSUER is unset.
+    path("admin/oidc/", include(sso.urlpatterns)),
     path("admin/", admin.site.urls),
 ]
 if settings.DEBUG:

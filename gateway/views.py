@@ -16,7 +16,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_post_parameters
 from django_ratelimit.core import is_ratelimited
 
-from gateway import metrics
+from gateway import metrics, sso
 from gateway.addresses import address_key
 from gateway.db import off_the_request_thread
 from gateway.decorators import require_methods
@@ -106,7 +106,16 @@ def admin_login(request, extra_context=None):
 
     Attempts are counted per client address and per user name, so that guessing one
     account's password from many addresses is slowed as much as guessing many from one.
+    With ADMIN_PASSWORD_LOGIN off, the page offers single sign-on alone and a user name and
+    password sent anyway are refused with 403 before they are looked at.
     """
+    if request.method == "POST" and not settings.ADMIN_PASSWORD_LOGIN:
+        return HttpResponse(
+            "Signing in with a password is switched off: sign in with "
+            f"{settings.OIDC_PROVIDER_NAME}.",
+            status=403,
+            content_type="text/plain; charset=utf-8",
+        )
     if request.method == "POST":
         rate = settings.ADMIN_LOGIN_RATE
         # Both counters are counted before either is checked.
@@ -123,7 +132,7 @@ def admin_login(request, extra_context=None):
                 content_type="text/plain; charset=utf-8",
                 headers={"Retry-After": str(RATE_WINDOWS[rate[-1]])},
             )
-    return admin.site.login(request, extra_context)
+    return admin.site.login(request, (extra_context or {}) | {"sso": sso.login_context()})
 
 
 def _client_key(group, request):
