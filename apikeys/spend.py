@@ -47,8 +47,16 @@ class BudgetUse:
     period: str
     budget: Decimal
     spent: Decimal
-    # The instant the period starts afresh, in settings.LIMITS_TIME_ZONE; None for lifetime.
+    # The instant the period starts afresh, in settings.LIMITS_TIME_ZONE, and the seconds
+    # until then; None for lifetime.
     resets_at: datetime | None
+    resets_in: float | None
+
+    LABELS = {"day": "Daily", "week": "Weekly", "month": "Monthly", "lifetime": "Lifetime"}
+
+    @property
+    def label(self):
+        return self.LABELS[self.period]
 
     @property
     def left(self):
@@ -69,7 +77,9 @@ class BudgetUse:
 def budget_uses(holder, now=None):
     """Return a BudgetUse for each budget the key or team has set, in periods.PERIODS order."""
     now = now or timezone.now()
-    return [
-        BudgetUse(period, budget, spent(holder, period, now), periods.end(period, now))
-        for period, budget in holder.budgets().items()
-    ]
+    uses = []
+    for period, budget in holder.budgets().items():
+        resets_at = periods.end(period, now)
+        resets_in = (resets_at - now).total_seconds() if resets_at else None
+        uses.append(BudgetUse(period, budget, spent(holder, period, now), resets_at, resets_in))
+    return uses
