@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from django.contrib import admin
 from django.contrib.auth.models import User
 from django.utils import timezone
 
@@ -460,3 +461,45 @@ def test_spent_counts_a_teams_past_records_after_its_key_moved_away(red_key, red
 
     assert spend.spent(red, "day") == Decimal(2)
     assert spend.spent(blue, "day") == Decimal(0)
+
+
+def test_a_member_of_one_team_starts_a_new_key_from_its_team_and_limits(dana, red):
+    html = dana.get(f"{KEYS}add/").content.decode()
+
+    assert re.search(rf'<option value="{red.pk}" selected>red</option>', html)
+    assert re.search(r'name="monthly_budget" value="100(\.00)?"', html)
+    assert re.search(r'name="tokens_per_minute" value="1000"', html)
+
+
+def test_an_operator_creates_a_team_with_members_and_a_budget(omar):
+    alice = User.objects.create_user("alice")
+
+    response = omar.post(
+        f"{TEAMS}add/", {"name": "green", "members": [alice.pk], "weekly_budget": "70"}
+    )
+
+    assert response.status_code == 302
+    green = Team.objects.get(name="green")
+    assert green.weekly_budget == Decimal(70)
+    assert list(green.members.all()) == [alice]
+
+
+def test_a_team_with_no_budget_says_its_spend_is_not_limited(omar, blue):
+    blue.monthly_budget = None
+    blue.save()
+
+    html = omar.get(f"{TEAMS}{blue.pk}/change/").content.decode()
+
+    assert "No budget: the team's spend is not limited." in html
+    assert "<meter" not in html
+
+
+def test_views_acting_on_one_key_reach_only_a_members_keys(rf, red, red_key, blue_key):
+    user = User.objects.create_user("dana", is_staff=True)
+    red.members.add(user)
+    request = rf.post("/")
+    request.user = user
+    keys = admin.site._registry[ApiKey]
+
+    assert keys.managed_key(request, str(red_key.pk)) == red_key
+    assert keys.managed_key(request, str(blue_key.pk)) is None
