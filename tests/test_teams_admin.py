@@ -503,3 +503,25 @@ def test_views_acting_on_one_key_reach_only_a_members_keys(rf, red, red_key, blu
 
     assert keys.managed_key(request, str(red_key.pk)) == red_key
     assert keys.managed_key(request, str(blue_key.pk)) is None
+
+
+def test_a_member_may_keep_a_faster_rate_an_operator_gave_their_key(dana, red, red_key):
+    ApiKey.objects.filter(pk=red_key.pk).update(rate_limit="10/s")
+
+    response = dana.post(
+        f"{KEYS}{red_key.pk}/change/",
+        {
+            **within_red(red),
+            "name": "red-ci-renamed",
+            "permissions": ApiKey.READ_WRITE,
+            "is_active": "on",
+            "expires_at_0": "",
+            "expires_at_1": "",
+            "allowed_models": "",
+            "rate_limit": "10/s",
+        },
+    )
+
+    assert response.status_code == 302
+    red_key.refresh_from_db()
+    assert (red_key.name, red_key.rate_limit) == ("red-ci-renamed", "10/s")
