@@ -124,8 +124,9 @@ class ApiKeyForm(forms.ModelForm):
     def _check_team_limits(self, data):
         """Refuse a limit above the team's, or left empty (no limit) where the team has one.
 
-        The team's limits cap its keys at admission anyway; refusing here tells the member
-        at once instead of leaving a key that promises more than it can get.
+        An operator decides what a team may use; its members share that out among its
+        keys. The team's own limits cap its keys at admission too, so this check is what
+        tells the member at once, not the only guard.
         """
         team = data.get("team")
         if team is None:
