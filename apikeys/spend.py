@@ -53,6 +53,9 @@ class BudgetUse:
     resets_in: float | None
 
     LABELS = {"day": "Daily", "week": "Weekly", "month": "Monthly", "lifetime": "Lifetime"}
+    # Shares of a budget past which its bar turns amber, then red (<meter>'s low and high).
+    WARN_SHARE = Decimal("0.75")
+    ALARM_SHARE = Decimal("0.9")
 
     @property
     def label(self):
@@ -68,6 +71,14 @@ class BudgetUse:
         if self.budget <= 0:
             return 100
         return min(int(100 * self.spent / self.budget), 100)
+
+    @property
+    def warn_at(self):
+        return self.budget * self.WARN_SHARE
+
+    @property
+    def alarm_at(self):
+        return self.budget * self.ALARM_SHARE
 
     @property
     def exceeded(self):
