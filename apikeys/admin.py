@@ -6,15 +6,22 @@ secret never passes through a URL, the session or the messages cookie.
 
 The usage report (UsageReportAdmin) is a page of its own, listed in the admin index through
 the UsageReport proxy model: totals, a chart and tables for a period, and a CSV export.
+
+Teams: operators (Django's permissions) see every row; a staff user with no permissions on
+a model who belongs to teams sees their teams' rows only (apikeys/membership.py), through
+TeamScopedAdmin. Such a member manages their teams' keys within the team's limits and reads
+their teams' usage and teams, nothing else.
 """
 
 import csv
 from datetime import timedelta
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote
 from django.core.exceptions import PermissionDenied
+from django.db.models import Count
 from django.http import HttpResponse
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
@@ -23,20 +30,23 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_variables
 
-from apikeys import throttling
+from apikeys import membership, throttling
 from apikeys.charts import Series, stacked_bar_chart
 from apikeys.models import (
+    RATE_PATTERN,
     ApiKey,
+    Team,
     UsageRecord,
     UsageReport,
     parse_model_names,
     refused_when,
 )
 from apikeys.reports import PRESETS, SUM_FIELDS, Period, PeriodUsage, spreadsheet_text
+from apikeys.spend import budget_uses
 from completions.models import unknown_model_names
 
-LIMIT_FIELDS = [
-    "rate_limit",
+# The limits a key and its team both have; a member may not set a key's above its team's.
+TEAM_LIMIT_FIELDS = [
     "tokens_per_minute",
     "tokens_per_day",
     "daily_budget",
@@ -44,6 +54,9 @@ LIMIT_FIELDS = [
     "monthly_budget",
     "lifetime_budget",
 ]
+LIMIT_FIELDS = ["rate_limit", *TEAM_LIMIT_FIELDS]
+# Seconds in each unit of a rate limit (N/s, N/m, N/h, N/d).
+RATE_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def refers_to_digest(lookup):
@@ -51,6 +64,17 @@ def refers_to_digest(lookup):
     # Filtering on a digest by prefix would let anyone with view access probe it piece by
     # piece, the reason contrib.auth refuses lookups on passwords.
     return "digest" in lookup.split("__")
+
+
+def _requests_per_second(rate):
+    count, unit = RATE_PATTERN.match(rate).groups()
+    return int(count) / RATE_UNIT_SECONDS[unit]
+
+
+def _describe_limit(field, value):
+    if field.startswith("tokens_"):
+        return f"{value:,} tokens"
+    return f"{value:.2f} USD"
 
 
 class ModelNamesField(forms.Field):
@@ -75,11 +99,14 @@ class ApiKeyForm(forms.ModelForm):
         help_text="Model names or aliases this key may use, one per line or separated by "
         "commas; empty means every model.",
     )
+    # True for a team member's form (ApiKeyAdmin.get_form): every limit within the team's.
+    within_team_limits = False
 
     class Meta:
         model = ApiKey
         fields = [
             "name",
+            "team",
             "permissions",
             "is_active",
             "expires_at",
@@ -87,10 +114,66 @@ class ApiKeyForm(forms.ModelForm):
             *LIMIT_FIELDS,
         ]
 
+    def clean(self):
+        data = super().clean()
+        if self.within_team_limits:
+            self._check_team_limits(data)
+            self._check_rate_limit(data)
+        return data
+
+    def _check_team_limits(self, data):
+        """Refuse a limit above the team's, or left empty (no limit) where the team has one.
+
+        An operator decides what a team may use; its members share that out among its
+        keys. The team's own limits cap its keys at admission too, so this check is what
+        tells the member at once, not the only guard.
+        """
+        team = data.get("team")
+        if team is None:
+            return
+        for field in TEAM_LIMIT_FIELDS:
+            ceiling = getattr(team, field)
+            if ceiling is None or field not in data:
+                continue
+            value = data[field]
+            if value is None:
+                self.add_error(
+                    field,
+                    f"Team {team} allows at most {_describe_limit(field, ceiling)}; set a "
+                    "value up to that (empty would mean no limit).",
+                )
+            elif value > ceiling:
+                self.add_error(
+                    field,
+                    f"Team {team} allows at most {_describe_limit(field, ceiling)}; ask an "
+                    "operator to raise the team's limit.",
+                )
+
+    def _check_rate_limit(self, data):
+        """Refuse a request rate faster than the default, or than the key already had.
+
+        A team has no request rate of its own, and the rate protects the gateway and its
+        upstreams rather than a budget, so raising it is left to operators; a rate an
+        operator set may be kept or lowered.
+        """
+        rate = data.get("rate_limit")
+        if not rate:
+            return
+        allowed = max(
+            [ApiKey._meta.get_field("rate_limit").default, self.instance.rate_limit],
+            key=_requests_per_second,
+        )
+        if _requests_per_second(rate) > _requests_per_second(allowed):
+            self.add_error(
+                "rate_limit",
+                f"At most {allowed} (or an equal or slower rate); only an operator may "
+                "allow more requests.",
+            )
+
 
 class ApiKeyAddForm(ApiKeyForm):
     class Meta(ApiKeyForm.Meta):
-        fields = ["name", "permissions", "expires_at", "allowed_models", *LIMIT_FIELDS]
+        fields = ["name", "team", "permissions", "expires_at", "allowed_models", *LIMIT_FIELDS]
 
     def clean_expires_at(self):
         expires_at = self.cleaned_data["expires_at"]
@@ -117,14 +200,80 @@ class ExpiryFilter(admin.SimpleListFilter):
         return queryset
 
 
+class TeamScopedAdmin(admin.ModelAdmin):
+    """An admin whose operators see every row and whose team members see their teams'.
+
+    Operators keep Django's permissions. For a member (apikeys/membership.py) the queryset
+    holds their teams' rows only, so the change page of another team's row answers as for
+    an id that does not exist, and list filters and actions never reach beyond it.
+    """
+
+    # The lookup from the model to the team a row belongs to.
+    team_lookup = "team"
+    # What members may do to their teams' rows besides viewing them; never delete.
+    members_may_add = False
+    members_may_change = False
+    # The model whose permissions make an operator (a proxy's page may go by another's).
+    permissions_model = None
+
+    def team_scope(self, request):
+        """Return None for an operator, else the ids of the user's teams."""
+        return membership.team_scope(request, self.permissions_model or self.model)
+
+    def team_of(self, obj):
+        return obj.team_id
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        teams = self.team_scope(request)
+        if teams is None:
+            return queryset
+        return queryset.filter(**{f"{self.team_lookup}__in": teams})
+
+    def has_module_permission(self, request):
+        teams = self.team_scope(request)
+        return super().has_module_permission(request) if teams is None else bool(teams)
+
+    def has_view_permission(self, request, obj=None):
+        teams = self.team_scope(request)
+        if teams is None:
+            return super().has_view_permission(request, obj)
+        return self._in_scope(teams, obj)
+
+    def has_add_permission(self, request):
+        teams = self.team_scope(request)
+        if teams is None:
+            return super().has_add_permission(request)
+        return self.members_may_add and bool(teams)
+
+    def has_change_permission(self, request, obj=None):
+        teams = self.team_scope(request)
+        if teams is None:
+            return super().has_change_permission(request, obj)
+        return self.members_may_change and self._in_scope(teams, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        teams = self.team_scope(request)
+        if teams is None:
+            return super().has_delete_permission(request, obj)
+        return False
+
+    def _in_scope(self, teams, obj):
+        return bool(teams) and (obj is None or self.team_of(obj) in teams)
+
+
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(TeamScopedAdmin):
     form = ApiKeyForm
     add_form = ApiKeyAddForm
     secret_template = "admin/apikeys/apikey/secret.html"
+    # Members create, change and revoke their teams' keys (revoking is a change).
+    members_may_add = True
+    members_may_change = True
 
     list_display = [
         "name",
+        "team",
         "prefix",
         "permissions",
         "is_active",
@@ -134,24 +283,67 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "created_at",
         "last_used_at",
     ]
-    list_filter = ["is_active", "permissions", ExpiryFilter]
+    # RelatedOnly: a member is offered the teams of the keys they see, never every team.
+    list_filter = [
+        ("team", admin.RelatedOnlyFieldListFilter),
+        "is_active",
+        "permissions",
+        ExpiryFilter,
+    ]
+    list_select_related = ["team"]
     search_fields = ["name", "^prefix"]
     actions = ["revoke_keys"]
     fieldsets = [
-        (None, {"fields": ["name", "prefix", "permissions", "is_active"]}),
+        (None, {"fields": ["name", "team", "prefix", "permissions", "is_active"]}),
         ("Limits", {"fields": ["expires_at", "allowed_models", *LIMIT_FIELDS]}),
         ("Usage", {"fields": ["usage_and_limits"]}),
         ("History", {"fields": ["created_at", "last_used_at", "revoked_at"]}),
     ]
     add_fieldsets = [
-        (None, {"fields": ["name", "permissions"]}),
+        (None, {"fields": ["name", "team", "permissions"]}),
         ("Limits", {"fields": ["expires_at", "allowed_models", *LIMIT_FIELDS]}),
     ]
 
     def get_form(self, request, obj=None, **kwargs):
         if obj is None:
             kwargs["form"] = self.add_form
-        return super().get_form(request, obj, **kwargs)
+        form = super().get_form(request, obj, **kwargs)
+        if self.team_scope(request) is not None:
+            form = type(f"Member{form.__name__}", (form,), {"within_team_limits": True})
+        return form
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        teams = self.team_scope(request)
+        if db_field.name == "team" and teams is not None:
+            # A member's key must be in one of their teams: no team would put it outside
+            # every team's limits, and outside what the member can see again.
+            kwargs["queryset"] = Team.objects.filter(pk__in=teams)
+            kwargs["required"] = True
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def get_changeform_initial_data(self, request):
+        initial = super().get_changeform_initial_data(request)
+        teams = self.team_scope(request)
+        if teams is not None and len(teams) == 1 and "team" not in initial:
+            # A member of one team starts from that team's limits, the most they may set.
+            team = Team.objects.get(pk=next(iter(teams)))
+            initial["team"] = team.pk
+            for field in TEAM_LIMIT_FIELDS:
+                if getattr(team, field) is not None:
+                    initial.setdefault(field, getattr(team, field))
+        return initial
+
+    def managed_key(self, request, object_id):
+        """Return the key with this id if the user may change it, else None.
+
+        For views that act on one key besides the change form (rotation, say): they reach
+        a key through here, so that a member reaches their teams' keys only, and another
+        team's key answers exactly as one that does not exist.
+        """
+        key = self.get_object(request, object_id)
+        if key is None or not self.has_change_permission(request, key):
+            return None
+        return key
 
     def get_fieldsets(self, request, obj=None):
         return self.add_fieldsets if obj is None else self.fieldsets
@@ -276,12 +468,13 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 
 @admin.register(UsageRecord)
-class UsageRecordAdmin(admin.ModelAdmin):
+class UsageRecordAdmin(TeamScopedAdmin):
     """List what each key did; records are written by the gateway only, never by hand."""
 
     list_display = [
         "created_at",
         "key_name",
+        "team",
         "model",
         "endpoint",
         "stream",
@@ -295,11 +488,13 @@ class UsageRecordAdmin(admin.ModelAdmin):
     ]
     list_filter = [
         ("api_key", admin.RelatedOnlyFieldListFilter),
+        ("team", admin.RelatedOnlyFieldListFilter),
         "model",
         "status",
         "stream",
         "created_at",
     ]
+    list_select_related = ["team"]
     date_hierarchy = "created_at"
     search_fields = ["^request_id", "key_name", "model"]
     # Counting a large table on every page costs more than the "N total" link is worth.
@@ -348,16 +543,26 @@ class ReportForm(forms.Form):
     end = forms.DateField(
         required=False, widget=forms.DateInput(attrs={"type": "date"}), label="To"
     )
+    team = forms.ModelChoiceField(Team.objects.all(), required=False, empty_label="All teams")
     key = forms.ModelChoiceField(ApiKey.objects.all(), required=False, empty_label="All keys")
     model = forms.ChoiceField(required=False)
 
     # The longest custom period, in days: a year of daily bars.
     MAX_DAYS = 366
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, teams=None, **kwargs):
+        """`teams`: the ids of the teams whose usage the user may read; None for all."""
         super().__init__(*args, **kwargs)
+        self.teams = teams
+        records = UsageRecord.objects.all()
+        if teams is not None:
+            # Another team's key or team is then no valid choice: the form refuses it
+            # rather than report on it.
+            self.fields["team"].queryset = Team.objects.filter(pk__in=teams)
+            self.fields["key"].queryset = ApiKey.objects.filter(team__in=teams)
+            records = records.filter(team__in=teams)
         # Every model that has usage, including models since deleted.
-        names = UsageRecord.objects.order_by("model").values_list("model", flat=True).distinct()
+        names = records.order_by("model").values_list("model", flat=True).distinct()
         self.fields["model"].choices = [("", "All models"), *((name, name) for name in names)]
 
     def clean(self):
@@ -379,14 +584,18 @@ class ReportForm(forms.Form):
             period = Period.days(data["start"], data["end"])
         else:
             period = Period.last(data["period"])
-        return PeriodUsage(period, key=data["key"], model=data["model"])
+        return PeriodUsage(
+            period, key=data["key"], model=data["model"], team=data["team"], teams=self.teams
+        )
 
 
 @admin.register(UsageReport)
-class UsageReportAdmin(admin.ModelAdmin):
+class UsageReportAdmin(TeamScopedAdmin):
     """Answer at a glance: who is using what, how much, and is anything failing."""
 
     template = "admin/apikeys/usagereport/report.html"
+    # Read by whoever may view usage records, or by a member for their teams.
+    permissions_model = UsageRecord
 
     def get_urls(self):
         view = self.admin_site.admin_view
@@ -396,7 +605,9 @@ class UsageReportAdmin(admin.ModelAdmin):
         ]
 
     def has_view_permission(self, request, obj=None):
-        return request.user.has_perm("apikeys.view_usagerecord")
+        if self.team_scope(request) is None:
+            return request.user.has_perm("apikeys.view_usagerecord")
+        return super().has_view_permission(request, obj)
 
     def has_add_permission(self, request):
         return False
@@ -425,6 +636,7 @@ class UsageReportAdmin(admin.ModelAdmin):
                     "totals": report.totals(),
                     "charts": _charts(report.period, series),
                     "by_key": report.by_key(),
+                    "by_team": report.by_team(),
                     "by_model": report.by_model(),
                     "by_endpoint": report.by_endpoint(),
                     "csv_url": reverse(
@@ -451,13 +663,14 @@ class UsageReportAdmin(admin.ModelAdmin):
             headers={"Content-Disposition": f'attachment; filename="{filename}"'},
         )
         writer = csv.writer(response)
-        writer.writerow(["key", "model", *SUM_FIELDS])
-        for row in report.by_key_and_model():
-            # Key and model names are anyone's text (a model name is what the client asked
-            # for); the numbers are the database's own.
+        writer.writerow(["key", "team", "model", *SUM_FIELDS])
+        for row in report.by_key_team_and_model():
+            # Key, team and model names are anyone's text (a model name is what the client
+            # asked for); the numbers are the database's own.
             writer.writerow(
                 [
                     spreadsheet_text(row["key_name"]),
+                    spreadsheet_text(row["team_name"] or ""),
                     spreadsheet_text(row["model"]),
                     *(row[f] for f in SUM_FIELDS),
                 ]
@@ -468,7 +681,69 @@ class UsageReportAdmin(admin.ModelAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         # The last 24 hours until a period is chosen.
-        return ReportForm({"period": "24h", **request.GET.dict()})
+        return ReportForm({"period": "24h", **request.GET.dict()}, teams=self.team_scope(request))
+
+
+@admin.register(Team)
+class TeamAdmin(TeamScopedAdmin):
+    """Teams, their members and limits, and their spend against each budget.
+
+    Members see their own teams here, read-only: what they may spend is an operator's call.
+    """
+
+    team_lookup = "pk"
+    list_display = ["name", "limits", "member_names", "key_count", "spend"]
+    search_fields = ["name"]
+    filter_horizontal = ["members"]
+    fieldsets = [
+        (None, {"fields": ["name", "members"]}),
+        ("Limits", {"fields": TEAM_LIMIT_FIELDS}),
+        ("Spend", {"fields": ["spend_against_budgets"]}),
+        ("History", {"fields": ["created_at"]}),
+    ]
+    add_fieldsets = [
+        (None, {"fields": ["name", "members"]}),
+        ("Limits", {"fields": TEAM_LIMIT_FIELDS}),
+    ]
+
+    def team_of(self, team):
+        return team.pk
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request).prefetch_related("members")
+        return queryset.annotate(n_keys=Count("keys", distinct=True))
+
+    def get_fieldsets(self, request, obj=None):
+        return self.add_fieldsets if obj is None else self.fieldsets
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else ["spend_against_budgets", "created_at"]
+
+    @admin.display(description="limits")
+    def limits(self, team):
+        return team.describe_limits() or "none"
+
+    @admin.display(description="members")
+    def member_names(self, team):
+        return ", ".join(user.get_username() for user in team.members.all()) or "–"
+
+    @admin.display(description="keys", ordering="n_keys")
+    def key_count(self, team):
+        return team.n_keys
+
+    @admin.display(description="spend this period")
+    def spend(self, team):
+        return self._budgets(team, compact=True)
+
+    @admin.display(description="spend against each budget")
+    def spend_against_budgets(self, team):
+        return self._budgets(team, compact=False)
+
+    def _budgets(self, team, compact):
+        return render_to_string(
+            "admin/apikeys/team/budgets.html",
+            {"uses": budget_uses(team), "zone": settings.LIMITS_TIME_ZONE, "compact": compact},
+        )
 
 
 def _charts(period, rows):

@@ -1,5 +1,5 @@
 """Usage over a period, summed in the database: totals, a series per hour or day, and
-tables per key and per model.
+tables per key, per team and per model.
 
 Every sum is one GROUP BY query on UsageRecord (TruncHour and TruncDay work alike on
 SQLite and PostgreSQL), so a report costs the same whether the period holds ten records or
@@ -126,15 +126,24 @@ class Period:
 
 
 class PeriodUsage:
-    """The usage of a period, optionally of one key and one model."""
+    """The usage of a period, optionally of one key, one team and one model.
 
-    def __init__(self, period, key=None, model=""):
+    `teams` (team ids) limits every figure to those teams' records, for a reader who may
+    see no others (a team member in the admin); None for every record.
+    """
+
+    def __init__(self, period, key=None, model="", team=None, teams=None):
         self.period = period
         records = UsageRecord.objects.filter(
             created_at__gte=period.start, created_at__lt=period.end
         )
+        if teams is not None:
+            records = records.filter(team__in=teams)
         if key is not None:
             records = records.filter(api_key=key)
+        if team is not None:
+            # By the team a record was made under, as budgets count it (apikeys/spend.py).
+            records = records.filter(team=team)
         if model:
             records = records.filter(model=model)
         self.records = records
@@ -165,6 +174,16 @@ class PeriodUsage:
     def by_key_and_model(self):
         return self._grouped("key_name", "model")
 
+    def by_team(self):
+        """Return sums per team (`team_name`, None for records made under no team)."""
+        return self._grouped_by_team()
+
+    def by_team_and_model(self):
+        return self._grouped_by_team("model")
+
+    def by_key_team_and_model(self):
+        return self._grouped_by_team("key_name", "model")
+
     def by_endpoint(self):
         """Return sums per endpoint and unit, with the units each counted: tokens for the
         text endpoints, images, audio seconds, characters or documents for the others."""
@@ -181,4 +200,14 @@ class PeriodUsage:
 
     def _grouped(self, *fields):
         rows = self.records.values(*fields).annotate(**_sums()).order_by(*fields)
+        return [_named(row) for row in rows]
+
+    def _grouped_by_team(self, *fields):
+        # By the team's current name; records of no team first on every database (SQLite
+        # sorts NULL first, PostgreSQL last).
+        rows = (
+            self.records.values(*fields, team_name=F("team__name"))
+            .annotate(**_sums())
+            .order_by(F("team_name").asc(nulls_first=True), *fields)
+        )
         return [_named(row) for row in rows]

@@ -1,6 +1,6 @@
 """Create, list and revoke API keys from the shell.
 
-    manage.py apikey create --name ci [--permissions read] [--rate-limit 100/h]
+    manage.py apikey create --name ci [--team red] [--permissions read] [--rate-limit 100/h]
                             [--tokens-per-minute 2000] [--tokens-per-day 100000]
                             [--monthly-budget 25] [--models m1,m2] [--expires 2027-01-01]
     manage.py apikey list
@@ -18,12 +18,13 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from apikeys.models import ApiKey, parse_model_names, refused_when, validate_rate
+from apikeys.models import ApiKey, Team, parse_model_names, refused_when, validate_rate
 from completions.models import unknown_model_names
 
 # The option each ApiKey field is set from, to name it in error messages.
 FIELD_OPTIONS = {
     "name": "--name",
+    "team": "--team",
     "permissions": "--permissions",
     "rate_limit": "--rate-limit",
     "tokens_per_minute": "--tokens-per-minute",
@@ -114,6 +115,11 @@ class Command(BaseCommand):
         )
         create.add_argument("--name", required=True, help="A unique name for the key.")
         create.add_argument(
+            "--team",
+            metavar="TEAM",
+            help="The team that owns the key (`manage.py team list`); its limits cap the key's.",
+        )
+        create.add_argument(
             "--permissions",
             choices=[ApiKey.READ, ApiKey.READ_WRITE],
             default=ApiKey.READ_WRITE,
@@ -165,12 +171,18 @@ class Command(BaseCommand):
     def handle(self, *args, action, **options):
         getattr(self, f"_{action}")(**options)
 
-    def _create(self, *, name, permissions, rate_limit, models, expires, **options):
+    def _create(self, *, name, team, permissions, rate_limit, models, expires, **options):
         if ApiKey.objects.filter(name=name).exists():
             raise CommandError(f"--name: a key named '{name}' already exists.")
+        if team is not None:
+            found = Team.objects.filter(name=team).first()
+            if found is None:
+                raise CommandError(f"--team: no team is named '{team}'; see `manage.py team list`.")
+            team = found
         if expires is not None and expires <= timezone.now():
             raise CommandError(f"--expires: {_when(expires)} is already past.")
         fields = {
+            "team": team,
             "permissions": permissions,
             "allowed_models": models or [],
             "expires_at": expires,
@@ -189,7 +201,9 @@ class Command(BaseCommand):
             # A key may be made before its models are synced, so this only warns.
             self.stderr.write(f"Warning: no model or alias is named '{unknown}' yet.")
         self.stdout.write(
-            f"Created key '{key.name}' ({key.prefix}…): {key.permissions}, "
+            f"Created key '{key.name}' ({key.prefix}…)"
+            + (f" in team {key.team}" if key.team else "")
+            + f": {key.permissions}, "
             f"{key.describe_limits()}, "
             f"models: {', '.join(key.allowed_models) or 'all'}, expires: {_when(key.expires_at)}."
         )
@@ -197,7 +211,7 @@ class Command(BaseCommand):
         self.stdout.write(secret)
 
     def _list(self, **options):
-        keys = list(ApiKey.objects.all())
+        keys = list(ApiKey.objects.select_related("team"))
         if not keys:
             self.stdout.write("No API keys.")
             return
@@ -210,6 +224,7 @@ class Command(BaseCommand):
             "MODELS",
             "EXPIRES",
             "LAST USED",
+            "TEAM",
         ]
         rows = [
             [
@@ -221,6 +236,7 @@ class Command(BaseCommand):
                 ",".join(key.allowed_models) or "all",
                 _when(key.expires_at),
                 _when(key.last_used_at),
+                key.team.name if key.team else "-",
             ]
             for key in keys
         ]

@@ -1,9 +1,10 @@
-"""Report requests, tokens, cost and errors per API key and model.
+"""Report requests, tokens, cost and errors per API key (or team) and model.
 
-    manage.py usage_report [--days 30] [--json]
+    manage.py usage_report [--days 30] [--by key|team] [--json]
 
 Sums are made in the database from UsageRecord rows (apikeys/reports.py), grouped by the
-key's recorded name, so that deleted keys still report.
+key's recorded name, so that deleted keys still report, or by the team each record was
+made under (--by team), as team budgets count it.
 """
 
 import json
@@ -24,9 +25,9 @@ COLUMNS = [
     ("COST (USD)", "cost"),
     ("ERRORS", "errors"),
 ]
-# The fields of each --json object; scripts read these, so adding one is a visible change.
+# The fields of each --json object after the group's own ("key" or "team"); scripts read
+# these, so adding one is a visible change.
 JSON_FIELDS = [
-    "key",
     "model",
     "requests",
     "prompt_tokens",
@@ -36,12 +37,17 @@ JSON_FIELDS = [
 ]
 # Decimal places of the cost in the table; --json keeps all eight of UsageRecord.cost.
 TABLE_COST_PLACES = 4
+# What a team's cell reads for records made under no team; null in --json.
+NO_TEAM = "(no team)"
 
 
-def _usage_since(since):
-    """Return usage per key name and model since a moment."""
-    rows = PeriodUsage(Period(since, timezone.now(), "")).by_key_and_model()
-    return [{"key": row.pop("key_name"), **row} for row in rows]
+def _usage_since(since, by):
+    """Return usage per key name (or team name) and model since a moment, each row's
+    group under `by`."""
+    usage = PeriodUsage(Period(since, timezone.now(), ""))
+    if by == "team":
+        return [{"team": row.pop("team_name"), **row} for row in usage.by_team_and_model()]
+    return [{"key": row.pop("key_name"), **row} for row in usage.by_key_and_model()]
 
 
 def _cell(field, value):
@@ -50,12 +56,12 @@ def _cell(field, value):
     return f"{value:,}"
 
 
-def _table(rows):
-    total = {"key": "Total", "model": ""}
+def _table(rows, by):
+    total = {by: "Total", "model": ""}
     total.update({field: sum(row[field] for row in rows) for _, field in COLUMNS})
-    header = ["KEY", "MODEL", *(heading for heading, _ in COLUMNS)]
+    header = [by.upper(), "MODEL", *(heading for heading, _ in COLUMNS)]
     lines = [header] + [
-        [row["key"], row["model"], *(_cell(field, row[field]) for _, field in COLUMNS)]
+        [row[by] or NO_TEAM, row["model"], *(_cell(field, row[field]) for _, field in COLUMNS)]
         for row in [*rows, total]
     ]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
@@ -70,7 +76,10 @@ def _table(rows):
 
 
 class Command(BaseCommand):
-    help = "Show requests, tokens, cost and errors per API key and model over the last N days."
+    help = (
+        "Show requests, tokens, cost and errors per API key (or team) and model over the last "
+        "N days."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -81,29 +90,35 @@ class Command(BaseCommand):
             help=f"How many days back to count, from now (default {DEFAULT_DAYS}).",
         )
         parser.add_argument(
+            "--by",
+            choices=["key", "team"],
+            default="key",
+            help="Group by key (the default) or by the team each request was made under.",
+        )
+        parser.add_argument(
             "--json",
             action="store_true",
-            help="Print a JSON list of objects: " + ", ".join(JSON_FIELDS) + ".",
+            help="Print a JSON list of objects: key (or team), " + ", ".join(JSON_FIELDS) + ".",
         )
 
-    def handle(self, *args, days, **options):
+    def handle(self, *args, days, by, **options):
         if days < 1:
             raise CommandError(f"--days: count at least 1 day, not {days}.")
         since = timezone.now() - timedelta(days=days)
-        rows = _usage_since(since)
+        rows = _usage_since(since, by)
         if options["json"]:
-            self._print_json(rows)
+            self._print_json(rows, by)
             return
         heading = f"since {since.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
         if not rows:
             self.stdout.write(f"No usage in the last {days} days ({heading}).")
             return
         self.stdout.write(f"Usage in the last {days} days ({heading}):")
-        for line in _table(rows):
+        for line in _table(rows, by):
             self.stdout.write(line)
 
-    def _print_json(self, rows):
-        data = [{field: row[field] for field in JSON_FIELDS} for row in rows]
+    def _print_json(self, rows, by):
+        data = [{field: row[field] for field in [by, *JSON_FIELDS]} for row in rows]
         for row in data:
             # A JSON number, as scripts expect; eight decimals stay exact in a double up to
             # about 10 million USD.
