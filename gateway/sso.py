@@ -293,18 +293,22 @@ class OidcBackend(OIDCAuthenticationBackend):
 
     def _synchronize(self, user, claims):
         named = groups(claims)
+        prefix = settings.OIDC_TEAM_GROUP_PREFIX
+        names = {name.removeprefix(prefix) for name in named if name.startswith(prefix)} - {""}
+        teams = list(Team.objects.filter(name__in=names))
         user.is_superuser = bool(named & set(settings.OIDC_SUPERUSER_GROUPS))
-        # A superuser who is not staff could not open the admin at all.
-        user.is_staff = user.is_superuser or bool(named & set(settings.OIDC_STAFF_GROUPS))
+        # A superuser who is not staff could not open the admin at all. A team's member is
+        # staff too, with no model permissions: the admin shows them their teams' keys and
+        # usage alone (apikeys/membership.py).
+        user.is_staff = (
+            user.is_superuser or bool(named & set(settings.OIDC_STAFF_GROUPS)) or bool(teams)
+        )
         for field, claim in USER_FIELD_CLAIMS.items():
             value = claims.get(claim)
             if isinstance(value, str):
                 limit = self.UserModel._meta.get_field(field).max_length
                 setattr(user, field, value[:limit])
         user.save()
-        prefix = settings.OIDC_TEAM_GROUP_PREFIX
-        names = {name.removeprefix(prefix) for name in named if name.startswith(prefix)} - {""}
-        teams = list(Team.objects.filter(name__in=names))
         user.teams.set(teams)
         unknown = names - {team.name for team in teams}
         if unknown:

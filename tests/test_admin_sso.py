@@ -164,7 +164,8 @@ def test_each_sign_in_takes_flags_and_teams_from_the_groups_of_the_day(provider,
     _sign_in(Client(), provider, BOB | {"groups": ["team:ops"]})
 
     bob = User.objects.get(username="bob")
-    assert (bob.is_staff, bob.is_superuser) == (False, False)
+    # Staff as a member of ops (to manage its keys), though in no staff group.
+    assert (bob.is_staff, bob.is_superuser) == (True, False)
     # Out of research and out of finance (added by hand), into ops: the provider decides.
     assert list(bob.teams.all()) == [ops]
 
@@ -176,6 +177,19 @@ def test_a_superuser_removed_from_the_group_loses_the_flag(provider):
 
     alice = User.objects.get(username="alice")
     assert (alice.is_staff, alice.is_superuser) == (True, False)
+
+
+def test_a_team_member_in_no_staff_group_opens_the_admin_to_their_team_alone(provider, research):
+    Team.objects.create(name="ops")
+    client = Client()
+
+    _sign_in(client, provider, BOB | {"groups": ["team:research"]})
+
+    assert User.objects.get(username="bob").is_staff
+    teams = client.get("/admin/apikeys/team/")
+    assert teams.status_code == 200
+    assert "research" in teams.content.decode()
+    assert "ops" not in teams.content.decode()
 
 
 def test_a_team_group_naming_no_team_makes_none(provider):
