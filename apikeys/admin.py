@@ -27,6 +27,7 @@ from apikeys import throttling
 from apikeys.charts import Series, stacked_bar_chart
 from apikeys.models import (
     ApiKey,
+    Team,
     UsageRecord,
     UsageReport,
     parse_model_names,
@@ -44,6 +45,8 @@ LIMIT_FIELDS = [
     "monthly_budget",
     "lifetime_budget",
 ]
+# Who hears of a budget running low (alerts/), on keys and teams alike.
+ALERT_FIELDS = ["contact_emails", "alert_thresholds"]
 
 
 def refers_to_digest(lookup):
@@ -85,12 +88,20 @@ class ApiKeyForm(forms.ModelForm):
             "expires_at",
             "allowed_models",
             *LIMIT_FIELDS,
+            *ALERT_FIELDS,
         ]
 
 
 class ApiKeyAddForm(ApiKeyForm):
     class Meta(ApiKeyForm.Meta):
-        fields = ["name", "permissions", "expires_at", "allowed_models", *LIMIT_FIELDS]
+        fields = [
+            "name",
+            "permissions",
+            "expires_at",
+            "allowed_models",
+            *LIMIT_FIELDS,
+            *ALERT_FIELDS,
+        ]
 
     def clean_expires_at(self):
         expires_at = self.cleaned_data["expires_at"]
@@ -140,12 +151,14 @@ class ApiKeyAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["name", "prefix", "permissions", "is_active"]}),
         ("Limits", {"fields": ["expires_at", "allowed_models", *LIMIT_FIELDS]}),
+        ("Budget alerts", {"fields": ALERT_FIELDS}),
         ("Usage", {"fields": ["usage_and_limits"]}),
         ("History", {"fields": ["created_at", "last_used_at", "revoked_at"]}),
     ]
     add_fieldsets = [
         (None, {"fields": ["name", "permissions"]}),
         ("Limits", {"fields": ["expires_at", "allowed_models", *LIMIT_FIELDS]}),
+        ("Budget alerts", {"fields": ALERT_FIELDS}),
     ]
 
     def get_form(self, request, obj=None, **kwargs):
@@ -273,6 +286,24 @@ class ApiKeyAdmin(admin.ModelAdmin):
                 f"{'it' if len(unknown) == 1 else 'them'} until it exists.",
                 messages.WARNING,
             )
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    """Teams, their shared limits and who hears of their budgets running low."""
+
+    list_display = ["name", "limits", "created_at"]
+    search_fields = ["name"]
+    filter_horizontal = ["members"]
+    fieldsets = [
+        (None, {"fields": ["name", "members"]}),
+        ("Limits", {"fields": LIMIT_FIELDS[1:]}),
+        ("Budget alerts", {"fields": [*ALERT_FIELDS, "webhook_url", "webhook_secret"]}),
+    ]
+
+    @admin.display(description="limits")
+    def limits(self, team):
+        return team.describe_limits()
 
 
 @admin.register(UsageRecord)
