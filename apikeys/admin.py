@@ -301,6 +301,12 @@ class TeamAdmin(admin.ModelAdmin):
         ("Budget alerts", {"fields": [*ALERT_FIELDS, "webhook_url", "webhook_secret"]}),
     ]
 
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if db_field.name == "webhook_url":
+            # As for a provider's base URL: no scheme typed means https, Django 6's default.
+            kwargs["assume_scheme"] = "https"
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
     @admin.display(description="limits")
     def limits(self, team):
         return team.describe_limits()
