@@ -8,7 +8,7 @@ SECRET_KEY can be rotated; a value no key decrypts reads as empty, and a warning
 it to be set again.
 
 In forms the field is write-only: its input never shows the stored value, and leaving it
-empty keeps the value stored.
+empty keeps the value stored. Serializers (dumpdata) leave it out.
 """
 
 import base64
@@ -77,6 +77,11 @@ class EncryptedSecretField(models.TextField):
     def get_prep_value(self, value):
         value = super().get_prep_value(value)
         return encrypt(value) if value else ""
+
+    def value_to_string(self, obj):
+        # Serialized (dumpdata), the secret is left out rather than written in the clear;
+        # a database backup keeps it encrypted.
+        return ""
 
     def formfield(self, **kwargs):
         return super().formfield(**{"form_class": WriteOnlyField, **kwargs, "widget": None})

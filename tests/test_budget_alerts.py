@@ -13,6 +13,7 @@ from decimal import Decimal
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.core import serializers
 from django.core.exceptions import ValidationError
 from django.db import connection
 from django.db.models import Sum
@@ -395,3 +396,14 @@ def test_the_readme_verification_accepts_the_signature_and_refuses_a_changed_bod
     assert not verify("another-secret", body, header, now=1_800_000_010)
     # Replayed ten minutes later.
     assert not verify(WEBHOOK_SECRET, body, header, now=1_800_000_600)
+
+
+def test_a_dump_of_the_teams_leaves_the_webhook_secret_out(db):
+    Team.objects.create(
+        name="acme", webhook_url="https://hooks.acme.test/budget", webhook_secret=WEBHOOK_SECRET
+    )
+
+    dump = serializers.serialize("json", Team.objects.all())
+
+    assert WEBHOOK_SECRET not in dump
+    assert '"webhook_secret": ""' in dump
