@@ -93,8 +93,10 @@ class BudgetAlerts:
                 alert.sent_at = timezone.now()
         except Exception:
             logger.exception("Sending budget alert %s failed", alert.pk)
-        finally:
+        try:
             await _save(alert)
+        except Exception:
+            logger.exception("Recording how budget alert %s was sent failed", alert.pk)
 
     async def _post_webhook(self, alert, holder, team):
         if team is None or not team.webhook_url:
