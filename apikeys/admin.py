@@ -57,6 +57,8 @@ TEAM_LIMIT_FIELDS = [
 LIMIT_FIELDS = ["rate_limit", *TEAM_LIMIT_FIELDS]
 # Seconds in each unit of a rate limit (N/s, N/m, N/h, N/d).
 RATE_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# Who hears of a budget running low (alerts/), on keys and teams alike.
+ALERT_FIELDS = ["contact_emails", "alert_thresholds"]
 
 
 def refers_to_digest(lookup):
@@ -112,6 +114,7 @@ class ApiKeyForm(forms.ModelForm):
             "expires_at",
             "allowed_models",
             *LIMIT_FIELDS,
+            *ALERT_FIELDS,
         ]
 
     def clean(self):
@@ -173,7 +176,15 @@ class ApiKeyForm(forms.ModelForm):
 
 class ApiKeyAddForm(ApiKeyForm):
     class Meta(ApiKeyForm.Meta):
-        fields = ["name", "team", "permissions", "expires_at", "allowed_models", *LIMIT_FIELDS]
+        fields = [
+            "name",
+            "team",
+            "permissions",
+            "expires_at",
+            "allowed_models",
+            *LIMIT_FIELDS,
+            *ALERT_FIELDS,
+        ]
 
     def clean_expires_at(self):
         expires_at = self.cleaned_data["expires_at"]
@@ -296,12 +307,14 @@ class ApiKeyAdmin(TeamScopedAdmin):
     fieldsets = [
         (None, {"fields": ["name", "team", "prefix", "permissions", "is_active"]}),
         ("Limits", {"fields": ["expires_at", "allowed_models", *LIMIT_FIELDS]}),
+        ("Budget alerts", {"fields": ALERT_FIELDS}),
         ("Usage", {"fields": ["usage_and_limits"]}),
         ("History", {"fields": ["created_at", "last_used_at", "revoked_at"]}),
     ]
     add_fieldsets = [
         (None, {"fields": ["name", "team", "permissions"]}),
         ("Limits", {"fields": ["expires_at", "allowed_models", *LIMIT_FIELDS]}),
+        ("Budget alerts", {"fields": ALERT_FIELDS}),
     ]
 
     def get_form(self, request, obj=None, **kwargs):
@@ -698,13 +711,21 @@ class TeamAdmin(TeamScopedAdmin):
     fieldsets = [
         (None, {"fields": ["name", "members"]}),
         ("Limits", {"fields": TEAM_LIMIT_FIELDS}),
+        ("Budget alerts", {"fields": [*ALERT_FIELDS, "webhook_url", "webhook_secret"]}),
         ("Spend", {"fields": ["spend_against_budgets"]}),
         ("History", {"fields": ["created_at"]}),
     ]
     add_fieldsets = [
         (None, {"fields": ["name", "members"]}),
         ("Limits", {"fields": TEAM_LIMIT_FIELDS}),
+        ("Budget alerts", {"fields": [*ALERT_FIELDS, "webhook_url", "webhook_secret"]}),
     ]
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if db_field.name == "webhook_url":
+            # As for a provider's base URL: no scheme typed means https, Django 6's default.
+            kwargs["assume_scheme"] = "https"
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     def team_of(self, team):
         return team.pk

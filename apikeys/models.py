@@ -9,7 +9,9 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from alerts.validators import parse_emails, parse_thresholds, validate_emails, validate_thresholds
 from gateway.db import off_the_request_thread
+from gateway.encryption import EncryptedSecretField
 from gateway.memo import MISSING, ChangeMark, TimedCache
 
 # Keys recently looked up, by digest; forgotten by every process when a key is saved or
@@ -192,7 +194,36 @@ class Limits(models.Model):
         return ", ".join(limits)
 
 
-class Team(Limits):
+class AlertContacts(models.Model):
+    """Who is told when a budget runs low, and at which percentages (alerts/)."""
+
+    contact_emails = models.TextField(
+        "contact e-mails",
+        blank=True,
+        validators=[validate_emails],
+        help_text="Addresses that receive budget alerts, separated by commas or new lines.",
+    )
+    alert_thresholds = models.CharField(
+        max_length=100,
+        blank=True,
+        validators=[validate_thresholds],
+        help_text="Percentages of each budget that send an alert, such as 50,80,95,100; "
+        "empty: BUDGET_ALERT_THRESHOLDS.",
+    )
+
+    class Meta:
+        abstract = True
+
+    def contacts(self):
+        """Return the contact e-mail addresses, each once, in order."""
+        return parse_emails(self.contact_emails)
+
+    def thresholds(self):
+        """Return the percentages that send an alert: this holder's, else the default."""
+        return parse_thresholds(self.alert_thresholds or settings.BUDGET_ALERT_THRESHOLDS)
+
+
+class Team(Limits, AlertContacts):
     """Keys that share limits and budgets, and the Django users who manage them."""
 
     name = models.CharField(max_length=100, unique=True)
@@ -203,6 +234,19 @@ class Team(Limits):
         help_text="Users who may manage this team's keys and read its usage in the admin.",
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    webhook_url = models.URLField(
+        "webhook URL",
+        max_length=500,
+        blank=True,
+        help_text="Where budget alerts of the team and its keys are posted as signed JSON "
+        '(README, "Budget alerts"); empty: none.',
+    )
+    webhook_secret = EncryptedSecretField(
+        blank=True,
+        help_text="The secret the webhook's signature is made with (HMAC-SHA256), such as "
+        "the output of openssl rand -hex 32. Never shown again; leave empty to keep the "
+        "current one.",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -210,8 +254,15 @@ class Team(Limits):
     def __str__(self):
         return self.name
 
+    def clean(self):
+        super().clean()
+        if self.webhook_url and not self.webhook_secret:
+            raise ValidationError(
+                {"webhook_secret": "A webhook needs a secret to sign its alerts with."}
+            )
 
-class ApiKey(Limits):
+
+class ApiKey(Limits, AlertContacts):
     READ = "read"
     READ_WRITE = "read-write"
     PERMISSION_CHOICES = [

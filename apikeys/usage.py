@@ -9,6 +9,7 @@ import logging
 import time
 from decimal import ROUND_HALF_UP, Decimal
 
+from alerts.budgets import budget_alerts
 from apikeys.models import UsageRecord
 from apikeys.throttling import acount_usage
 from apikeys.writer import writer
@@ -197,6 +198,8 @@ def units_cost(model, units):
 async def _record(key, fields):
     try:
         await _write(fields)
+        # Scheduled, not awaited: the request does not wait for its alerts.
+        budget_alerts.check_after(key)
     finally:
         # Counted even if the write failed: the provider has spent the tokens all the same.
         await acount_usage(key, fields["total_tokens"], fields["cost"])

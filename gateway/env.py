@@ -6,6 +6,7 @@ process at start with a message an operator can act on.
 
 import ipaddress
 import os
+from urllib.parse import unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -75,3 +76,47 @@ def envnetworks(name, default=()):
         except ValueError as exc:
             raise ImproperlyConfigured(f"{name} must list IP networks: {exc}") from None
     return networks
+
+
+# Schemes of EMAIL_URL: (backend, default port, TLS).
+MAIL_SCHEMES = {
+    "smtp": ("django.core.mail.backends.smtp.EmailBackend", 25, None),
+    "smtp+tls": ("django.core.mail.backends.smtp.EmailBackend", 587, "EMAIL_USE_TLS"),
+    "smtps": ("django.core.mail.backends.smtp.EmailBackend", 465, "EMAIL_USE_SSL"),
+    "console": ("django.core.mail.backends.console.EmailBackend", None, None),
+    "dummy": ("django.core.mail.backends.dummy.EmailBackend", None, None),
+}
+
+
+def envmailurl(name):
+    """Return Django's mail settings from a URL such as smtp+tls://user:pass@host:587
+    (smtp, smtp+tls for STARTTLS, smtps for TLS from the start, console, dummy), or {} when
+    the variable is unset. The user and password are percent-decoded."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return {}
+    url = urlsplit(value)
+    if url.scheme not in MAIL_SCHEMES:
+        raise ImproperlyConfigured(
+            f"{name} must start with one of {', '.join(s + '://' for s in MAIL_SCHEMES)}, "
+            f"not {url.scheme or 'nothing'}://"
+        )
+    backend, default_port, tls = MAIL_SCHEMES[url.scheme]
+    mail = {"EMAIL_BACKEND": backend}
+    if default_port is None:
+        return mail
+    try:
+        port = url.port or default_port
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} has a port that is not a number") from None
+    if not url.hostname:
+        raise ImproperlyConfigured(f"{name} must name a host, as in smtp://mail.example.com")
+    mail.update(
+        EMAIL_HOST=url.hostname,
+        EMAIL_PORT=port,
+        EMAIL_HOST_USER=unquote(url.username or ""),
+        EMAIL_HOST_PASSWORD=unquote(url.password or ""),
+        EMAIL_USE_TLS=tls == "EMAIL_USE_TLS",
+        EMAIL_USE_SSL=tls == "EMAIL_USE_SSL",
+    )
+    return mail

@@ -13,9 +13,19 @@ from urllib.parse import urlsplit
 
 import dj_database_url
 from csp.constants import NONCE
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 
-from gateway.env import envbool, envchoice, envfloat, envint, envlist, envnetworks, envstr
+from alerts.validators import validate_thresholds
+from gateway.env import (
+    envbool,
+    envchoice,
+    envfloat,
+    envint,
+    envlist,
+    envmailurl,
+    envnetworks,
+    envstr,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -72,6 +82,7 @@ INSTALLED_APPS = [
     "gateway",
     "apikeys",
     "completions",
+    "alerts",
 ]
 
 # The admin's middleware: Django's own, run by Django's handler, which Django's checks see.
@@ -300,6 +311,47 @@ IMAGE_URL_MAX_REDIRECTS = envint("IMAGE_URL_MAX_REDIRECTS", 3, minimum=0)
 # Networks (CIDRs) inside the gateway's own network that images may come from, such as an
 # internal image server; private, loopback and link-local addresses are otherwise refused.
 IMAGE_URL_ALLOWED_NETWORKS = envnetworks("IMAGE_URL_ALLOWED_NETWORKS")
+
+# Mail, for budget alerts and the usage digest (alerts/). EMAIL_URL (smtp+tls://user:password@
+# smtp.example.com:587; smtps:// for TLS from the start; console://) or EMAIL_HOST and its
+# companions; with neither, development prints mail to the console and other environments
+# send through an SMTP server on localhost:25.
+EMAIL_SETTINGS = envmailurl("EMAIL_URL")
+EMAIL_HOST = envstr("EMAIL_HOST", "localhost")
+EMAIL_PORT = envint("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = envstr("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = envstr("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = envbool("EMAIL_USE_SSL", False)
+EMAIL_BACKEND = (
+    "django.core.mail.backends.console.EmailBackend"
+    if ENVIRONMENT == "development" and not envstr("EMAIL_HOST")
+    else "django.core.mail.backends.smtp.EmailBackend"
+)
+# Seconds an SMTP server may take to answer.
+EMAIL_TIMEOUT = envfloat("EMAIL_TIMEOUT", 10.0, minimum=0.1)
+globals().update(EMAIL_SETTINGS)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("EMAIL_USE_TLS and EMAIL_USE_SSL exclude each other: set one")
+DEFAULT_FROM_EMAIL = envstr("DEFAULT_FROM_EMAIL", "gateway@localhost")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+
+# Budget alerts (alerts/): the percentages of a budget that send an alert, once each per
+# budget period, for keys and teams that set none of their own.
+BUDGET_ALERT_THRESHOLDS = envstr("BUDGET_ALERT_THRESHOLDS", "50,80,95,100")
+try:
+    validate_thresholds(BUDGET_ALERT_THRESHOLDS)
+except ValidationError as error:
+    raise ImproperlyConfigured(f"BUDGET_ALERT_THRESHOLDS: {error.messages[0]}") from None
+# Attempts at delivering an alert to a team's webhook, the wait before the second attempt in
+# seconds (doubling after each: 1, 2, 4, 8 s), and how long one attempt may take (seconds).
+BUDGET_ALERT_WEBHOOK_ATTEMPTS = envint("BUDGET_ALERT_WEBHOOK_ATTEMPTS", 5, minimum=1)
+BUDGET_ALERT_WEBHOOK_BACKOFF = envfloat("BUDGET_ALERT_WEBHOOK_BACKOFF", 1.0, minimum=0.0)
+BUDGET_ALERT_WEBHOOK_TIMEOUT = envfloat("BUDGET_ALERT_WEBHOOK_TIMEOUT", 10.0, minimum=0.1)
+# Networks (CIDRs) inside the gateway's own network that webhooks may be posted to, such as
+# an internal alerting service; private, loopback and link-local addresses are otherwise
+# refused, as for images by URL.
+BUDGET_ALERT_WEBHOOK_ALLOWED_NETWORKS = envnetworks("BUDGET_ALERT_WEBHOOK_ALLOWED_NETWORKS")
 
 # Security headers (README, "Security settings"). Behind a proxy that terminates TLS, set
 # TRUST_X_FORWARDED_PROTO so that requests it forwards count as HTTPS; without it, HSTS is

@@ -11,6 +11,7 @@ import uuid
 import pytest
 from django.test import override_settings
 
+from alerts.budgets import budget_alerts
 from apikeys.authentication import failures
 from apikeys.models import ApiKey, keys_by_digest
 from apikeys.writer import writer
@@ -58,8 +59,10 @@ def _usage_writer(request):
 @pytest.fixture(autouse=True)
 async def _close_http_client():
     """Close what a test's async code left open: the upstream client and the connections
-    of the ORM's worker thread (PostgreSQL will not drop a test database still in use)."""
+    of the ORM's worker thread (PostgreSQL will not drop a test database still in use).
+    Budget alerts still being checked or sent finish first, in the test they belong to."""
     yield
+    await budget_alerts.settled()
     await close_client()
     await aclose_connections()
     writer.close_connections()

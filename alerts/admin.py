@@ -1,0 +1,42 @@
+from django.contrib import admin
+
+from alerts.models import BudgetAlert
+
+
+@admin.register(BudgetAlert)
+class BudgetAlertAdmin(admin.ModelAdmin):
+    """List every budget alert and how it was sent; alerts are made by the gateway only."""
+
+    list_display = [
+        "created_at",
+        "holder_name",
+        "scope",
+        "period",
+        "period_start",
+        "threshold_percent",
+        "spent_usd",
+        "budget",
+        "email_status",
+        "webhook_status",
+        "webhook_attempts",
+    ]
+    list_filter = ["scope", "period", "threshold", "email_status", "webhook_status", "team"]
+    search_fields = ["holder_name", "email_recipients"]
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="threshold", ordering="threshold")
+    def threshold_percent(self, alert):
+        return f"{alert.threshold}%"
+
+    @admin.display(description="spent (USD)", ordering="spent")
+    def spent_usd(self, alert):
+        return f"{alert.spent:.2f}"

@@ -1,0 +1,73 @@
+from django.db import models
+from django.utils import timezone
+
+
+class BudgetAlert(models.Model):
+    """One threshold of one budget crossed in one period, and how it was sent.
+
+    The row is inserted before anything is sent, and its unique constraint lets exactly one
+    of the processes and tasks that see the threshold crossed together insert it: that
+    one sends. The trade-off: a process that dies between the insert and the sending
+    leaves the alert recorded as pending and never sent, rather than risking it twice.
+    """
+
+    KEY = "key"
+    TEAM = "team"
+    SCOPE_CHOICES = [(KEY, "API key"), (TEAM, "team")]
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+    NONE = "none"
+    STATUS_CHOICES = [
+        (PENDING, "pending"),
+        (SENT, "sent"),
+        (FAILED, "failed"),
+        (NONE, "nowhere to send"),
+    ]
+
+    scope = models.CharField(max_length=4, choices=SCOPE_CHOICES)
+    # The key's or team's id; no foreign key, so that alerts outlive what they were about.
+    holder_id = models.BigIntegerField()
+    holder_name = models.CharField(max_length=100)
+    # The team itself, or the key's team: whose members may read the alert.
+    team = models.ForeignKey(
+        "apikeys.Team",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="budget_alerts",
+    )
+    period = models.CharField(max_length=10)
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField(null=True, blank=True)
+    threshold = models.PositiveSmallIntegerField(help_text="Percent of the budget.")
+    budget = models.DecimalField(max_digits=12, decimal_places=2, help_text="USD")
+    spent = models.DecimalField(
+        max_digits=16, decimal_places=8, help_text="USD spent in the period when crossed"
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    email_status = models.CharField(max_length=10, choices=STATUS_CHOICES, default=PENDING)
+    email_recipients = models.TextField(blank=True)
+    webhook_status = models.CharField(max_length=10, choices=STATUS_CHOICES, default=PENDING)
+    webhook_attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["scope", "holder_id", "period", "period_start", "threshold"],
+                name="one_alert_per_threshold_and_period",
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.holder_name}: {self.threshold}% of the {self.period} budget"
+
+    def describe_period(self):
+        """Say which period: "day of 2026-11-30", "week from 2026-11-30", "lifetime"."""
+        if self.period == "lifetime":
+            return "lifetime"
+        start = timezone.localtime(self.period_start, self.period_start.tzinfo)
+        return f"{self.period} from {start:%Y-%m-%d}"
