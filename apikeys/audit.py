@@ -30,6 +30,7 @@ from django.contrib import admin
 from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.http import HttpResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -81,6 +82,11 @@ def snapshot(obj):
         if field.is_relation:
             related_id = getattr(obj, field.attname)
             values[field.name] = None if related_id is None else str(getattr(obj, field.name))
+        elif isinstance(field, models.DecimalField) and getattr(obj, field.name) is not None:
+            # As the database holds it: 25 typed is 25.00 stored, and not a change.
+            values[field.name] = (
+                f"{decimal.Decimal(getattr(obj, field.name)):.{field.decimal_places}f}"
+            )
         else:
             values[field.name] = _loggable(getattr(obj, field.name))
     if obj.pk is not None:
@@ -268,14 +274,14 @@ class ActionFilter(admin.SimpleListFilter):
 
     title = "action"
     parameter_name = "action"
-    choices = {"added": ADDITION, "changed": CHANGE, "deleted": DELETION}
+    flags = {"added": ADDITION, "changed": CHANGE, "deleted": DELETION}
 
     def lookups(self, request, model_admin):
-        return [(name, name) for name in self.choices]
+        return [(name, name) for name in self.flags]
 
     def queryset(self, request, queryset):
-        if self.value() in self.choices:
-            return queryset.filter(action_flag=self.choices[self.value()])
+        if self.value() in self.flags:
+            return queryset.filter(action_flag=self.flags[self.value()])
         return queryset
 
 
