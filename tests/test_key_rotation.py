@@ -164,6 +164,17 @@ def test_the_new_secret_counts_in_the_same_request_window(clock, client):
     assert models_status(client, new).status_code == 429
 
 
+def test_a_key_made_without_create_key_keeps_its_request_window_too(clock, client):
+    secret = SECRET_PREFIX + "made-by-hand-" + "x" * 30
+    ApiKey.objects.create(name="dave", prefix=secret[:12], digest=digest(secret), rate_limit="2/m")
+    assert models_status(client, secret).status_code == 200
+    assert models_status(client, secret).status_code == 200
+
+    new = rotate("dave")
+
+    assert models_status(client, new).status_code == 429
+
+
 @pytest.mark.parametrize("grace", ["24", "1w", "-1h", "h"])
 def test_rotate_refuses_a_grace_it_cannot_read(alice, grace):
     with pytest.raises(CommandError, match="not a duration"):
