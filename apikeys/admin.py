@@ -19,6 +19,7 @@ from datetime import timedelta
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.models import CHANGE
 from django.contrib.admin.utils import quote
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count
@@ -31,6 +32,7 @@ from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_variables
 
 from apikeys import membership, throttling
+from apikeys.audit import AuditedAdmin, admin_source, record_change, snapshot
 from apikeys.charts import Series, stacked_bar_chart
 from apikeys.models import (
     RATE_PATTERN,
@@ -44,6 +46,7 @@ from apikeys.models import (
 from apikeys.reports import PRESETS, SUM_FIELDS, Period, PeriodUsage, spreadsheet_text
 from apikeys.spend import budget_uses
 from completions.models import unknown_model_names
+from gateway.durations import describe_duration, parse_duration
 
 # The limits a key and its team both have; a member may not set a key's above its team's.
 TEAM_LIMIT_FIELDS = [
@@ -115,6 +118,7 @@ class ApiKeyForm(forms.ModelForm):
             "allowed_models",
             *LIMIT_FIELDS,
             *ALERT_FIELDS,
+            "rotate_every_days",
         ]
 
     def clean(self):
@@ -184,6 +188,7 @@ class ApiKeyAddForm(ApiKeyForm):
             "allowed_models",
             *LIMIT_FIELDS,
             *ALERT_FIELDS,
+            "rotate_every_days",
         ]
 
     def clean_expires_at(self):
@@ -209,6 +214,45 @@ class ExpiryFilter(admin.SimpleListFilter):
         if self.value() == "never":
             return queryset.filter(expires_at__isnull=True)
         return queryset
+
+
+class RotationForm(forms.Form):
+    grace = forms.CharField(
+        initial="24h",
+        label="Grace period",
+        help_text="How long the current secret keeps working beside the new one: 30m, 24h, "
+        "7d, or 0 to refuse it at once.",
+    )
+
+    def clean_grace(self):
+        try:
+            return parse_duration(self.cleaned_data["grace"])
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+
+class RotationDueFilter(admin.SimpleListFilter):
+    title = "rotation due"
+    parameter_name = "rotation_due"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Due"), ("no", "Not due"), ("none", "No rotation policy")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "none":
+            return queryset.filter(rotate_every_days__isnull=True)
+        if self.value() not in ("yes", "no"):
+            return queryset
+        # Read in Python rather than as a date sum in SQL, which SQLite and PostgreSQL
+        # spell differently: keys with a policy number in the hundreds, not millions.
+        due = [
+            key.pk
+            for key in queryset.filter(rotate_every_days__isnull=False, revoked_at__isnull=True)
+            if key.rotation_due
+        ]
+        if self.value() == "yes":
+            return queryset.filter(pk__in=due)
+        return queryset.exclude(pk__in=due)
 
 
 class TeamScopedAdmin(admin.ModelAdmin):
@@ -274,10 +318,12 @@ class TeamScopedAdmin(admin.ModelAdmin):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(TeamScopedAdmin):
+class ApiKeyAdmin(AuditedAdmin, TeamScopedAdmin):
     form = ApiKeyForm
     add_form = ApiKeyAddForm
     secret_template = "admin/apikeys/apikey/secret.html"
+    rotate_template = "admin/apikeys/apikey/rotate.html"
+    change_form_template = "admin/apikeys/apikey/change_form.html"
     # Members create, change and revoke their teams' keys (revoking is a change).
     members_may_add = True
     members_may_change = True
@@ -291,6 +337,7 @@ class ApiKeyAdmin(TeamScopedAdmin):
         "state",
         "expires_at",
         "limits",
+        "rotation",
         "created_at",
         "last_used_at",
     ]
@@ -300,6 +347,7 @@ class ApiKeyAdmin(TeamScopedAdmin):
         "is_active",
         "permissions",
         ExpiryFilter,
+        RotationDueFilter,
     ]
     list_select_related = ["team"]
     search_fields = ["name", "^prefix"]
@@ -308,6 +356,7 @@ class ApiKeyAdmin(TeamScopedAdmin):
         (None, {"fields": ["name", "team", "prefix", "permissions", "is_active"]}),
         ("Limits", {"fields": ["expires_at", "allowed_models", *LIMIT_FIELDS]}),
         ("Budget alerts", {"fields": ALERT_FIELDS}),
+        ("Rotation", {"fields": ["rotate_every_days", "rotated_at", "previous_secret"]}),
         ("Usage", {"fields": ["usage_and_limits"]}),
         ("History", {"fields": ["created_at", "last_used_at", "revoked_at"]}),
     ]
@@ -315,6 +364,7 @@ class ApiKeyAdmin(TeamScopedAdmin):
         (None, {"fields": ["name", "team", "permissions"]}),
         ("Limits", {"fields": ["expires_at", "allowed_models", *LIMIT_FIELDS]}),
         ("Budget alerts", {"fields": ALERT_FIELDS}),
+        ("Rotation", {"fields": ["rotate_every_days"]}),
     ]
 
     def get_form(self, request, obj=None, **kwargs):
@@ -364,7 +414,15 @@ class ApiKeyAdmin(TeamScopedAdmin):
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return []
-        readonly = ["prefix", "usage_and_limits", "created_at", "last_used_at", "revoked_at"]
+        readonly = [
+            "prefix",
+            "rotated_at",
+            "previous_secret",
+            "usage_and_limits",
+            "created_at",
+            "last_used_at",
+            "revoked_at",
+        ]
         if obj.revoked_at is not None:
             # Revoking is for good; a key only switched off can be switched back on.
             readonly.append("is_active")
@@ -386,6 +444,81 @@ class ApiKeyAdmin(TeamScopedAdmin):
     @admin.display(description="limits")
     def limits(self, key):
         return key.describe_limits()
+
+    @admin.display(description="rotation due")
+    def rotation(self, key):
+        if key.rotation_due_at is None or key.revoked_at is not None:
+            return "-"
+        due = timezone.localtime(key.rotation_due_at).date()
+        if key.rotation_due:
+            return format_html("<strong>due</strong> since {}", due)
+        return str(due)
+
+    @admin.display(description="previous secret")
+    def previous_secret(self, key):
+        if key.previous_valid_until is None:
+            return "-"
+        until = timezone.localtime(key.previous_valid_until)
+        if key.previous_secret_works:
+            return f"works until {until:%Y-%m-%d %H:%M}"
+        return f"refused since {until:%Y-%m-%d %H:%M}"
+
+    def get_urls(self):
+        return [
+            path(
+                "<path:object_id>/rotate/",
+                self.admin_site.admin_view(self.rotate_view),
+                name="apikeys_apikey_rotate",
+            ),
+            *super().get_urls(),
+        ]
+
+    @sensitive_variables("secret")
+    def rotate_view(self, request, object_id):
+        """Ask for a grace period (GET), then rotate and show the new secret once (POST)."""
+        key = self.get_object(request, object_id)
+        if key is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_change_permission(request, key) or key.revoked_at is not None:
+            raise PermissionDenied
+        form = RotationForm(request.POST if request.method == "POST" else None)
+        change_url = reverse(
+            "admin:apikeys_apikey_change", args=[quote(key.pk)], current_app=self.admin_site.name
+        )
+        if request.method == "POST" and form.is_valid():
+            before = snapshot(key)
+            replaced_in_grace = key.previous_secret_works
+            grace = form.cleaned_data["grace"]
+            secret = key.rotate(grace)
+            record_change(request.user, key, CHANGE, before, admin_source(request))
+            context = {
+                **self.admin_site.each_context(request),
+                "title": f"API key “{key.name}” rotated",
+                "subtitle": None,
+                "opts": self.opts,
+                "key": key,
+                "secret": secret,
+                "rotation": {
+                    "grace": describe_duration(grace),
+                    "until": key.previous_valid_until,
+                    "replaced_in_grace": replaced_in_grace,
+                },
+                "change_url": change_url,
+            }
+            # Rendered, not redirected to, as after adding a key: the secret passes through
+            # no URL, session or cookie.
+            return TemplateResponse(request, self.secret_template, context)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Rotate the secret of “{key.name}”",
+            "subtitle": None,
+            "opts": self.opts,
+            "key": key,
+            "form": form,
+            "change_url": change_url,
+            "previous_works": key.previous_secret_works,
+        }
+        return TemplateResponse(request, self.rotate_template, context)
 
     @admin.display(description="usage and what is left")
     def usage_and_limits(self, key):
@@ -698,7 +831,7 @@ class UsageReportAdmin(TeamScopedAdmin):
 
 
 @admin.register(Team)
-class TeamAdmin(TeamScopedAdmin):
+class TeamAdmin(AuditedAdmin, TeamScopedAdmin):
     """Teams, their members and limits, and their spend against each budget.
 
     Members see their own teams here, read-only: what they may spend is an operator's call.

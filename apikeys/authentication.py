@@ -14,7 +14,7 @@ import time
 from django.conf import settings
 from django.core.cache import cache
 
-from apikeys.models import ApiKey, key_changes
+from apikeys.models import ApiKey, SecretRotated, key_changes
 from gateway.addresses import address_key
 from gateway.errors import AuthenticationFailed, RateLimited
 from gateway.memo import MISSING
@@ -95,12 +95,15 @@ async def _authenticate(request, address):
     # A key changed in another process (revoked, say) is forgotten here before the keys
     # this process holds are read (gateway/memo.py ChangeMark).
     await key_changes.follow()
-    key = ApiKey.objects.cached_for_secret(secret)
-    if key is MISSING:
-        # Only a lookup costs the database anything; an address past its failures is
-        # refused before one.
-        await failures.check(address)
-        key = await ApiKey.objects.afor_secret(secret)
+    try:
+        key = ApiKey.objects.cached_for_secret(secret)
+        if key is MISSING:
+            # Only a lookup costs the database anything; an address past its failures is
+            # refused before one.
+            await failures.check(address)
+            key = await ApiKey.objects.afor_secret(secret)
+    except SecretRotated as rotated:
+        raise _rotated(rotated.key) from None
     if key is None:
         # Never echo the secret back: error messages end up in logs.
         raise AuthenticationFailed()
@@ -108,6 +111,17 @@ async def _authenticate(request, address):
         raise AuthenticationFailed(f"This API key is {key.state}.", code=f"{key.state}_api_key")
     key.touch()
     return key
+
+
+def _rotated(key):
+    # Saying so spares the key holder a hunt: the secret was right, and is now replaced.
+    # The key's name is not given, only what the holder of its old secret already knew.
+    return AuthenticationFailed(
+        f"This API key was rotated at {key.rotated_at:%Y-%m-%d %H:%M} UTC; its previous "
+        f"secret stopped working at {key.previous_valid_until:%Y-%m-%d %H:%M} UTC. Use the "
+        "new secret.",
+        code="rotated_api_key",
+    )
 
 
 def bearer_secret(header):

@@ -1,7 +1,8 @@
 import hashlib
 import re
 import secrets
-from datetime import timedelta
+import time
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -82,18 +83,35 @@ def validate_model_list(value):
         raise ValidationError("Enter a list of model names.")
 
 
+def new_secret():
+    return SECRET_PREFIX + secrets.token_urlsafe(32)
+
+
+class SecretRotated(Exception):
+    """A key's previous secret, sent after the grace period its rotation gave it."""
+
+    def __init__(self, key):
+        super().__init__(key.name)
+        self.key = key
+
+
 class ApiKeyManager(models.Manager):
     def create_key(self, *, name, **fields):
         """Create a key and return it with its secret, which is not stored anywhere."""
-        secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+        secret = new_secret()
         key = self.model(name=name, prefix=secret[:VISIBLE_PREFIX_LENGTH], **fields)
         key.digest = digest(secret)
+        key.counter_id = key.digest[:32]
         key.full_clean()
         key.save()
         return key, secret
 
     async def afor_secret(self, secret):
-        """Return the key whose secret this is, or None."""
+        """Return the key whose secret this is, or None.
+
+        The secret may be the key's current one, or its previous one until the grace
+        period of the last rotation ends; after that, raise SecretRotated.
+        """
         if not secret.startswith(SECRET_PREFIX):
             return None
         # The lookup is by digest, so timing reveals nothing about the stored value; the
@@ -109,24 +127,26 @@ class ApiKeyManager(models.Manager):
             # random, so none is asked for before its key exists; a key saved meanwhile
             # changes the generation, and the answer read before it is not kept.
             keys_by_digest.set(wanted, key, generation)
-        if key is None or not secrets.compare_digest(key.digest, wanted):
-            return None
-        return key
+        return None if key is None else key.answering(wanted)
 
     def cached_for_secret(self, secret):
         """Return what this process holds for a secret without asking the database: its
-        key, None if it is known to be no key's, or MISSING."""
+        key, None if it is known to be no key's, or MISSING; raise SecretRotated as
+        afor_secret does."""
         if not secret.startswith(SECRET_PREFIX):
             return None
-        key = keys_by_digest.get(digest(secret))
+        wanted = digest(secret)
+        key = keys_by_digest.get(wanted)
         if key is MISSING or key is None:
             return key
-        return key if secrets.compare_digest(key.digest, digest(secret)) else None
+        return key.answering(wanted)
 
 
 @off_the_request_thread
 def _find_key(wanted):
-    return ApiKey.objects.filter(digest=wanted).first()
+    # Both columns are unique, and a digest is in at most one of them: a rotation's new
+    # secret is random, never one a key had before.
+    return ApiKey.objects.filter(models.Q(digest=wanted) | models.Q(previous_digest=wanted)).first()
 
 
 def _budget(period):
@@ -281,6 +301,23 @@ class ApiKey(Limits, AlertContacts):
     )
     prefix = models.CharField(max_length=32, editable=False, db_index=True)
     digest = models.CharField(max_length=64, unique=True, editable=False)
+    # Names the key's rate and token counters (apikeys/throttling.py): the first digest's
+    # start, kept through rotations so that a new secret does not start the windows afresh.
+    counter_id = models.CharField(max_length=32, editable=False, blank=True)
+    # The secret the last rotation replaced, accepted until previous_valid_until and then
+    # refused with a message saying the key was rotated; null if never rotated.
+    previous_digest = models.CharField(
+        max_length=64, unique=True, null=True, blank=True, editable=False
+    )
+    previous_valid_until = models.DateTimeField(null=True, blank=True, editable=False)
+    rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
+    rotate_every_days = models.PositiveIntegerField(
+        "rotate every (days)",
+        null=True,
+        blank=True,
+        help_text="Rotation policy: the key is listed as due for rotation this many days "
+        "after it was created or last rotated; empty means no policy.",
+    )
     permissions = models.CharField(max_length=16, choices=PERMISSION_CHOICES, default=READ_WRITE)
     is_active = models.BooleanField("active", default=True)
     expires_at = models.DateTimeField(null=True, blank=True)
@@ -301,6 +338,9 @@ class ApiKey(Limits, AlertContacts):
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     objects = ApiKeyManager()
+
+    # Injectable, so that tests control when a rotated secret's grace period ends.
+    timer = staticmethod(time.time)
 
     class Meta:
         verbose_name = "API key"
@@ -337,6 +377,75 @@ class ApiKey(Limits, AlertContacts):
         if not self.allowed_models:
             return True
         return any(name in self.allowed_models for name in names)
+
+    @classmethod
+    def now(cls):
+        return datetime.fromtimestamp(cls.timer(), UTC)
+
+    def answering(self, wanted):
+        """Return this key if `wanted` (a digest) is its secret's, None if it is neither of
+        its secrets'; raise SecretRotated for its previous secret past the grace period.
+
+        Read on every request, also of a key held in keys_by_digest: the key held is the
+        same until it changes, the instant is not.
+        """
+        if secrets.compare_digest(self.digest, wanted):
+            return self
+        if self.previous_digest is None or not secrets.compare_digest(self.previous_digest, wanted):
+            return None
+        if self.previous_valid_until is not None and self.now() < self.previous_valid_until:
+            return self
+        raise SecretRotated(self)
+
+    def rotate(self, grace):
+        """Give the key a new secret and return it; the current one keeps working for
+        `grace` (a timedelta, 0 for none).
+
+        The key keeps its row (name, limits, team, usage). A secret replaced by an earlier
+        rotation is forgotten, even inside its grace period: only one previous secret is
+        kept. The secret is returned, never stored.
+        """
+        if self.revoked_at is not None:
+            raise ValidationError("A revoked key cannot be rotated.")
+        secret = new_secret()
+        now = self.now()
+        # A row made without create_key (by hand, or in a test) names its counters by its
+        # digest until now: they keep that name.
+        self.counter_id = self.counter_id or self.digest[:32]
+        self.previous_digest = self.digest
+        self.previous_valid_until = now + grace
+        self.rotated_at = now
+        self.digest = digest(secret)
+        self.prefix = secret[:VISIBLE_PREFIX_LENGTH]
+        self.save(
+            update_fields=[
+                "counter_id",
+                "previous_digest",
+                "previous_valid_until",
+                "rotated_at",
+                "digest",
+                "prefix",
+            ]
+        )
+        return secret
+
+    @property
+    def previous_secret_works(self):
+        """Tell whether the secret the last rotation replaced is still accepted."""
+        return self.previous_valid_until is not None and self.now() < self.previous_valid_until
+
+    @property
+    def rotation_due_at(self):
+        """Return when the rotation policy wants the key rotated, or None if it has none."""
+        if self.rotate_every_days is None:
+            return None
+        return (self.rotated_at or self.created_at) + timedelta(days=self.rotate_every_days)
+
+    @property
+    def rotation_due(self):
+        """Tell whether the policy's day has come for a key still in use (not revoked)."""
+        due_at = self.rotation_due_at
+        return self.revoked_at is None and due_at is not None and due_at <= self.now()
 
     def revoke(self):
         self.is_active = False

@@ -56,13 +56,21 @@ def describe_key(key):
 
 
 def rotation_state(key):
-    """Return the key's rotation state: None until keys can be rotated.
-
-    Once they can, this is where to say when the secret was last replaced and until when
-    the one before it is still taken: {"rotated_at": ..., "previous_secret_valid_until":
-    ...}, or None for a key never rotated.
-    """
-    return None
+    """Return when the key's secret was last replaced, until when the one before it is
+    still taken, and when its rotation policy wants it replaced; None for a key never
+    rotated and with no policy."""
+    if key.rotated_at is None and key.rotate_every_days is None:
+        return None
+    return {
+        "rotated_at": key.rotated_at,
+        # Null once the replaced secret is refused (or when there is none).
+        "previous_secret_valid_until": (
+            key.previous_valid_until if key.previous_secret_works else None
+        ),
+        "rotate_every_days": key.rotate_every_days,
+        "rotation_due_at": key.rotation_due_at,
+        "rotation_due": key.rotation_due,
+    }
 
 
 def budget_spent(holder, period, now):

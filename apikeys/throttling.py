@@ -104,12 +104,13 @@ class Allowance:
 
 
 def counter_id(key):
-    """Name a key's counters by its digest, which no other key ever has.
+    """Name a key's counters by its first digest, which no other key ever has (ApiKey.counter_id).
 
     Not by its id: SQLite hands a deleted key's id to the next key when the row was never
     committed (a test's rollback), and the new key must not inherit the old one's counts.
+    Not by its current digest: a rotated key would start its windows afresh.
     """
-    return key.digest[:32]
+    return key.counter_id or key.digest[:32]
 
 
 def request_window(key, increment=True):

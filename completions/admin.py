@@ -8,6 +8,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from apikeys.audit import AuditedAdmin
 from completions.models import (
     OPENAI_NAMES,
     Model,
@@ -20,7 +21,7 @@ from completions.registry import catalogue
 
 
 @admin.register(Provider)
-class ProviderAdmin(admin.ModelAdmin):
+class ProviderAdmin(AuditedAdmin, admin.ModelAdmin):
     """Admin for providers.
 
     Where a provider's calls go, and with which credential, is the permission
@@ -165,7 +166,7 @@ def _json_block(value, summary):
 
 
 @admin.register(Model)
-class LanguageModelAdmin(admin.ModelAdmin):
+class LanguageModelAdmin(AuditedAdmin, admin.ModelAdmin):
     """Admin for completions.Model, the models a provider serves."""
 
     list_display = [

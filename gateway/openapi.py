@@ -934,7 +934,21 @@ SCHEMAS.update(
                         },
                     },
                 },
-                "rotation": {"type": ["object", "null"]},
+                "rotation": {
+                    "type": ["object", "null"],
+                    "description": "Null for a key never rotated and with no rotation policy.",
+                    "properties": {
+                        "rotated_at": {"type": ["string", "null"], "format": "date-time"},
+                        "previous_secret_valid_until": {
+                            "type": ["string", "null"],
+                            "format": "date-time",
+                            "description": "Until when the replaced secret is still taken.",
+                        },
+                        "rotate_every_days": {"type": ["integer", "null"]},
+                        "rotation_due_at": {"type": ["string", "null"], "format": "date-time"},
+                        "rotation_due": {"type": "boolean"},
+                    },
+                },
             },
         },
         "UsageResult": {

@@ -1,10 +1,12 @@
-"""A clock that tests move by hand, for every window of apikeys/throttling.py."""
+"""A clock that tests move by hand, for every window of apikeys/throttling.py and the grace
+period of a rotated key's previous secret."""
 
 import time
 
 import django_ratelimit.core
 
 from apikeys import throttling
+from apikeys.models import ApiKey
 
 
 class FakeClock:
@@ -32,5 +34,6 @@ def freeze(monkeypatch):
     """
     clock = FakeClock(time.time() // 60 * 60 + 1)
     monkeypatch.setattr(throttling, "timer", clock)
+    monkeypatch.setattr(ApiKey, "timer", clock)
     monkeypatch.setattr(django_ratelimit.core, "time", clock)
     return clock

@@ -191,6 +191,22 @@ def test_a_read_only_key_may_read_itself_and_its_usage(client, bob):
     assert usage.status_code == 200
 
 
+def test_a_rotated_key_tells_until_when_its_old_secret_works_and_when_it_is_due(client, alice):
+    alice.key.rotate_every_days = 30
+    alice.key.save()
+    new_secret = alice.key.rotate(timedelta(hours=24))
+
+    response = client.get("/v1/key", headers={"Authorization": f"Bearer {new_secret}"})
+
+    rotation = response.json()["rotation"]
+    rotated_at = datetime.fromisoformat(rotation["rotated_at"])
+    assert datetime.fromisoformat(rotation["previous_secret_valid_until"]) == rotated_at + (
+        timedelta(hours=24)
+    )
+    assert datetime.fromisoformat(rotation["rotation_due_at"]) == rotated_at + timedelta(days=30)
+    assert (rotation["rotate_every_days"], rotation["rotation_due"]) == (30, False)
+
+
 def test_a_revoked_key_is_refused(client, alice):
     alice.key.revoke()
 

@@ -1,25 +1,33 @@
-"""Create, list and revoke API keys from the shell.
+"""Create, list, rotate and revoke API keys from the shell.
 
     manage.py apikey create --name ci [--team red] [--permissions read] [--rate-limit 100/h]
                             [--tokens-per-minute 2000] [--tokens-per-day 100000]
                             [--monthly-budget 25] [--models m1,m2] [--expires 2027-01-01]
+                            [--rotate-every-days 90]
     manage.py apikey list
+    manage.py apikey rotate --name ci [--grace 24h]
     manage.py apikey revoke ci
 
-`create` prints the new secret alone on the last line of stdout, so scripts can take it
-with `tail -1`; warnings go to stderr to keep that line last.
+`create` and `rotate` print the new secret alone on the last line of stdout, so scripts can
+take it with `tail -1`; warnings go to stderr to keep that line last.
+
+Every change is written to the audit log (apikeys/audit.py) as made by the `cli` account,
+with the OS user who ran the command.
 """
 
 import argparse
 from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
 
+from django.contrib.admin.models import ADDITION, CHANGE
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from apikeys.audit import record_cli, snapshot
 from apikeys.models import ApiKey, Team, parse_model_names, refused_when, validate_rate
 from completions.models import unknown_model_names
+from gateway.durations import describe_duration, parse_duration
 
 # The option each ApiKey field is set from, to name it in error messages.
 FIELD_OPTIONS = {
@@ -32,7 +40,9 @@ FIELD_OPTIONS = {
     "monthly_budget": "--monthly-budget",
     "allowed_models": "--models",
     "expires_at": "--expires",
+    "rotate_every_days": "--rotate-every-days",
 }
+DEFAULT_GRACE = "24h"
 TIME_FORMAT = "%Y-%m-%d %H:%M UTC"
 
 
@@ -62,6 +72,23 @@ def _usd(value):
     if not amount.is_finite() or amount < 0:
         raise argparse.ArgumentTypeError(f"'{value}' is not an amount in USD, like 25.")
     return amount
+
+
+def _grace(value):
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _days(value):
+    try:
+        days = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a whole number of days.") from None
+    if days < 1:
+        raise argparse.ArgumentTypeError("rotate at least every 1 day; leave it out for none.")
+    return days
 
 
 def _model_list(value):
@@ -162,8 +189,35 @@ class Command(BaseCommand):
             metavar="WHEN",
             help="A date (expires at midnight UTC) or an ISO datetime (UTC if no offset).",
         )
+        create.add_argument(
+            "--rotate-every-days",
+            type=_days,
+            metavar="DAYS",
+            help="Rotation policy: list the key as due for rotation this many days after "
+            "it was created or last rotated; default none.",
+        )
 
-        actions.add_parser("list", help="Show every key; never its secret.")
+        actions.add_parser(
+            "list", help="Show every key, never its secret, and those due for rotation."
+        )
+
+        rotate = actions.add_parser(
+            "rotate",
+            help="Give a key a new secret, printed alone on the last line.",
+            description="Give a key a new secret and print it alone on the last line of "
+            "stdout. The key keeps its name, limits, team and usage; its current secret "
+            "keeps working for the grace period, then is refused as rotated.",
+        )
+        rotate.add_argument("--name", required=True, help="The key's name.")
+        rotate.add_argument(
+            "--grace",
+            type=_grace,
+            default=_grace(DEFAULT_GRACE),
+            metavar="DURATION",
+            help="How long the current secret keeps working: 30m, 24h, 7d, or 0 to refuse "
+            f"it at once (default {DEFAULT_GRACE}). Only one previous secret is kept: one "
+            "replaced by an earlier rotation is refused at once.",
+        )
 
         revoke = actions.add_parser("revoke", help="Revoke a key for good.")
         revoke.add_argument("name", help="The key's name.")
@@ -189,6 +243,7 @@ class Command(BaseCommand):
             "tokens_per_minute": options["tokens_per_minute"],
             "tokens_per_day": options["tokens_per_day"],
             "monthly_budget": options["monthly_budget"],
+            "rotate_every_days": options["rotate_every_days"],
         }
         if rate_limit is not None:
             fields["rate_limit"] = rate_limit
@@ -196,6 +251,7 @@ class Command(BaseCommand):
             key, secret = ApiKey.objects.create_key(name=name, **fields)
         except ValidationError as exc:
             raise CommandError(_describe(exc)) from None
+        record_cli(key, ADDITION)
 
         for unknown in unknown_model_names(key.allowed_models):
             # A key may be made before its models are synced, so this only warns.
@@ -242,6 +298,44 @@ class Command(BaseCommand):
         ]
         for line in _table(header, rows):
             self.stdout.write(line)
+        due = [key for key in keys if key.rotation_due]
+        if due:
+            self.stdout.write("")
+            self.stdout.write("Due for rotation (manage.py apikey rotate --name NAME):")
+            for key in due:
+                self.stdout.write(
+                    f"  {key.name}: every {key.rotate_every_days} days, due since "
+                    f"{_when(key.rotation_due_at)}"
+                )
+
+    def _rotate(self, *, name, grace, **options):
+        key = ApiKey.objects.filter(name=name).first()
+        if key is None:
+            raise CommandError(f"--name: no key is named '{name}'; see `manage.py apikey list`.")
+        if key.revoked_at is not None:
+            raise CommandError(f"--name: key '{name}' is revoked; revoked keys are not rotated.")
+        before = snapshot(key)
+        replaced_in_grace = key.previous_secret_works
+        secret = key.rotate(grace)
+        record_cli(key, CHANGE, before)
+
+        if replaced_in_grace:
+            # Only one previous secret is kept: rotating twice inside a grace period ends
+            # the first secret's early. Said on stderr so that the secret stays last.
+            self.stderr.write(
+                "Warning: the secret replaced by the previous rotation was still in its "
+                "grace period; it is refused from now on."
+            )
+        if grace:
+            previous = (
+                f"the previous secret keeps working for {describe_duration(grace)}, until "
+                f"{_when(key.previous_valid_until)}"
+            )
+        else:
+            previous = f"requests with the previous secret {refused_when()}"
+        self.stdout.write(f"Rotated key '{key.name}' (now {key.prefix}…): {previous}.")
+        self.stdout.write("The new secret is shown only now; store it safely:")
+        self.stdout.write(secret)
 
     def _revoke(self, *, name, **options):
         key = ApiKey.objects.filter(name=name).first()
@@ -250,7 +344,9 @@ class Command(BaseCommand):
         if key.revoked_at is not None:
             self.stdout.write(f"Key '{name}' was already revoked at {_when(key.revoked_at)}.")
             return
+        before = snapshot(key)
         key.revoke()
+        record_cli(key, CHANGE, before)
         self.stdout.write(f"Revoked key '{name}'; requests with it {refused_when()}.")
 
 

@@ -1,9 +1,11 @@
 import secrets
 
 from django.conf import settings
+from django.contrib.admin.models import ADDITION
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
+from apikeys.audit import CLI_USERNAME, record_cli
 from apikeys.models import ApiKey
 
 
@@ -15,11 +17,14 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         User = get_user_model()
-        if settings.ENVIRONMENT != "development" or User.objects.exists():
+        # The account the CLI's changes are logged as (apikeys/audit.py) is nobody's.
+        people = User.objects.exclude(username=CLI_USERNAME)
+        if settings.ENVIRONMENT != "development" or people.exists():
             return
         password = secrets.token_urlsafe(12)
         User.objects.create_superuser("admin", "", password)
         key, secret = ApiKey.objects.create_key(name="development")
+        record_cli(key, ADDITION)
         url = "http://127.0.0.1:8000"
         self.stdout.write(
             "\nFirst start: an admin account and an API key were created. They are shown "

@@ -9,12 +9,14 @@ A team's keys share its limits (a request must fit the key's and the team's); it
 manage its keys in the admin. Keys join a team with `manage.py apikey create --team red`.
 """
 
+from django.contrib.admin.models import ADDITION
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.db.models import Count
 
+from apikeys.audit import record_cli
 from apikeys.management.commands.apikey import _table, _token_count, _usd
 from apikeys.models import Team
 
@@ -90,6 +92,7 @@ class Command(BaseCommand):
         with transaction.atomic():
             team.save()
             team.members.set(users)
+            record_cli(team, ADDITION)
         self.stdout.write(
             f"Created team '{team.name}': {team.describe_limits() or 'no limits'}; members: "
             f"{', '.join(user.get_username() for user in users) or 'none'}."

@@ -31,10 +31,12 @@ What a sync changes:
 import asyncio
 from decimal import Decimal
 
+from django.contrib.admin.models import ADDITION, CHANGE
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
 
+from apikeys.audit import record_cli, snapshot
 from completions.models import Model, ModelAlias, Provider
 from completions.providers import get_provider
 from completions.providers.client import close_client
@@ -196,9 +198,11 @@ class Command(BaseCommand):
                     # A model the provider no longer serves is kept, for its history, but off.
                     model.enabled = not model.is_retired(today)
                     model.save()
+                    record_cli(model, ADDITION)
                     created.append(name)
                     changed = ["enabled"] if not model.enabled else []
                 else:
+                    before = snapshot(model)
                     changed = [f for f, value in given.items() if getattr(model, f) != value]
                     for field in changed:
                         setattr(model, field, given[field])
@@ -207,6 +211,7 @@ class Command(BaseCommand):
                         changed.append("enabled")
                     if changed:
                         model.save(update_fields=changed)
+                        record_cli(model, CHANGE, before)
                         updated.append(name)
                     else:
                         unchanged.append(name)
