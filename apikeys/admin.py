@@ -12,6 +12,7 @@ import csv
 from datetime import timedelta
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote
 from django.core.exceptions import PermissionDenied
@@ -33,6 +34,7 @@ from apikeys.models import (
     refused_when,
 )
 from apikeys.reports import PRESETS, SUM_FIELDS, Period, PeriodUsage, spreadsheet_text
+from completions.models import Model as CatalogueModel
 from completions.models import unknown_model_names
 
 LIMIT_FIELDS = [
@@ -275,6 +277,32 @@ class ApiKeyAdmin(admin.ModelAdmin):
             )
 
 
+def catalogue_choices():
+    """Return (name, name) of every model of the catalogue.
+
+    From the catalogue, not from a DISTINCT over the usage records, which reads the whole
+    table (or its whole index) on every page. A model deleted from the catalogue leaves
+    the choices; its usage stays in the reports' totals and tables.
+    """
+    names = CatalogueModel.objects.order_by("name").values_list("name", flat=True)
+    return [(name, name) for name in names]
+
+
+class CatalogueModelFilter(admin.SimpleListFilter):
+    """Records of one model of the catalogue."""
+
+    title = "model"
+    parameter_name = "model"
+
+    def lookups(self, request, model_admin):
+        return catalogue_choices()
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(model=self.value())
+        return queryset
+
+
 @admin.register(UsageRecord)
 class UsageRecordAdmin(admin.ModelAdmin):
     """List what each key did; records are written by the gateway only, never by hand."""
@@ -293,9 +321,11 @@ class UsageRecordAdmin(admin.ModelAdmin):
         "time_to_first_token",
         "request_id",
     ]
+    # Every key and the catalogue's models: RelatedOnlyFieldListFilter and a plain "model"
+    # would each read every record (a DISTINCT) to find which keys and models have any.
     list_filter = [
-        ("api_key", admin.RelatedOnlyFieldListFilter),
-        "model",
+        "api_key",
+        CatalogueModelFilter,
         "status",
         "stream",
         "created_at",
@@ -356,9 +386,7 @@ class ReportForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        # Every model that has usage, including models since deleted.
-        names = UsageRecord.objects.order_by("model").values_list("model", flat=True).distinct()
-        self.fields["model"].choices = [("", "All models"), *((name, name) for name in names)]
+        self.fields["model"].choices = [("", "All models"), *catalogue_choices()]
 
     def clean(self):
         data = super().clean()
@@ -422,6 +450,7 @@ class UsageReportAdmin(admin.ModelAdmin):
             context.update(
                 {
                     "report": report,
+                    "kept_days": settings.USAGE_RETENTION_DAYS,
                     "totals": report.totals(),
                     "charts": _charts(report.period, series),
                     "by_key": report.by_key(),

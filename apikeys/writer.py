@@ -62,7 +62,7 @@ class DatabaseStore:
 
     def add(self, records):
         """Write these records (dicts of UsageRecord fields) and add them to the hourly
-        rollups, in one transaction."""
+        rollups, in one transaction; return the UsageRecord instances."""
         from apikeys import rollups
         from apikeys.models import UsageRecord
 
@@ -70,9 +70,10 @@ class DatabaseStore:
         with transaction.atomic():
             UsageRecord.objects.bulk_create(instances)
             rollups.add(instances)
+        return instances
 
     def add_one(self, fields):
-        self.add([fields])
+        return self.add([fields])[0]
 
     def touch(self, touches):
         """Set last_used_at of keys: {key id: when}."""

@@ -2,8 +2,8 @@
 
     manage.py usage_report [--days 30] [--json]
 
-Sums are made in the database from UsageRecord rows (apikeys/reports.py), grouped by the
-key's recorded name, so that deleted keys still report.
+Sums are made in the database from the hourly rollups and the records of the partial hours
+(apikeys/reports.py), grouped by the key's recorded name, so that deleted keys still report.
 """
 
 import json
