@@ -40,8 +40,6 @@ SUMS = (
 )
 # Groups per INSERT statement: 19 parameters each, well under SQLite's 32,766.
 ROWS_PER_STATEMENT = 200
-# Rollup rows inserted at once by a rebuild.
-REBUILD_BATCH = 2000
 
 
 def hour_of(moment):
@@ -167,25 +165,23 @@ def rebuild(since=None):
         if since is not None:
             first = max(first, hour_of(since))
         UsageRollup.objects.filter(hour__gte=first).delete()
-        rows = (
+        grouped = (
             UsageRecord.objects.filter(created_at__gte=first)
             .annotate(hour=TruncHour("created_at", tzinfo=UTC))
             .values(*GROUP)
             .annotate(**record_sums())
             .order_by()
         )
-        written = 0
-        batch = []
-        for row in rows.iterator(chunk_size=REBUILD_BATCH):
-            batch.append(
-                UsageRollup(**{name.removeprefix("n_"): value for name, value in row.items()})
+        # One INSERT ... SELECT: the sums never leave the database. The SELECT lists the
+        # GROUP columns, then the sums, in the order of record_sums() (that of SUMS).
+        select, params = grouped.query.sql_with_params()
+        quote = connection.ops.quote_name
+        columns = ", ".join(quote(name) for name in [*GROUP, *SUMS])
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {quote(UsageRollup._meta.db_table)} ({columns}) {select}", params
             )
-            if len(batch) == REBUILD_BATCH:
-                UsageRollup.objects.bulk_create(batch)
-                written += len(batch)
-                batch = []
-        UsageRollup.objects.bulk_create(batch)
-        written += len(batch)
+            written = cursor.rowcount
     return first, written
 
 
