@@ -12,7 +12,9 @@ and of one key; the CSV export; a key's change page; the day's and the month's s
 reads when its cache counter is missing; and prune_usage (USAGE_RETENTION_DAYS=90, so about
 a tenth of the records) while a thread writes batches of records as the API's usage writer
 does, whose slowest batch is reported. Each page is timed REPEAT times after one warm-up;
-the median is shown. The last line is `slowest page at N rows: X ms`.
+the median is shown, and beside it the time its SQL queries took (one more run, with
+Django's query log on): the rest is Python and templates. The last line is
+`slowest page at N rows: X ms`.
 """
 
 import argparse
@@ -132,6 +134,16 @@ def _page(client, url):
     return get
 
 
+def _sql_ms(work):
+    """Return the milliseconds the database took for the queries of one run of `work`."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        work()
+    return sum(float(query["time"]) for query in captured.captured_queries) * 1000
+
+
 class Writer(threading.Thread):
     """Write batches of 10 records every 20 ms, as the usage writer does under load."""
 
@@ -234,13 +246,14 @@ def main():
         ("key page (24 h and month)", f"/admin/apikeys/apikey/{key.pk}/change/"),
     ]
     for label, url in pages:
-        rows.append((label, _timed(_page(client, url)), "ms"))
+        rows.append((label, _timed(_page(client, url)), "ms", _sql_ms(_page(client, url))))
     day = now.replace(hour=0, minute=0, second=0, microsecond=0)
     rows.append(
         (
             "limit: a day's sum (cache missing)",
             _timed(lambda: rollups.usage_sums(api_key=key, since=day)),
             "ms",
+            _sql_ms(lambda: rollups.usage_sums(api_key=key, since=day)),
         )
     )
     rows.append(
@@ -248,6 +261,7 @@ def main():
             "limit: a month's sum (cache missing)",
             _timed(lambda: rollups.usage_sums(api_key=key, since=day.replace(day=1))),
             "ms",
+            _sql_ms(lambda: rollups.usage_sums(api_key=key, since=day.replace(day=1))),
         )
     )
 
@@ -274,13 +288,13 @@ def main():
         )
     )
 
-    width = max(len(label) for label, _, _ in rows)
-    print(f"\n| {'measure':<{width}} | value |")
-    print(f"| {'-' * width} | ----: |")
-    for label, value, unit in rows:
+    width = max(len(row[0]) for row in rows)
+    print(f"\n| {'measure':<{width}} | value | of which SQL |")
+    print(f"| {'-' * width} | ----: | ----: |")
+    for label, value, unit, *sql in rows:
         shown = f"{value:,.0f} {unit}" if unit != "ms" else f"{value:,.1f} ms"
-        print(f"| {label:<{width}} | {shown} |")
-    slowest = max(value for (label, value, unit) in rows[: len(pages)])
+        print(f"| {label:<{width}} | {shown} | {f'{sql[0]:,.1f} ms' if sql else ''} |")
+    slowest = max(row[1] for row in rows[: len(pages)])
     print(f"\nslowest page at {args.rows:,} rows: {slowest:.0f} ms")
 
 
