@@ -16,11 +16,13 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.http import HttpResponse
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_variables
 
@@ -277,6 +279,21 @@ class ApiKeyAdmin(admin.ModelAdmin):
             )
 
 
+class BoundedCountPaginator(Paginator):
+    """A paginator that counts at most MAX_COUNTED rows (and a page more).
+
+    The changelist counts its rows to number its pages; over millions of records that
+    count reads the whole table on every page. Past MAX_COUNTED rows the last pages are
+    not linked: narrow the list with a filter or a search instead.
+    """
+
+    MAX_COUNTED = 10_000
+
+    @cached_property
+    def count(self):
+        return self.object_list[: self.MAX_COUNTED + self.per_page].count()
+
+
 def catalogue_choices():
     """Return (name, name) of every model of the catalogue.
 
@@ -334,6 +351,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
     search_fields = ["^request_id", "key_name", "model"]
     # Counting a large table on every page costs more than the "N total" link is worth.
     show_full_result_count = False
+    paginator = BoundedCountPaginator
     list_per_page = 50
 
     def has_add_permission(self, request):
