@@ -9,7 +9,7 @@ NODE_INSTALLED := $(NODE_CLIENTS)/node_modules/.package-lock.json
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test test-production-stack services-stop bench lint format check compat-table
+.PHONY: install run test test-production-stack services-stop bench bench-usage lint format check compat-table
 
 $(INSTALLED): requirements.txt
 	python3 -m venv $(VENV)
@@ -48,6 +48,12 @@ services-stop:
 # What the gateway adds to each request, beside a bare proxy and the upstream (bench/).
 bench: install
 	$(PYTHON) -m bench.run
+
+# The usage pages, limits and pruning over ROWS usage records on PostgreSQL (bench/usage.py).
+ROWS ?= 1000000
+bench-usage: install
+	scripts/system-deps services
+	$(PYTHON) -m bench.usage --rows $(ROWS)
 
 lint: install
 	$(VENV)/bin/ruff check .

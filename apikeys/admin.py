@@ -22,12 +22,14 @@ from django.contrib import admin, messages
 from django.contrib.admin.models import CHANGE
 from django.contrib.admin.utils import quote
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.db.models import Count
 from django.http import HttpResponse
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_variables
 
@@ -45,6 +47,7 @@ from apikeys.models import (
 )
 from apikeys.reports import PRESETS, SUM_FIELDS, Period, PeriodUsage, spreadsheet_text
 from apikeys.spend import budget_uses
+from completions.models import Model as CatalogueModel
 from completions.models import unknown_model_names
 from gateway.durations import describe_duration, parse_duration
 
@@ -253,6 +256,23 @@ class RotationDueFilter(admin.SimpleListFilter):
         if self.value() == "yes":
             return queryset.filter(pk__in=due)
         return queryset.exclude(pk__in=due)
+
+
+class TeamScopedRelatedFilter(admin.RelatedFieldListFilter):
+    """A filter by key or team offering a member their teams' alone, an operator every one.
+
+    Read from the keys and teams, not from the usage table (RelatedOnlyFieldListFilter's
+    DISTINCT over every record).
+    """
+
+    def field_choices(self, field, request, model_admin):
+        teams = model_admin.team_scope(request)
+        if teams is None:
+            limit = {}
+        else:
+            limit = {"pk__in": teams} if field.related_model is Team else {"team__in": teams}
+        ordering = self.field_admin_ordering(field, request, model_admin)
+        return field.get_choices(include_blank=False, ordering=ordering, limit_choices_to=limit)
 
 
 class TeamScopedAdmin(admin.ModelAdmin):
@@ -613,6 +633,47 @@ class ApiKeyAdmin(AuditedAdmin, TeamScopedAdmin):
             )
 
 
+class BoundedCountPaginator(Paginator):
+    """A paginator that counts at most MAX_COUNTED rows (and a page more).
+
+    The changelist counts its rows to number its pages; over millions of records that
+    count reads the whole table on every page. Past MAX_COUNTED rows the last pages are
+    not linked: narrow the list with a filter or a search instead.
+    """
+
+    MAX_COUNTED = 10_000
+
+    @cached_property
+    def count(self):
+        return self.object_list[: self.MAX_COUNTED + self.per_page].count()
+
+
+def catalogue_choices():
+    """Return (name, name) of every model of the catalogue.
+
+    From the catalogue, not from a DISTINCT over the usage records, which reads the whole
+    table (or its whole index) on every page. A model deleted from the catalogue leaves
+    the choices; its usage stays in the reports' totals and tables.
+    """
+    names = CatalogueModel.objects.order_by("name").values_list("name", flat=True)
+    return [(name, name) for name in names]
+
+
+class CatalogueModelFilter(admin.SimpleListFilter):
+    """Records of one model of the catalogue."""
+
+    title = "model"
+    parameter_name = "model"
+
+    def lookups(self, request, model_admin):
+        return catalogue_choices()
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(model=self.value())
+        return queryset
+
+
 @admin.register(UsageRecord)
 class UsageRecordAdmin(TeamScopedAdmin):
     """List what each key did; records are written by the gateway only, never by hand."""
@@ -632,10 +693,12 @@ class UsageRecordAdmin(TeamScopedAdmin):
         "time_to_first_token",
         "request_id",
     ]
+    # Every key and the catalogue's models: RelatedOnlyFieldListFilter and a plain "model"
+    # would each read every record (a DISTINCT) to find which keys and models have any.
     list_filter = [
-        ("api_key", admin.RelatedOnlyFieldListFilter),
-        ("team", admin.RelatedOnlyFieldListFilter),
-        "model",
+        ("api_key", TeamScopedRelatedFilter),
+        ("team", TeamScopedRelatedFilter),
+        CatalogueModelFilter,
         "status",
         "stream",
         "created_at",
@@ -645,6 +708,7 @@ class UsageRecordAdmin(TeamScopedAdmin):
     search_fields = ["^request_id", "key_name", "model"]
     # Counting a large table on every page costs more than the "N total" link is worth.
     show_full_result_count = False
+    paginator = BoundedCountPaginator
     list_per_page = 50
 
     def has_add_permission(self, request):
@@ -700,16 +764,12 @@ class ReportForm(forms.Form):
         """`teams`: the ids of the teams whose usage the user may read; None for all."""
         super().__init__(*args, **kwargs)
         self.teams = teams
-        records = UsageRecord.objects.all()
         if teams is not None:
             # Another team's key or team is then no valid choice: the form refuses it
             # rather than report on it.
             self.fields["team"].queryset = Team.objects.filter(pk__in=teams)
             self.fields["key"].queryset = ApiKey.objects.filter(team__in=teams)
-            records = records.filter(team__in=teams)
-        # Every model that has usage, including models since deleted.
-        names = records.order_by("model").values_list("model", flat=True).distinct()
-        self.fields["model"].choices = [("", "All models"), *((name, name) for name in names)]
+        self.fields["model"].choices = [("", "All models"), *catalogue_choices()]
 
     def clean(self):
         data = super().clean()
@@ -779,6 +839,7 @@ class UsageReportAdmin(TeamScopedAdmin):
             context.update(
                 {
                     "report": report,
+                    "kept_days": settings.USAGE_RETENTION_DAYS,
                     "totals": report.totals(),
                     "charts": _charts(report.period, series),
                     "by_key": report.by_key(),

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from alerts.validators import parse_emails, parse_thresholds, validate_emails, validate_thresholds
@@ -530,10 +531,89 @@ class UsageRecord(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["api_key", "created_at"])]
+        indexes = [
+            models.Index(fields=["api_key", "created_at"]),
+            # The limits of a team sum its keys' records of the current hour.
+            models.Index(fields=["team", "created_at"], name="apikeys_usage_team_time"),
+        ]
 
     def __str__(self):
         return f"{self.request_id} {self.model} {self.status}"
+
+
+class UsageRollup(models.Model):
+    """The usage records of one UTC hour summed per key, team, model, endpoint, status and
+    unit (apikeys/rollups.py); what reports and the limits' sums read.
+
+    Written with its records, in the same transaction, by an upsert that adds to the sums,
+    so that writers in several processes keep it exact; `manage.py rebuild_rollups`
+    recomputes it from the records that are kept.
+    """
+
+    # The start of the UTC hour.
+    hour = models.DateTimeField()
+    # No database constraint and nothing done when the key or team is deleted: a rollup row
+    # keeps the id it was written with, so that deleting a key never merges (or collides
+    # with) another row of the same hour. Reports go by key_name, kept as recorded.
+    api_key = models.ForeignKey(
+        ApiKey,
+        null=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        related_name="+",
+    )
+    key_name = models.CharField(max_length=100)
+    team = models.ForeignKey(
+        Team,
+        null=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        related_name="+",
+    )
+    model = models.CharField(max_length=200)
+    endpoint = models.CharField(max_length=100)
+    status = models.CharField(max_length=20, choices=UsageRecord.STATUS_CHOICES)
+    unit = models.CharField(max_length=20, choices=UsageRecord.UNIT_CHOICES)
+    requests = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    total_tokens = models.BigIntegerField(default=0)
+    cached_tokens = models.BigIntegerField(default=0)
+    units = models.BigIntegerField(default=0)
+    # USD, to the 10^-8 of UsageRecord.cost; room for the sum of an hour's records.
+    cost = models.DecimalField(max_digits=20, decimal_places=8, default=0)
+    latency_ms = models.BigIntegerField(default=0)
+    # Sum and count of time_to_first_token_ms over the records that have one.
+    first_token_ms = models.BigIntegerField(default=0)
+    first_token_count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # The target of the writers' upsert. NULL is not equal to NULL in a unique
+            # index, so a missing key or team counts as 0 here.
+            models.UniqueConstraint(
+                "hour",
+                Coalesce("api_key", 0),
+                "key_name",
+                Coalesce("team", 0),
+                "model",
+                "endpoint",
+                "status",
+                "unit",
+                name="apikeys_rollup_group",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["api_key", "hour"], name="apikeys_rollup_key_hour"),
+            models.Index(fields=["team", "hour"], name="apikeys_rollup_team_hour"),
+            models.Index(fields=["model", "hour"], name="apikeys_rollup_model_hour"),
+        ]
+
+    def __str__(self):
+        return f"{self.hour:%Y-%m-%d %H}h {self.key_name} {self.model} {self.status}"
 
 
 class UsageReport(UsageRecord):

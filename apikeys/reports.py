@@ -1,20 +1,23 @@
 """Usage over a period, summed in the database: totals, a series per hour or day, and
 tables per key, per team and per model.
 
-Every sum is one GROUP BY query on UsageRecord (TruncHour and TruncDay work alike on
-SQLite and PostgreSQL), so a report costs the same whether the period holds ten records or
-ten million rows' worth of index.
+Every sum is a GROUP BY query on the hourly rollups (UsageRollup) of the period's whole
+hours, and one on the records of its partial hours at either end, added up here; TruncHour
+and TruncDay work alike on SQLite and PostgreSQL. A report costs what its hours hold,
+whether the table holds a thousand records or ten million.
 """
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 
-from django.db.models import Avg, Case, Count, DecimalField, F, Q, Sum, Value, When
-from django.db.models.functions import Coalesce, TruncDay, TruncHour
+from django.db.models import Case, Count, F, IntegerField, Q, Sum, When
+from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
 
-from apikeys.models import UsageRecord
+from apikeys import retention
+from apikeys.models import UsageRecord, UsageRollup
+from apikeys.rollups import hour_of, next_hour
 
 # The periods offered, by the value that names them in a URL.
 PRESETS = {
@@ -40,6 +43,8 @@ SUM_FIELDS = [
 # "CSV Injection"): =, +, - and @, and tab and carriage return, after which some programs
 # read the rest of the cell as typed.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# The precision of UsageRecord.cost, in USD.
+COST_PLACES = Decimal("0.00000001")
 
 
 def spreadsheet_text(value):
@@ -53,30 +58,74 @@ def spreadsheet_text(value):
     return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
-def _sums():
+def _rollup_sums():
     # Annotations may not share a name with a field of the model, hence the n_ prefix,
     # taken off again by _named().
     return {
-        "n_requests": Count("id"),
-        "n_prompt_tokens": Coalesce(Sum("prompt_tokens"), 0),
+        "n_requests": Sum("requests"),
+        "n_prompt_tokens": Sum("prompt_tokens"),
         # The part of the prompt tokens read from the upstream's prompt cache.
-        "n_cached_tokens": Coalesce(Sum("cached_tokens"), 0),
-        "n_completion_tokens": Coalesce(Sum("completion_tokens"), 0),
-        "n_total_tokens": Coalesce(Sum("total_tokens"), 0),
-        "n_cost": Coalesce(
-            Sum("cost"),
-            Value(Decimal(0)),
-            output_field=DecimalField(max_digits=20, decimal_places=8),
-        ),
-        "n_errors": Count("id", filter=~Q(status=UsageRecord.OK)),
-        "n_latency_ms": Avg("latency_ms"),
+        "n_cached_tokens": Sum("cached_tokens"),
+        "n_completion_tokens": Sum("completion_tokens"),
+        "n_total_tokens": Sum("total_tokens"),
+        "n_cost": Sum("cost"),
+        "n_errors": Sum("errors"),
+        "n_latency_sum": Sum("latency_ms"),
+        "n_units": Sum(_counted()),
     }
+
+
+def _record_sums():
+    return {
+        "n_requests": Count("id"),
+        "n_prompt_tokens": Sum("prompt_tokens"),
+        "n_cached_tokens": Sum("cached_tokens"),
+        "n_completion_tokens": Sum("completion_tokens"),
+        "n_total_tokens": Sum("total_tokens"),
+        # As many digits as the rollups' sums: more than one record's cost holds.
+        "n_cost": Sum("cost", output_field=UsageRollup._meta.get_field("cost")),
+        "n_errors": Count("id", filter=~Q(status=UsageRecord.OK)),
+        "n_latency_sum": Sum("latency_ms"),
+        "n_units": Sum(_counted()),
+    }
+
+
+def _counted():
+    """The units a request counts: tokens for the text endpoints, images, audio seconds,
+    characters or documents for the others."""
+    return Case(
+        When(unit=UsageRecord.TOKENS, then=F("total_tokens")),
+        default=F("units"),
+        output_field=IntegerField(),
+    )
+
+
+def _merged(groups, *row_lists):
+    """Add up rows of the same group (the values of `groups`) from several queries."""
+    merged = {}
+    for rows in row_lists:
+        for row in rows:
+            group = tuple(row[name] for name in groups)
+            into = merged.setdefault(group, {name: row[name] for name in groups})
+            for name, value in row.items():
+                if name.startswith("n_"):
+                    into[name] = into.get(name, 0) + (value or 0)
+    return [merged[group] for group in sorted(merged, key=_sortable)]
+
+
+def _sortable(group):
+    return tuple(("", "") if value is None else (type(value).__name__, value) for value in group)
 
 
 def _named(row):
     named = {name.removeprefix("n_"): value for name, value in row.items()}
-    if named.get("latency_ms") is not None:
-        named["latency_ms"] = round(named["latency_ms"])
+    for field in SUM_FIELDS:
+        named.setdefault(field, 0)
+    named.setdefault("units", 0)
+    named["cost"] = Decimal(named["cost"] or 0).quantize(COST_PLACES)
+    latency_sum = named.pop("latency_sum", 0)
+    # The average of the requests, in ms; None without any.
+    named["latency_ms"] = round(latency_sum / named["requests"]) if named["requests"] else None
     # Percent of requests that failed, with one decimal.
     named["error_rate"] = (
         round(100 * named["errors"] / named["requests"], 1) if named["requests"] else 0
@@ -128,37 +177,61 @@ class Period:
 class PeriodUsage:
     """The usage of a period, optionally of one key, one team and one model.
 
-    `teams` (team ids) limits every figure to those teams' records, for a reader who may
-    see no others (a team member in the admin); None for every record.
+    Whole hours are summed from the hourly rollups; the partial hours at either end of the
+    period (at most an hour each) from the records. A period that starts before the records
+    kept (USAGE_RETENTION_DAYS) starts at its first whole hour instead: `resolution` is
+    then "hour", else "record". Either way the cost of a report follows the hours it
+    covers, not the records the table holds.
+
+    `teams` (team ids) limits every figure to those teams' usage, for a reader who may see
+    no others (a team member in the admin); None for every record.
     """
 
-    def __init__(self, period, key=None, model="", team=None, teams=None):
+    def __init__(self, period, key=None, model="", team=None, teams=None, now=None):
         self.period = period
+        now = now or timezone.now()
+        start = period.start
+        self.resolution = "record"
+        if start < retention.records_kept_from(now):
+            start = hour_of(start)
+            self.resolution = "hour"
+        self.start = start
+        first, last = next_hour(start), hour_of(period.end)
+        rollups = UsageRollup.objects.filter(hour__gte=first, hour__lt=last)
         records = UsageRecord.objects.filter(
-            created_at__gte=period.start, created_at__lt=period.end
+            Q(created_at__gte=start, created_at__lt=min(first, period.end))
+            | Q(created_at__gte=max(last, start), created_at__lt=period.end)
         )
         if teams is not None:
             records = records.filter(team__in=teams)
         if key is not None:
+            rollups = rollups.filter(api_key=key)
             records = records.filter(api_key=key)
         if team is not None:
             # By the team a record was made under, as budgets count it (apikeys/spend.py).
             records = records.filter(team=team)
         if model:
+            rollups = rollups.filter(model=model)
             records = records.filter(model=model)
+        self.rollups = rollups
         self.records = records
 
     def totals(self):
-        return _named(self.records.aggregate(**_sums()))
+        return _named(
+            _merged(
+                (),
+                [self.rollups.aggregate(**_rollup_sums())],
+                [self.records.aggregate(**_record_sums())],
+            )[0]
+        )
 
     def series(self):
         """Return sums per hour or day, one row per bucket, empty buckets included."""
         trunc = TruncHour if self.period.bucket == "hour" else TruncDay
-        rows = (
-            self.records.annotate(bucket=trunc("created_at", tzinfo=UTC))
-            .values("bucket")
-            .annotate(**_sums())
-            .order_by("bucket")
+        rows = _merged(
+            ("bucket",),
+            self._rows(self.rollups.annotate(bucket=trunc("hour", tzinfo=UTC)), "bucket"),
+            self._rows(self.records.annotate(bucket=trunc("created_at", tzinfo=UTC)), "bucket"),
         )
         found = {row["bucket"]: _named(row) for row in rows}
         empty = {field: 0 for field in [*SUM_FIELDS, "error_rate"]}
@@ -187,27 +260,23 @@ class PeriodUsage:
     def by_endpoint(self):
         """Return sums per endpoint and unit, with the units each counted: tokens for the
         text endpoints, images, audio seconds, characters or documents for the others."""
-        counted = Case(
-            When(unit=UsageRecord.TOKENS, then=F("total_tokens")),
-            default=F("units"),
-        )
-        rows = (
-            self.records.values("endpoint", "unit")
-            .annotate(**_sums(), n_units=Coalesce(Sum(counted), 0))
-            .order_by("endpoint", "unit")
-        )
-        return [_named(row) for row in rows]
+        return self._grouped("endpoint", "unit")
 
     def _grouped(self, *fields):
-        rows = self.records.values(*fields).annotate(**_sums()).order_by(*fields)
+        rows = _merged(fields, self._rows(self.rollups, *fields), self._rows(self.records, *fields))
         return [_named(row) for row in rows]
 
     def _grouped_by_team(self, *fields):
-        # By the team's current name; records of no team first on every database (SQLite
-        # sorts NULL first, PostgreSQL last).
-        rows = (
-            self.records.values(*fields, team_name=F("team__name"))
-            .annotate(**_sums())
-            .order_by(F("team_name").asc(nulls_first=True), *fields)
+        # By the team's current name; usage of no team first (_sortable puts None first).
+        groups = ("team_name", *fields)
+        rows = _merged(
+            groups,
+            self._rows(self.rollups.annotate(team_name=F("team__name")), *groups),
+            self._rows(self.records.annotate(team_name=F("team__name")), *groups),
         )
         return [_named(row) for row in rows]
+
+    @staticmethod
+    def _rows(queryset, *fields):
+        sums = _rollup_sums() if queryset.model is UsageRollup else _record_sums()
+        return list(queryset.values(*fields).annotate(**sums).order_by())

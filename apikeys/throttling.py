@@ -31,10 +31,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from django.core.cache import cache
-from django.db.models import Sum
 from django_ratelimit.core import get_usage
 
 from apikeys.models import UsageRecord
+from apikeys.rollups import usage_sums
 from gateway.db import off_the_request_thread
 from gateway.errors import RateLimited
 
@@ -153,7 +153,7 @@ def token_windows(key, now=None):
         day_start = datetime.fromtimestamp(now // DAY * DAY, UTC)
         used = _summed_counter(
             _token_counter(key, DAY, now),
-            lambda: _records_since(key, day_start).aggregate(used=Sum("total_tokens"))["used"],
+            lambda: usage_sums(api_key=key, since=day_start)["total_tokens"],
         )
         windows.append(Window("tokens", "day", key.tokens_per_day, used, _resets_in(DAY, now)))
     return windows
@@ -164,7 +164,7 @@ def month_spend(key, now=None):
     now = timer() if now is None else now
 
     def spent():
-        cost = _records_since(key, month_start(now)).aggregate(cost=Sum("cost"))["cost"]
+        cost = usage_sums(api_key=key, since=month_start(now))["cost"]
         return int((cost or 0) * SPEND_UNITS_PER_USD)
 
     return Decimal(_summed_counter(_spend_counter(key, now), spent)) / SPEND_UNITS_PER_USD

@@ -14,6 +14,9 @@ or beyond MAX_KEPT) is logged at ERROR level with what it takes to enter it by h
 An exception the thread did not expect fails its batch only: the batch's records are kept
 the same way, and a thread that died anyway is started again by the next record.
 
+Each batch is added to the hourly rollups (apikeys/rollups.py) in the transaction that
+writes it, so that reports and limits can read sums that agree with the records.
+
 Where records go is a store (`DatabaseStore`, the USAGE_WRITER_STORE setting), so that
 tests can put a database that fails in its place and still run the writer as production
 does.
@@ -58,16 +61,19 @@ class DatabaseStore:
     connection."""
 
     def add(self, records):
-        """Write these records (dicts of UsageRecord fields) in one transaction."""
+        """Write these records (dicts of UsageRecord fields) and add them to the hourly
+        rollups, in one transaction; return the UsageRecord instances."""
+        from apikeys import rollups
         from apikeys.models import UsageRecord
 
+        instances = [UsageRecord(**fields) for fields in records]
         with transaction.atomic():
-            UsageRecord.objects.bulk_create([UsageRecord(**fields) for fields in records])
+            UsageRecord.objects.bulk_create(instances)
+            rollups.add(instances)
+        return instances
 
     def add_one(self, fields):
-        from apikeys.models import UsageRecord
-
-        UsageRecord.objects.create(**fields)
+        return self.add([fields])[0]
 
     def touch(self, touches):
         """Set last_used_at of keys: {key id: when}."""

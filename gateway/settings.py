@@ -231,6 +231,11 @@ USAGE_WRITER_SHUTDOWN_TIMEOUT = envfloat("USAGE_WRITER_SHUTDOWN_TIMEOUT", 30.0, 
 # Where the writer writes: a class with add, add_one, touch, recover and close (tests put
 # one that fails in its place).
 USAGE_WRITER_STORE = "apikeys.writer.DatabaseStore"
+# Days raw usage records are kept (manage.py prune_usage deletes older ones); reports of
+# older periods read the hourly rollups, which are kept USAGE_ROLLUP_RETENTION_DAYS (empty:
+# for ever).
+USAGE_RETENTION_DAYS = envint("USAGE_RETENTION_DAYS", 90, minimum=1)
+USAGE_ROLLUP_RETENTION_DAYS = envint("USAGE_ROLLUP_RETENTION_DAYS", None, minimum=1)
 
 # Upstream providers.
 CLOUDFLARE_ACCOUNT_ID = envstr("CLOUDFLARE_ACCOUNT_ID")

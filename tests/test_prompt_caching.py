@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from apikeys.models import UsageRecord
 from apikeys.usage import cost_of
+from apikeys.writer import DatabaseStore
 from completions.models import Model
 from completions.providers.base import Usage
 from tests import fake_upstream
@@ -361,15 +362,17 @@ def test_the_fake_caches_a_prefix_only_within_one_session(upstream):
 
 
 def _cached_record(key, prompt, cached):
-    return UsageRecord.objects.create(
-        api_key=key,
-        key_name=key.name,
-        model=QWEN,
-        endpoint="/v1/chat/completions",
-        prompt_tokens=prompt,
-        cached_tokens=cached,
-        total_tokens=prompt,
-        request_id=f"req-{prompt}",
+    return DatabaseStore().add_one(
+        dict(
+            api_key=key,
+            key_name=key.name,
+            model=QWEN,
+            endpoint="/v1/chat/completions",
+            prompt_tokens=prompt,
+            cached_tokens=cached,
+            total_tokens=prompt,
+            request_id=f"req-{prompt}",
+        )
     )
 
 

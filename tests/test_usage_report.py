@@ -11,24 +11,27 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from apikeys.models import UsageRecord
+from apikeys.writer import DatabaseStore
 from tests.conftest import LLAMA
 
 pytestmark = pytest.mark.django_db
 
 
 def record(persona, model, *, prompt, completion, days_ago=1, status=UsageRecord.OK, cost="0"):
-    return UsageRecord.objects.create(
-        cost=Decimal(cost),
-        api_key=persona.key,
-        key_name=persona.key.name,
-        model=model,
-        endpoint="chat.completions",
-        status=status,
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        total_tokens=prompt + completion,
-        request_id=f"req-{UsageRecord.objects.count()}",
-        created_at=timezone.now() - timedelta(days=days_ago),
+    return DatabaseStore().add_one(
+        dict(
+            cost=Decimal(cost),
+            api_key=persona.key,
+            key_name=persona.key.name,
+            model=model,
+            endpoint="chat.completions",
+            status=status,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=prompt + completion,
+            request_id=f"req-{UsageRecord.objects.count()}",
+            created_at=timezone.now() - timedelta(days=days_ago),
+        )
     )
 
 

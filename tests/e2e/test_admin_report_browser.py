@@ -25,6 +25,7 @@ from selenium.webdriver.support.expected_conditions import (
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from apikeys.models import ApiKey, UsageRecord
+from apikeys.writer import DatabaseStore
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -85,18 +86,20 @@ def usage():
         (bob, "echo", 500, 500, "0", 7 * 24 - 2, UsageRecord.OK),
     ]
     for number, (key, model, prompt, completion, cost, hours_ago, status) in enumerate(rows):
-        UsageRecord.objects.create(
-            api_key=key,
-            key_name=key.name,
-            model=model,
-            endpoint="/v1/chat/completions",
-            status=status,
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            total_tokens=prompt + completion,
-            cost=Decimal(cost),
-            request_id=f"req-{number}",
-            created_at=now - timedelta(hours=hours_ago),
+        DatabaseStore().add_one(
+            dict(
+                api_key=key,
+                key_name=key.name,
+                model=model,
+                endpoint="/v1/chat/completions",
+                status=status,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                total_tokens=prompt + completion,
+                cost=Decimal(cost),
+                request_id=f"req-{number}",
+                created_at=now - timedelta(hours=hours_ago),
+            )
         )
 
 

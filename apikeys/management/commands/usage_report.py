@@ -2,9 +2,9 @@
 
     manage.py usage_report [--days 30] [--by key|team] [--json]
 
-Sums are made in the database from UsageRecord rows (apikeys/reports.py), grouped by the
-key's recorded name, so that deleted keys still report, or by the team each record was
-made under (--by team), as team budgets count it.
+Sums are made in the database from the hourly rollups and the records of the partial hours
+(apikeys/reports.py), grouped by the key's recorded name, so that deleted keys still report,
+or by the team the usage was made under (--by team), as team budgets count it.
 """
 
 import json

@@ -1,0 +1,302 @@
+"""Time the usage pages and limits over N usage records on PostgreSQL.
+
+    make bench-usage ROWS=1000000
+    .venv/bin/python -m bench.usage --rows 1000000 [--keep]
+
+Starts PostgreSQL on loopback with scripts/services (GATEWAY_PG_PORT, GATEWAY_REDIS_PORT as
+usual), makes a fresh database `gateway_bench_usage`, loads N records spread over 100 days
+with COPY (20 keys, 5 models, a few percent of failures) and their hourly rollups
+(apikeys/rollups.rebuild), then times, in this process through Django's test client (the
+view and its queries, no HTTP): the admin's usage report for 24 h, 7 d and 30 d, of all keys
+and of one key; the CSV export; a key's change page; the day's and the month's sums a limit
+reads when its cache counter is missing; and prune_usage (USAGE_RETENTION_DAYS=90, so about
+a tenth of the records) while a thread writes batches of records as the API's usage writer
+does, whose slowest batch is reported. Each page is timed REPEAT times after one warm-up;
+the median is shown, and beside it the time its SQL queries took (one more run, with
+Django's query log on): the rest is Python and templates. The last line is
+`slowest page at N rows: X ms`.
+"""
+
+import argparse
+import io
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATABASE = "gateway_bench_usage"
+DAYS = 100
+KEYS = 20
+MODELS = ["@cf/meta/llama-3.1-8b-instruct", "gpt-4o-mini", "gpt-4o", "claude-3-5", "embed"]
+REPEAT = 5
+# COPY's text format for NULL.
+NULL = "\\N"
+# Rows written per COPY chunk.
+COPY_CHUNK = 50_000
+COLUMNS = (
+    "api_key_id, key_name, team_id, model, requested_model, provider, endpoint, stream, status,"
+    " http_status, error, prompt_tokens, completion_tokens, total_tokens, cached_tokens,"
+    " tokens_estimated, units, unit, cost, latency_ms, time_to_first_token_ms, request_id,"
+    " created_at"
+)
+
+
+def _services():
+    output = subprocess.run(
+        [str(ROOT / "scripts" / "services"), "start"], check=True, capture_output=True, text=True
+    ).stdout
+    urls = dict(assignment.partition("=")[::2] for assignment in output.split())
+    return urls["DATABASE_URL"], urls["REDIS_URL"]
+
+
+def _fresh_database(main_url):
+    import psycopg
+
+    with psycopg.connect(main_url, autocommit=True) as db:
+        db.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+        db.execute(f"CREATE DATABASE {DATABASE}")
+    return main_url.rsplit("/", 1)[0] + "/" + DATABASE
+
+
+def _setup():
+    from django.contrib.auth.models import User
+
+    from apikeys.models import ApiKey, Team
+    from completions.models import Model, Provider
+
+    provider = Provider.objects.create(name="bench", kind="openai", base_url="http://127.0.0.1:9")
+    for name in MODELS:
+        Model.objects.create(name=name, provider=provider)
+    team = Team.objects.create(name="research")
+    keys = [
+        ApiKey.objects.create_key(name=f"key-{n:02d}", team=team if n < 5 else None)[0]
+        for n in range(KEYS)
+    ]
+    admin = User.objects.create_superuser("bench", "bench@example.com", "unused-password")
+    return keys, admin
+
+
+def _load(url, keys, rows, now):
+    """COPY `rows` records spread evenly over DAYS days up to `now`, oldest first."""
+    import psycopg
+
+    start = now - timedelta(days=DAYS)
+    step = timedelta(days=DAYS) / rows
+    started = time.monotonic()
+    with psycopg.connect(url) as db, db.cursor() as cursor:
+        with cursor.copy(f"COPY apikeys_usagerecord ({COLUMNS}) FROM STDIN") as copy:
+            buffer = io.StringIO()
+            for i in range(rows):
+                # Each key mostly on one model, now and then on the next.
+                key = keys[((i * 7919) ^ (i >> 3)) % KEYS]
+                model = MODELS[key.pk % len(MODELS)] if i % 10 else MODELS[(key.pk + 1) % 5]
+                status = (
+                    "upstream_error" if i % 50 == 0 else "client_closed" if i % 97 == 0 else "ok"
+                )
+                prompt, completion = 200 + i % 1800, (i * 31) % 700
+                endpoint = "embeddings" if model == "embed" else "chat.completions"
+                buffer.write(
+                    f"{key.pk}\t{key.name}\t{key.team_id or NULL}\t{model}\t{model}\tbench\t"
+                    f"{endpoint}\tf\t{status}\t200\t\t{prompt}\t{completion}\t"
+                    f"{prompt + completion}\t{prompt // 4}\tf\t{prompt + completion}\ttokens\t"
+                    f"{Decimal(prompt * 15 + completion * 60) / 10**8}\t{300 + i % 4000}\t\\N\t"
+                    f"bench-{i}\t{(start + step * i).isoformat()}\n"
+                )
+                if (i + 1) % COPY_CHUNK == 0:
+                    copy.write(buffer.getvalue())
+                    buffer = io.StringIO()
+            copy.write(buffer.getvalue())
+        db.commit()
+    return time.monotonic() - started
+
+
+def _timed(work, repeat=REPEAT):
+    work()
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        work()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def _page(client, url):
+    def get():
+        response = client.get(url)
+        assert response.status_code == 200, (url, response.status_code)
+
+    return get
+
+
+def _sql_ms(work):
+    """Return the milliseconds the database took for the queries of one run of `work`."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        work()
+    return sum(float(query["time"]) for query in captured.captured_queries) * 1000
+
+
+class Writer(threading.Thread):
+    """Write batches of 10 records every 20 ms, as the usage writer does under load."""
+
+    def __init__(self, key):
+        super().__init__(daemon=True)
+        self.key = key
+        self.stop = threading.Event()
+        self.latencies = []
+
+    def run(self):
+        from django.db import connection
+        from django.utils import timezone
+
+        from apikeys.writer import DatabaseStore
+
+        store = DatabaseStore()
+        n = 0
+        while not self.stop.is_set():
+            batch = []
+            for _ in range(10):
+                n += 1
+                batch.append(
+                    dict(
+                        api_key=self.key,
+                        key_name=self.key.name,
+                        model=MODELS[0],
+                        endpoint="chat.completions",
+                        prompt_tokens=10,
+                        completion_tokens=5,
+                        total_tokens=15,
+                        cost=Decimal("0.0001"),
+                        request_id=f"live-{n}",
+                        created_at=timezone.now(),
+                    )
+                )
+            started = time.perf_counter()
+            store.add(batch)
+            self.latencies.append((time.perf_counter() - started) * 1000)
+            time.sleep(0.02)
+        connection.close()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    args = parser.parse_args()
+
+    main_url, redis_url = _services()
+    os.environ.update(
+        DATABASE_URL=_fresh_database(main_url),
+        REDIS_URL=redis_url.rsplit("/", 1)[0] + "/2",
+        DJANGO_SETTINGS_MODULE="gateway.settings",
+        ENVIRONMENT="development",
+        DEBUG="false",
+        USAGE_RETENTION_DAYS="90",
+    )
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.db import connection
+    from django.test import Client
+    from django.utils import timezone
+
+    from apikeys import retention, rollups
+
+    settings.ALLOWED_HOSTS.append("testserver")
+    call_command("migrate", "--no-input", verbosity=0)
+    keys, admin = _setup()
+    now = timezone.now()
+    print(f"Loading {args.rows:,} records over {DAYS} days with COPY...", flush=True)
+    load_seconds = _load(os.environ["DATABASE_URL"], keys, args.rows, now)
+    started = time.monotonic()
+    _, rollup_rows = rollups.rebuild()
+    rollup_seconds = time.monotonic() - started
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE apikeys_usagerecord")
+        cursor.execute("VACUUM ANALYZE apikeys_usagerollup")
+    print(
+        f"Loaded in {load_seconds:.0f} s; {rollup_rows:,} rollup rows in {rollup_seconds:.0f} s",
+        flush=True,
+    )
+
+    client = Client()
+    client.force_login(admin)
+    key = keys[3]
+    report = "/admin/apikeys/usagereport/"
+    rows = []
+    pages = [
+        (f"report {period}, all keys", f"{report}?period={period}")
+        for period in ("24h", "7d", "30d")
+    ] + [
+        (f"report {period}, one key", f"{report}?period={period}&key={key.pk}")
+        for period in ("24h", "7d", "30d")
+    ]
+    pages += [
+        ("CSV export, 30d", f"{report}csv/?period=30d"),
+        ("key page (24 h and month)", f"/admin/apikeys/apikey/{key.pk}/change/"),
+    ]
+    for label, url in pages:
+        rows.append((label, _timed(_page(client, url)), "ms", _sql_ms(_page(client, url))))
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    rows.append(
+        (
+            "limit: a day's sum (cache missing)",
+            _timed(lambda: rollups.usage_sums(api_key=key, since=day)),
+            "ms",
+            _sql_ms(lambda: rollups.usage_sums(api_key=key, since=day)),
+        )
+    )
+    rows.append(
+        (
+            "limit: a month's sum (cache missing)",
+            _timed(lambda: rollups.usage_sums(api_key=key, since=day.replace(day=1))),
+            "ms",
+            _sql_ms(lambda: rollups.usage_sums(api_key=key, since=day.replace(day=1))),
+        )
+    )
+
+    writer = Writer(keys[0])
+    writer.start()
+    pruned = retention.prune()
+    writer.stop.set()
+    writer.join()
+    rows.append(("prune_usage: records deleted", pruned.records, "records"))
+    rows.append(("prune_usage: time", pruned.seconds, "s"))
+    rows.append(("prune_usage: rate", pruned.records / max(pruned.seconds, 1e-9), "records/s"))
+    rows.append(
+        (
+            "writer batch (10 records) during pruning, slowest",
+            max(writer.latencies, default=0),
+            "ms",
+        )
+    )
+    rows.append(
+        (
+            "writer batch during pruning, median",
+            statistics.median(writer.latencies or [0]),
+            "ms",
+        )
+    )
+
+    width = max(len(row[0]) for row in rows)
+    print(f"\n| {'measure':<{width}} | value | of which SQL |")
+    print(f"| {'-' * width} | ----: | ----: |")
+    for label, value, unit, *sql in rows:
+        shown = f"{value:,.0f} {unit}" if unit != "ms" else f"{value:,.1f} ms"
+        print(f"| {label:<{width}} | {shown} | {f'{sql[0]:,.1f} ms' if sql else ''} |")
+    slowest = max(row[1] for row in rows[: len(pages)])
+    print(f"\nslowest page at {args.rows:,} rows: {slowest:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
