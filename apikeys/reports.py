@@ -203,12 +203,14 @@ class PeriodUsage:
             | Q(created_at__gte=max(last, start), created_at__lt=period.end)
         )
         if teams is not None:
+            rollups = rollups.filter(team__in=teams)
             records = records.filter(team__in=teams)
         if key is not None:
             rollups = rollups.filter(api_key=key)
             records = records.filter(api_key=key)
         if team is not None:
-            # By the team a record was made under, as budgets count it (apikeys/spend.py).
+            # By the team the usage was made under, as budgets count it.
+            rollups = rollups.filter(team=team)
             records = records.filter(team=team)
         if model:
             rollups = rollups.filter(model=model)

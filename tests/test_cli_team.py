@@ -13,6 +13,7 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from apikeys.models import ApiKey, Team, UsageRecord
+from apikeys.writer import DatabaseStore
 
 pytestmark = pytest.mark.django_db
 
@@ -29,17 +30,20 @@ def red():
 
 
 def record(key, *, cost, tokens, team=None):
-    return UsageRecord.objects.create(
-        api_key=key,
-        key_name=key.name,
-        team=team if team is not None else key.team,
-        model="echo",
-        endpoint="/v1/chat/completions",
-        prompt_tokens=tokens,
-        total_tokens=tokens,
-        cost=Decimal(cost),
-        request_id=f"req-{UsageRecord.objects.count()}",
-        created_at=timezone.now() - timedelta(hours=1),
+    # Through the usage writer's store, which keeps the hourly rollups reports read.
+    return DatabaseStore().add_one(
+        dict(
+            api_key=key,
+            key_name=key.name,
+            team=team if team is not None else key.team,
+            model="echo",
+            endpoint="/v1/chat/completions",
+            prompt_tokens=tokens,
+            total_tokens=tokens,
+            cost=Decimal(cost),
+            request_id=f"req-{UsageRecord.objects.count()}",
+            created_at=timezone.now() - timedelta(hours=1),
+        )
     )
 
 

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from apikeys import spend
 from apikeys.models import ApiKey, Team, UsageRecord
+from apikeys.writer import DatabaseStore
 
 pytestmark = pytest.mark.django_db
 
@@ -73,17 +74,20 @@ def omar(client):
 
 
 def record(key, *, cost="0", tokens=10, hours_ago=1, model="echo", team=None):
-    return UsageRecord.objects.create(
-        api_key=key,
-        key_name=key.name,
-        team=team or key.team,
-        model=model,
-        endpoint="/v1/chat/completions",
-        prompt_tokens=tokens,
-        total_tokens=tokens,
-        cost=Decimal(cost),
-        request_id=f"req-{UsageRecord.objects.count()}",
-        created_at=timezone.now() - timedelta(hours=hours_ago),
+    # Through the usage writer's store, which keeps the hourly rollups reports read.
+    return DatabaseStore().add_one(
+        dict(
+            api_key=key,
+            key_name=key.name,
+            team=team or key.team,
+            model=model,
+            endpoint="/v1/chat/completions",
+            prompt_tokens=tokens,
+            total_tokens=tokens,
+            cost=Decimal(cost),
+            request_id=f"req-{UsageRecord.objects.count()}",
+            created_at=timezone.now() - timedelta(hours=hours_ago),
+        )
     )
 
 
