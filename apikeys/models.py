@@ -124,7 +124,8 @@ class ApiKeyManager(models.Manager):
 
 @off_the_request_thread
 def _find_key(wanted):
-    return ApiKey.objects.filter(digest=wanted).first()
+    # With its team, whose limits every request of the key is held to too.
+    return ApiKey.objects.select_related("team").filter(digest=wanted).first()
 
 
 def _budget(period):

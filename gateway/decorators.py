@@ -7,7 +7,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from apikeys.authentication import authenticate
 from apikeys.permissions import require_write
-from apikeys.throttling import aadmit
+from apikeys.throttling import aadmit, asettle
 from gateway.errors import (
     GatewayError,
     InvalidRequest,
@@ -57,26 +57,42 @@ def api_endpoint(*, methods, write=False):
         @functools.wraps(view)
         async def wrapper(request, *args, **kwargs):
             allowance = None
+            request.reservation = None
+            response = None
             try:
                 if request.method not in allowed:
                     raise MethodNotAllowed(request.method, methods)
                 request.api_key = await authenticate(request)
                 if write:
                     require_write(request.api_key)
-                # Endpoints that need write permission are those that run a model, so
-                # they are also held to the key's token limits and budget.
+                # Endpoints that need write permission are those that run a model: the
+                # view reserves their tokens and money once the request is validated
+                # (apikeys/throttling.reserve).
                 allowance = await aadmit(request, spends=write)
                 response = await view(request, *args, **kwargs)
             except GatewayError as error:
                 response = error_response(error)
+            finally:
+                if not getattr(response, "streaming", False):
+                    await _release_unclaimed(request)
             if allowance is not None:
-                # Set before a streamed answer's first byte is sent.
+                # Set before a streamed answer's first byte is sent; a reservation has
+                # added the token windows and budgets to it.
                 allowance.add_headers(response)
             return response
 
         return wrapper
 
     return decorator
+
+
+async def _release_unclaimed(request):
+    """Return a reservation that no usage record took over: the view ended before any
+    provider was called. (A stream's record takes it over when the stream ends.)"""
+    reservation = request.reservation
+    if reservation is not None and not reservation.claimed:
+        reservation.claimed = True
+        await asettle(request.api_key, reservation, 0, 0)
 
 
 def json_body(request):
