@@ -26,7 +26,7 @@ reservation id, `<name>:e` sorted set of reservation ids by expiry (epoch second
 import threading
 from dataclasses import dataclass
 
-from django.core.cache import cache as default_cache
+from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
 
 # Seconds the "late" amount waits for the sum it corrects: longer than any sum of records.
@@ -196,7 +196,9 @@ class Ledger:
 
     @property
     def cache(self):
-        return self._cache or default_cache
+        # The backend itself, not django.core.cache.cache (a proxy that isinstance() sees
+        # through to nothing).
+        return self._cache or caches["default"]
 
     def admit(self, limits, amounts, reservation_id, expires_at, now, hold_seconds):
         """Reserve `amounts` (one per limit) under `reservation_id` until `expires_at`, if
@@ -232,7 +234,7 @@ class Ledger:
             states = []
             for limit in limits:
                 held = self._holds(limit)
-                settled = self.cache.get(self._key(limit, "s"))
+                settled = self.cache.get(_key(limit, "s"))
                 states.append(State(settled, sum(a for a, expiry in held.values() if expiry > now)))
             return states
 
@@ -246,11 +248,12 @@ class Ledger:
             self._scripts[name] = self._client().register_script(text)
         return self._scripts[name]
 
-    def _key(self, limit, suffix):
-        return self.cache.make_key(f"{limit.name}:{suffix}")
-
     def _keys(self, limits):
-        return [self._key(limit, suffix) for limit in limits for suffix in SUFFIXES]
+        # Named as the cache names its own keys (KEY_PREFIX, VERSION), so that clearing the
+        # cache clears them too.
+        return [
+            self.cache.make_key(_key(limit, suffix)) for limit in limits for suffix in SUFFIXES
+        ]
 
     def _admit_redis(self, limits, amounts, reservation_id, expires_at, now, hold_seconds):
         args = [now, reservation_id, expires_at, int(hold_seconds)]
@@ -268,7 +271,7 @@ class Ledger:
     # The in-process cache, under the lock: the same steps as the scripts above.
 
     def _holds(self, limit):
-        return self.cache.get(self._key(limit, "a")) or {}
+        return self.cache.get(_key(limit, "a")) or {}
 
     def _admit_local(self, limits, amounts, reservation_id, expires_at, now, hold_seconds):
         cache = self.cache
@@ -280,14 +283,14 @@ class Ledger:
                 if expiry > now
             }
             holds.append(held)
-            settled = cache.get(self._key(limit, "s"))
+            settled = cache.get(_key(limit, "s"))
             if settled is None:
                 if limit.initial is None:
                     missing.append(index)
                 else:
-                    settled = limit.initial + cache.get(self._key(limit, "l"), 0)
-                    cache.set(self._key(limit, "s"), settled, limit.ttl)
-                    cache.delete(self._key(limit, "l"))
+                    settled = limit.initial + cache.get(_key(limit, "l"), 0)
+                    cache.set(_key(limit, "s"), settled, limit.ttl)
+                    cache.delete(_key(limit, "l"))
             states.append(State(settled or 0, sum(amount for amount, _ in held.values())))
         if missing:
             return Outcome(MISSING, missing)
@@ -298,7 +301,7 @@ class Ledger:
         for limit, amount, held in zip(limits, amounts, holds, strict=True):
             if fits and amount > 0:
                 held[reservation_id] = (int(amount), expires_at)
-            cache.set(self._key(limit, "a"), held, max(int(hold_seconds), LOCAL_HOLDS_SECONDS))
+            cache.set(_key(limit, "a"), held, max(int(hold_seconds), LOCAL_HOLDS_SECONDS))
         return Outcome(ADMITTED if fits else REFUSED, states)
 
     def _settle_local(self, limits, reservation_id, actuals):
@@ -306,13 +309,17 @@ class Ledger:
         for limit, actual in zip(limits, actuals, strict=True):
             held = self._holds(limit)
             if held.pop(reservation_id, None) is not None:
-                cache.set(self._key(limit, "a"), held, LOCAL_HOLDS_SECONDS)
+                cache.set(_key(limit, "a"), held, LOCAL_HOLDS_SECONDS)
             if actual > 0:
                 try:
-                    cache.incr(self._key(limit, "s"), int(actual))
+                    cache.incr(_key(limit, "s"), int(actual))
                 except ValueError:
-                    late = cache.get(self._key(limit, "l"), 0)
-                    cache.set(self._key(limit, "l"), late + int(actual), LATE_SECONDS)
+                    late = cache.get(_key(limit, "l"), 0)
+                    cache.set(_key(limit, "l"), late + int(actual), LATE_SECONDS)
+
+
+def _key(limit, suffix):
+    return f"{limit.name}:{suffix}"
 
 
 ledger = Ledger()
