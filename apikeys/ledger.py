@@ -251,9 +251,7 @@ class Ledger:
     def _keys(self, limits):
         # Named as the cache names its own keys (KEY_PREFIX, VERSION), so that clearing the
         # cache clears them too.
-        return [
-            self.cache.make_key(_key(limit, suffix)) for limit in limits for suffix in SUFFIXES
-        ]
+        return [self.cache.make_key(_key(limit, suffix)) for limit in limits for suffix in SUFFIXES]
 
     def _admit_redis(self, limits, amounts, reservation_id, expires_at, now, hold_seconds):
         args = [now, reservation_id, expires_at, int(hold_seconds)]

@@ -82,9 +82,7 @@ async def _send_together(servers, secret, upstream):
     refused = 0
     headers = {"Authorization": f"Bearer {secret}"}
 
-    async with httpx.AsyncClient(
-        timeout=60, limits=httpx.Limits(max_connections=200)
-    ) as client:
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=200)) as client:
 
         async def send(number):
             nonlocal refused
