@@ -12,6 +12,7 @@ import csv
 from datetime import timedelta
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote
 from django.core.exceptions import PermissionDenied
@@ -194,14 +195,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
         context = {
             "periods": [(day.period, day.totals()), (month.period, month_totals)],
             "windows": ([requests] if requests else []) + throttling.token_windows(key),
-            "budget": key.monthly_budget,
-            # What the limit itself goes by, which may lag the records by a few minutes.
-            "budget_left": (
-                max(key.monthly_budget - throttling.month_spend(key), 0)
-                if key.monthly_budget is not None
-                else None
-            ),
-            "month_end": throttling.month_end(now.timestamp()),
+            # What the limits themselves go by, which may lag the records by a few minutes.
+            "budgets": throttling.budget_status(key),
+            "time_zone": settings.LIMITS_TIME_ZONE,
             "report_url": reverse(
                 "admin:apikeys_usagereport_changelist", current_app=self.admin_site.name
             )
