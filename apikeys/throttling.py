@@ -411,6 +411,21 @@ def _read(specs, now):
     ]
 
 
+def describe_limits(request):
+    """Add the key's and team's token windows and budgets to the request's headers when no
+    reservation did (a request refused before it was reserved: invalid, say)."""
+    allowance = getattr(request, "allowance", None)
+    if allowance is None or allowance.tokens or allowance.budgets:
+        return
+    now = timer()
+    for holder in _holders(request.api_key):
+        allowance.tokens += token_windows(holder, now)
+        allowance.budgets += budget_status(holder, now)
+
+
+adescribe_limits = off_the_request_thread(describe_limits)
+
+
 def admit(request, *, spends):
     """Count the request against its key's request rate; raise RateLimited (429) if spent.
 

@@ -1,3 +1,4 @@
+import contextlib
 import functools
 import json
 
@@ -7,7 +8,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from apikeys.authentication import authenticate
 from apikeys.permissions import require_write
-from apikeys.throttling import aadmit, asettle
+from apikeys.throttling import aadmit, adescribe_limits, asettle
 from gateway.errors import (
     GatewayError,
     InvalidRequest,
@@ -75,6 +76,11 @@ def api_endpoint(*, methods, write=False):
             finally:
                 if not getattr(response, "streaming", False):
                     await _release_unclaimed(request)
+            if allowance is not None and write and request.reservation is None:
+                # Refused before its reservation (invalid, a model it may not use): where
+                # its limits stand all the same.
+                with contextlib.suppress(Exception):
+                    await adescribe_limits(request)
             if allowance is not None:
                 # Set before a streamed answer's first byte is sent; a reservation has
                 # added the token windows and budgets to it.

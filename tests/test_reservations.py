@@ -290,3 +290,15 @@ async def test_the_prompt_estimate_is_at_least_what_the_upstream_counts(api, pri
     record = await UsageRecord.objects.aget()
     assert record.prompt_tokens <= chat_prompt_tokens({"messages": MESSAGES})
     assert record.completion_tokens <= MAX_TOKENS
+
+
+async def test_a_request_refused_before_its_reservation_still_reports_its_limits(
+    api, priced, clock
+):
+    dave = await new_key(tokens_per_minute=1000, monthly_budget=Decimal("5"))
+
+    response = await chat(api, dave, model="no-such-model")
+
+    assert response.status_code == 404
+    assert response["x-ratelimit-remaining-tokens"] == "1000"
+    assert response["x-budget-remaining-usd"] == "5.000000"
