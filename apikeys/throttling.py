@@ -343,7 +343,7 @@ def reserve(request, tokens, cost, hold):
         outcome = ledger.admit(
             reservation.limits, amounts, reservation.id, now + hold, now, hold + HOLD_MARGIN_SECONDS
         )
-    else:
+    if outcome.code == MISSING:
         raise RuntimeError("The limits' counters could not be summed")
     admitted = outcome.code == ADMITTED
     allowance = getattr(request, "allowance", None) or Allowance(None, [])
