@@ -42,7 +42,6 @@ MISSING, REFUSED, ADMITTED = 0, 1, 2
 _ADMIT = """
 local now = tonumber(ARGV[1])
 local id = ARGV[2]
-local expires = tonumber(ARGV[3])
 local hold_ttl = tonumber(ARGV[4])
 local count = #KEYS / 5
 local missing = {}
@@ -69,7 +68,8 @@ for i = 1, count do
       table.insert(missing, i)
     else
       settled = tonumber(initial) + tonumber(redis.call('GET', l) or '0')
-      redis.call('SET', s, settled, 'EX', ARGV[a + 3])
+      -- Written as digits: Lua would write a number of 15 digits or more as 1e+14.
+      redis.call('SET', s, string.format('%d', settled), 'EX', ARGV[a + 3])
       redis.call('DEL', l)
     end
   end
@@ -95,11 +95,10 @@ if fits then
   for i = 1, count do
     local k = (i - 1) * 5
     local a = 4 + (i - 1) * 4
-    local amount = tonumber(ARGV[a + 2])
-    if amount > 0 then
-      redis.call('HSET', KEYS[k + 4], id, amount)
-      redis.call('ZADD', KEYS[k + 5], expires, id)
-      redis.call('INCRBY', KEYS[k + 3], amount)
+    if tonumber(ARGV[a + 2]) > 0 then
+      redis.call('HSET', KEYS[k + 4], id, ARGV[a + 2])
+      redis.call('ZADD', KEYS[k + 5], ARGV[3], id)
+      redis.call('INCRBY', KEYS[k + 3], ARGV[a + 2])
       for j = 3, 5 do
         if redis.call('TTL', KEYS[k + j]) < hold_ttl then
           redis.call('EXPIRE', KEYS[k + j], hold_ttl)
@@ -127,8 +126,8 @@ for i = 1, #KEYS / 5 do
     redis.call('HDEL', am, id)
     redis.call('ZREM', e, id)
   end
-  local actual = tonumber(ARGV[2 + i])
-  if actual > 0 then
+  local actual = ARGV[2 + i]
+  if tonumber(actual) > 0 then
     if redis.call('EXISTS', s) == 1 then
       redis.call('INCRBY', s, actual)
     else

@@ -9,6 +9,7 @@ computed from the worst case of tests/limited_keys.py's chat with MAX_TOKENS.
 import asyncio
 from datetime import UTC, datetime
 from decimal import Decimal
+from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -16,7 +17,7 @@ from asgiref.sync import sync_to_async
 from django.db.models import Sum
 
 from apikeys.models import ApiKey, Team, UsageRecord
-from apikeys.throttling import budget_status, token_windows
+from apikeys.throttling import areserve, budget_status, hold_seconds, token_windows
 from apikeys.usage import cost_of
 from completions.models import Model
 from completions.worst_case import chat_prompt_tokens
@@ -302,3 +303,25 @@ async def test_a_request_refused_before_its_reservation_still_reports_its_limits
     assert response.status_code == 404
     assert response["x-ratelimit-remaining-tokens"] == "1000"
     assert response["x-budget-remaining-usd"] == "5.000000"
+
+
+async def test_a_reservation_never_settled_expires_after_the_longest_its_request_may_run(
+    api, priced, clock
+):
+    dave = await new_key(lifetime_budget=await sync_to_async(_budget_for)(1))
+    key = await ApiKey.objects.aget(name="dave")
+    hold = hold_seconds(stream=True)
+    # As a request whose process died before it could settle.
+    await areserve(
+        SimpleNamespace(api_key=key), _worst_tokens(), await sync_to_async(_worst_cost)(), hold
+    )
+
+    clock.advance(hold - 1)
+    still_held = await chat(api, dave, max_tokens=MAX_TOKENS)
+    clock.advance(1)
+    response = await chat(api, dave, max_tokens=MAX_TOKENS)
+
+    assert still_held.status_code == 429
+    assert still_held["Retry-After"] == "1"
+    assert "x-budget-reset" not in still_held
+    assert response.status_code == 200
