@@ -48,7 +48,9 @@ def api_endpoint(*, methods, write=False):
 
     The view gets the authenticated key as `request.api_key` and may raise any
     GatewayError; it is rendered as OpenAI's error object. Once the key is known, the
-    answer carries its rate limit headers (x-ratelimit-*), a refusal (429) too.
+    answer carries its rate limit headers (x-ratelimit-*), a refusal (429) too; an
+    endpoint that runs a model adds its token windows and budget (x-budget-*). A
+    reservation that no usage record took over when the view ends is returned here.
     """
 
     allowed = allowed_methods(methods)
