@@ -48,7 +48,10 @@ class WorstCase:
 
 
 def json_bytes(value):
-    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    # A lone surrogate is counted, not refused here: the provider's encoder refuses it
+    # with its own 400 (invalid_text), after the reservation is returned.
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def chat_prompt_tokens(data):
