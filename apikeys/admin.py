@@ -552,14 +552,9 @@ class ApiKeyAdmin(AuditedAdmin, TeamScopedAdmin):
         context = {
             "periods": [(day.period, day.totals()), (month.period, month_totals)],
             "windows": ([requests] if requests else []) + throttling.token_windows(key),
-            "budget": key.monthly_budget,
-            # What the limit itself goes by, which may lag the records by a few minutes.
-            "budget_left": (
-                max(key.monthly_budget - throttling.month_spend(key), 0)
-                if key.monthly_budget is not None
-                else None
-            ),
-            "month_end": throttling.month_end(now.timestamp()),
+            # What the limits themselves go by, which may lag the records by a few minutes.
+            "budgets": throttling.budget_status(key),
+            "time_zone": settings.LIMITS_TIME_ZONE,
             "report_url": reverse(
                 "admin:apikeys_usagereport_changelist", current_app=self.admin_site.name
             )

@@ -7,7 +7,9 @@ class ApiKeysConfig(AppConfig):
     verbose_name = "API keys and usage"
 
     def ready(self):
-        from apikeys.models import ApiKey, key_changed
+        from apikeys.models import ApiKey, Team, key_changed
 
         post_save.connect(key_changed, sender=ApiKey, dispatch_uid="keys-saved")
         post_delete.connect(key_changed, sender=ApiKey, dispatch_uid="keys-deleted")
+        # Keys are kept with their team: a team's new limits reach them at once too.
+        post_save.connect(key_changed, sender=Team, dispatch_uid="teams-saved")

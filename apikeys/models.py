@@ -146,8 +146,13 @@ class ApiKeyManager(models.Manager):
 @off_the_request_thread
 def _find_key(wanted):
     # Both columns are unique, and a digest is in at most one of them: a rotation's new
-    # secret is random, never one a key had before.
-    return ApiKey.objects.filter(models.Q(digest=wanted) | models.Q(previous_digest=wanted)).first()
+    # secret is random, never one a key had before. With its team, whose limits every
+    # request of the key is held to too.
+    return (
+        ApiKey.objects.select_related("team")
+        .filter(models.Q(digest=wanted) | models.Q(previous_digest=wanted))
+        .first()
+    )
 
 
 def _budget(period):

@@ -1,39 +1,39 @@
-"""Limits on what a key may spend: requests, tokens and money per window.
+"""Limits on what a key, and the team it belongs to, may spend: requests, tokens and money.
 
-    requests per second, minute, hour or day   django-ratelimit's `get_usage`
-    tokens per minute                          a counter per minute
-    tokens per day (UTC)                       a counter per day, summed from usage records
-    USD per calendar month (UTC)               a counter per month, summed from usage records
+    requests per second, minute, hour or day   django-ratelimit's `get_usage`, the key's
+    tokens per minute                          key and team, counted in the cache
+    tokens per day                             key and team, summed from usage records
+    USD per day, week, month, lifetime         key and team, summed from usage records
 
-`admit()` runs before the view: it counts the request and refuses it (429) once a window is
-spent; a refused request never reaches a provider. `count_usage()` runs after the provider
-answered (from UsageMeter.save()): it adds the real tokens and cost to the counters.
+Days, weeks and months are calendar periods in settings.LIMITS_TIME_ZONE (apikeys/periods.py);
+a minute starts at :00 seconds.
 
-All counters live in the default cache: the in-process cache in development (one process,
-so exact), Redis when REDIS_URL is set, shared by every gateway process. Every change is an
-atomic add or increment, never a read followed by a write. Windows are fixed: a minute
-starts at :00, a day at 00:00 UTC (django-ratelimit's own windows start at a moment of
-their own for each key, so that keys do not all start afresh together).
+`admit()` runs before the view (gateway/decorators.py) and counts the request against the
+key's request rate. `reserve()` runs in the view once the request is validated, before any
+provider is called: it reserves the request's worst case (completions/worst_case.py) against
+every token window and budget of the key and of its team, in one atomic step of the shared
+ledger (apikeys/ledger.py), and refuses it (429) if any of them lacks room. When the answer
+ends, whatever the outcome, `Reservation.settle()` replaces the hold with the usage record's
+tokens and cost. A reservation not settled (the process died) expires after the request's
+longest possible life (`hold_seconds`).
 
-The day's tokens and the month's spend are sums over usage records that the cache holds
-for SUM_CACHE_SECONDS, then sums again: a cache restart or a lost increment cannot hand a
-key a fresh day or month. A token or budget window is checked before the call, when the
-request's own tokens are not known yet: requests admitted while the window had room may
-together take it past its limit; the next one is refused.
+So requests admitted together never take a window or budget past its limit, by more than
+what their prompts' real tokens exceed the estimate by: the only slack of the guarantee.
 """
 
-import contextlib
 import logging
 import math
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from decimal import Decimal
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import ROUND_FLOOR, Decimal
 
-from django.core.cache import cache
+from django.conf import settings
 from django_ratelimit.core import get_usage
 
-from apikeys.models import UsageRecord
+from apikeys import periods
+from apikeys.ledger import ADMITTED, MISSING, Limit, ledger
 from apikeys.rollups import usage_sums
 from gateway.db import off_the_request_thread
 from gateway.errors import RateLimited
@@ -46,17 +46,26 @@ timer = time.time
 
 PERIOD_NAMES = {"s": "second", "m": "minute", "h": "hour", "d": "day"}
 MINUTE = 60
-DAY = 24 * 60 * 60
 # Seconds a window's counter outlives its window, so that a clock a little behind another
 # process's does not find it gone (django-ratelimit allows 5 s too).
 EXPIRY_MARGIN = 5
-# Seconds a sum over usage records (the day's tokens, the month's spend) is kept in the cache
+# Seconds a sum over usage records (a day's tokens, a period's spend) is kept in the cache
 # and counted up, before it is summed again; the new sum corrects whatever the counter
-# missed (the race in `_summed_counter`).
+# missed (a settlement lost while the cache was down).
 SUM_CACHE_SECONDS = 10 * 60
-# The counter of spend holds whole units of 10^-8 USD, the precision of UsageRecord.cost.
+# Spend is counted in whole units of 10^-8 USD, the precision of UsageRecord.cost.
 SPEND_UNITS_PER_USD = 10**8
 CACHE_PREFIX = "apikeys:"
+# Seconds a reservation outlives the longest its request may take: time to write the
+# record and settle, and clocks of processes a little apart.
+HOLD_MARGIN_SECONDS = 60
+# How a budget's period is named in messages: (the budget, the period so far).
+BUDGET_WORDS = {
+    "day": ("daily budget", "today"),
+    "week": ("weekly budget", "this week"),
+    "month": ("monthly budget", "this month"),
+    "lifetime": ("lifetime budget", "in all"),
+}
 
 
 @dataclass
@@ -66,12 +75,18 @@ class Window:
     kind: str  # "requests" or "tokens"
     per: str  # "minute", "day"...
     limit: int
-    used: int
+    used: int  # settled and reserved
     resets_in: float  # seconds
+    reserved: int = 0
+    holder: str = ""  # "" for the key, else "the team 'x'"
 
     @property
     def remaining(self):
         return max(0, self.limit - self.used)
+
+    @property
+    def settled(self):
+        return self.used - self.reserved
 
     @property
     def spent(self):
@@ -80,27 +95,58 @@ class Window:
         return self.used > self.limit if self.kind == "requests" else self.used >= self.limit
 
     def describe(self):
-        return f"{self.kind} per {self.per}: limit {self.limit:,}, used {self.used:,}"
+        text = f"{self.kind} per {self.per}: limit {self.limit:,}, used {self.used:,}"
+        return f"{text} ({self.reserved:,} of them reserved)" if self.reserved else text
+
+
+@dataclass
+class BudgetStatus:
+    """Where one budget of a key or a team stands (USD)."""
+
+    period: str  # apikeys/periods.PERIODS
+    limit: Decimal
+    spent: Decimal  # settled: what finished requests cost
+    reserved: Decimal  # held by requests still running
+    resets_at: datetime | None  # None for lifetime
+
+    @property
+    def remaining(self):
+        return max(Decimal(0), self.limit - self.spent - self.reserved)
 
 
 @dataclass
 class Allowance:
-    """The windows a request was admitted under, reported in OpenAI's headers."""
+    """The windows and budgets a request was admitted under, reported in headers."""
 
     requests: Window | None  # None when RATELIMIT_ENABLE is off
     tokens: list
+    budgets: list = field(default_factory=list)
 
     def headers(self):
         headers = _window_headers(self.requests) if self.requests else {}
         if self.tokens:
-            # With a limit per minute and one per day, report the one closer to refusing.
+            # With several token windows (minute and day, key and team), report the one
+            # closest to refusing.
             tightest = min(self.tokens, key=lambda window: (window.remaining, window.resets_in))
             headers.update(_window_headers(tightest))
+        if self.budgets:
+            tightest = min(self.budgets, key=_budget_order)
+            headers["x-budget-remaining-usd"] = str(
+                tightest.remaining.quantize(Decimal("0.000001"), rounding=ROUND_FLOOR)
+            )
+            if tightest.resets_at is not None:
+                headers["x-budget-reset"] = tightest.resets_at.isoformat()
         return headers
 
     def add_headers(self, response):
         for name, value in self.headers().items():
             response[name] = value
+
+
+def _budget_order(status):
+    # The least left first; of equals, the one that resets first (lifetime last).
+    resets = status.resets_at.timestamp() if status.resets_at else math.inf
+    return (status.remaining, resets)
 
 
 def counter_id(key):
@@ -111,6 +157,17 @@ def counter_id(key):
     Not by its current digest: a rotated key would start its windows afresh.
     """
     return key.counter_id or key.digest[:32]
+
+
+def _holder_id(holder):
+    if hasattr(holder, "digest"):
+        return f"key:{counter_id(holder)}"
+    # A team's id with its creation instant, for the same reason as counter_id.
+    return f"team:{holder.pk}:{int(holder.created_at.timestamp() * 1000)}"
+
+
+def _holder_words(holder):
+    return "" if hasattr(holder, "digest") else f"the team '{holder.name}'"
 
 
 def request_window(key, increment=True):
@@ -140,91 +197,280 @@ def request_window(key, increment=True):
     )
 
 
-def token_windows(key, now=None):
-    """Return the key's token windows that have a limit, with the tokens used in each."""
-    now = timer() if now is None else now
+@dataclass
+class _Spec:
+    """One token window or budget of a key or team, in the current window."""
+
+    holder: object
+    kind: str  # "tokens" or "spend"
+    period: str  # "minute", or one of periods.PERIODS
+    limit: Limit
+    starts_at: datetime | None
+    resets_at: datetime | None
+    resets_in: float
+
+    def summed(self):
+        """Return the settled amount from the usage of this window: the hourly rollups of
+        its whole hours and the records of the hour under way (apikeys/rollups.py)."""
+        if hasattr(self.holder, "digest"):
+            sums = usage_sums(api_key=self.holder, since=self.starts_at)
+        else:
+            sums = usage_sums(team=self.holder, since=self.starts_at)
+        if self.kind == "tokens":
+            return sums["total_tokens"] or 0
+        return int((sums["cost"] or 0) * SPEND_UNITS_PER_USD)
+
+    def window(self, settled, reserved):
+        return Window(
+            "tokens",
+            self.period,
+            self.limit.limit,
+            settled + reserved,
+            self.resets_in,
+            reserved=reserved,
+            holder=_holder_words(self.holder),
+        )
+
+    def budget(self, settled, reserved):
+        return BudgetStatus(
+            self.period,
+            Decimal(self.limit.limit) / SPEND_UNITS_PER_USD,
+            Decimal(settled) / SPEND_UNITS_PER_USD,
+            Decimal(reserved) / SPEND_UNITS_PER_USD,
+            self.resets_at,
+        )
+
+
+def _specs(holder, now):
+    """Return the limits of one key or team that are set, in the windows that hold `now`."""
+    specs = []
+    base = f"{CACHE_PREFIX}ledger:{_holder_id(holder)}"
+    if holder.tokens_per_minute is not None:
+        resets_in = (now // MINUTE + 1) * MINUTE - now
+        name = f"{base}:tokens:minute:{int(now // MINUTE)}"
+        limit = Limit(name, holder.tokens_per_minute, math.ceil(resets_in) + EXPIRY_MARGIN, 0)
+        specs.append(_Spec(holder, "tokens", "minute", limit, None, None, resets_in))
     windows = []
-    if key.tokens_per_minute is not None:
-        used = cache.get(_token_counter(key, MINUTE, now), 0)
-        windows.append(
-            Window("tokens", "minute", key.tokens_per_minute, used, _resets_in(MINUTE, now))
-        )
-    if key.tokens_per_day is not None:
-        day_start = datetime.fromtimestamp(now // DAY * DAY, UTC)
-        used = _summed_counter(
-            _token_counter(key, DAY, now),
-            lambda: usage_sums(api_key=key, since=day_start)["total_tokens"],
-        )
-        windows.append(Window("tokens", "day", key.tokens_per_day, used, _resets_in(DAY, now)))
-    return windows
+    if holder.tokens_per_day is not None:
+        windows.append(("tokens", "day", holder.tokens_per_day))
+    for period, budget in holder.budgets().items():
+        windows.append(("spend", period, int(budget * SPEND_UNITS_PER_USD)))
+    for kind, period, amount in windows:
+        starts_at = periods.start(period, now)
+        resets_at = periods.end(period, now)
+        resets_in = resets_at.timestamp() - now if resets_at else math.inf
+        ttl = SUM_CACHE_SECONDS
+        if resets_at is not None:
+            ttl = min(ttl, math.ceil(resets_in) + EXPIRY_MARGIN)
+        name = f"{base}:{kind}:{period}:{starts_at:%Y-%m-%d}"
+        limit = Limit(name, amount, max(ttl, 1), None)
+        specs.append(_Spec(holder, kind, period, limit, starts_at, resets_at, resets_in))
+    return specs
 
 
-def month_spend(key, now=None):
-    """Return what the key spent this calendar month (UTC), in USD."""
-    now = timer() if now is None else now
-
-    def spent():
-        cost = usage_sums(api_key=key, since=month_start(now))["cost"]
-        return int((cost or 0) * SPEND_UNITS_PER_USD)
-
-    return Decimal(_summed_counter(_spend_counter(key, now), spent)) / SPEND_UNITS_PER_USD
+def _holders(key):
+    # The key's team comes with the key (ApiKeyManager looks keys up with their team).
+    return [key] if key.team_id is None else [key, key.team]
 
 
-def admit(request, *, spends):
-    """Count the request against its key's limits; raise RateLimited (429) if one is spent.
+@dataclass
+class Reservation:
+    """A request's hold on its limits, until it is settled with the real usage."""
 
-    `spends`: the endpoint runs a model, so token windows and the budget apply too.
+    id: str
+    limits: list  # ledger Limits
+    kinds: list  # "tokens" or "spend", one per limit
+    key_name: str
+    # Set once a usage record took the reservation over (UsageMeter.save).
+    claimed: bool = False
+
+    def amounts(self, tokens, cost):
+        spend = int(Decimal(cost) * SPEND_UNITS_PER_USD)
+        return [tokens if kind == "tokens" else spend for kind in self.kinds]
+
+    def settle(self, tokens, cost):
+        """Replace the hold with the real usage: tokens, and cost in Decimal USD."""
+        if not self.limits:
+            return
+        try:
+            ledger.settle(self.limits, self.id, self.amounts(tokens, cost))
+        except Exception:
+            # The usage record is already written and is what budgets are summed again
+            # from; a cache that is down must not turn an answered request into an error.
+            # The hold expires on its own.
+            logger.exception("Could not settle the usage of key %s in the cache", self.key_name)
+
+    def release(self):
+        """Return the whole hold: the request reached no provider."""
+        self.settle(0, 0)
+
+
+def hold_seconds(stream, candidates=1, rounds=1):
+    """Return the longest a request may run: its calls (`rounds` one after another, on each
+    candidate in turn), retries, and the record's write; past it, its reservation expires."""
+    call = settings.UPSTREAM_STREAM_TIMEOUT if stream else settings.UPSTREAM_TIMEOUT
+    per_candidate = rounds * (call + settings.UPSTREAM_RETRY_MAX_SECONDS)
+    return candidates * per_candidate + settings.USAGE_WRITE_TIMEOUT + HOLD_MARGIN_SECONDS
+
+
+def reserve(request, tokens, cost, hold):
+    """Reserve a request's worst case (tokens, Decimal USD) against its key's and team's
+    limits for `hold` seconds; raise RateLimited if one of them lacks room.
+
+    The reservation is kept as `request.reservation`, and the windows and budgets it was
+    admitted under update the request's headers (`request.allowance`).
     """
     key = request.api_key
     now = timer()
-    allowance = Allowance(request_window(key), token_windows(key, now) if spends else [])
+    specs = [spec for holder in _holders(key) for spec in _specs(holder, now)]
+    reservation = Reservation(
+        uuid.uuid4().hex, [s.limit for s in specs], [s.kind for s in specs], key.name
+    )
+    request.reservation = reservation
+    if not specs:
+        return reservation
+    amounts = reservation.amounts(tokens, cost)
+    outcome = ledger.admit(
+        reservation.limits, amounts, reservation.id, now + hold, now, hold + HOLD_MARGIN_SECONDS
+    )
+    # A counter the cache lost is summed from the records; another may expire meanwhile.
+    for _ in range(3):
+        if outcome.code != MISSING:
+            break
+        for index in outcome.states:
+            specs[index].limit.initial = specs[index].summed()
+        outcome = ledger.admit(
+            reservation.limits, amounts, reservation.id, now + hold, now, hold + HOLD_MARGIN_SECONDS
+        )
+    if outcome.code == MISSING:
+        raise RuntimeError("The limits' counters could not be summed")
+    admitted = outcome.code == ADMITTED
+    allowance = getattr(request, "allowance", None) or Allowance(None, [])
+    request.allowance = allowance
+    allowance.tokens, allowance.budgets = [], []
+    refusing = []
+    for spec, amount, state in zip(specs, amounts, outcome.states, strict=True):
+        reserved = state.reserved + (amount if admitted else 0)
+        if spec.kind == "tokens":
+            allowance.tokens.append(spec.window(state.settled, reserved))
+        else:
+            allowance.budgets.append(spec.budget(state.settled, reserved))
+        if state.settled + state.reserved + max(amount, 1) > spec.limit.limit:
+            refusing.append((spec, amount, state))
+    if not admitted:
+        request.reservation = None
+        raise _refusal(key, allowance, refusing)
+    return reservation
+
+
+_reserve_off_the_loop = off_the_request_thread(reserve)
+
+
+async def areserve(request, tokens, cost, hold):
+    """Reserve as `reserve` does, from the event loop.
+
+    A key without token windows or budgets, and without a team, has nothing to reserve:
+    it costs no thread hop and no cache call.
+    """
+    key = request.api_key
+    if key.team_id is None and not _has_limits(key):
+        request.reservation = Reservation(uuid.uuid4().hex, [], [], key.name)
+        return request.reservation
+    return await _reserve_off_the_loop(request, tokens, cost, hold)
+
+
+def _has_limits(holder):
+    return (
+        holder.tokens_per_minute is not None
+        or holder.tokens_per_day is not None
+        or bool(holder.budgets())
+    )
+
+
+def settle(key, reservation, tokens, cost):
+    """Settle a finished request's usage; without a reservation, add it to the key's and
+    team's counters as they stand now."""
+    if reservation is None:
+        now = timer()
+        specs = [spec for holder in _holders(key) for spec in _specs(holder, now)]
+        reservation = Reservation("", [s.limit for s in specs], [s.kind for s in specs], key.name)
+    reservation.settle(tokens, cost)
+
+
+asettle = off_the_request_thread(settle)
+
+
+def token_windows(holder, now=None):
+    """Return the token windows of a key or team that have a limit, with what each has
+    settled and holds reserved."""
+    now = timer() if now is None else now
+    specs = [spec for spec in _specs(holder, now) if spec.kind == "tokens"]
+    return [spec.window(*state) for spec, state in zip(specs, _read(specs, now), strict=True)]
+
+
+def budget_status(holder, now=None):
+    """Return a BudgetStatus for each budget of a key or team, in periods.PERIODS order."""
+    now = timer() if now is None else now
+    specs = [spec for spec in _specs(holder, now) if spec.kind == "spend"]
+    return [spec.budget(*state) for spec, state in zip(specs, _read(specs, now), strict=True)]
+
+
+def _read(specs, now):
+    """Return (settled, reserved) of each spec; a lost counter is summed, not written."""
+    if not specs:
+        return []
+    states = ledger.read([spec.limit for spec in specs], now)
+    return [
+        (
+            state.settled
+            if state.settled is not None
+            else (0 if spec.limit.initial == 0 else spec.summed()),
+            state.reserved,
+        )
+        for spec, state in zip(specs, states, strict=True)
+    ]
+
+
+def describe_limits(request):
+    """Add the key's and team's token windows and budgets to the request's headers when no
+    reservation did (a request refused before it was reserved: invalid, say)."""
+    allowance = getattr(request, "allowance", None)
+    if allowance is None or allowance.tokens or allowance.budgets:
+        return
+    now = timer()
+    for holder in _holders(request.api_key):
+        allowance.tokens += token_windows(holder, now)
+        allowance.budgets += budget_status(holder, now)
+
+
+adescribe_limits = off_the_request_thread(describe_limits)
+
+
+def admit(request, *, spends):
+    """Count the request against its key's request rate; raise RateLimited (429) if spent.
+
+    `spends`: the endpoint runs a model; its tokens and money are reserved by the view
+    (`reserve`), once the request is validated.
+    """
+    key = request.api_key
+    allowance = Allowance(request_window(key), [])
+    request.allowance = allowance
     if allowance.requests and allowance.requests.spent:
-        raise _refusal(key, allowance, [allowance.requests])
-    spent = [window for window in allowance.tokens if window.spent]
-    if spent:
-        raise _refusal(key, allowance, spent)
-    if spends and key.monthly_budget is not None:
-        spend = month_spend(key, now)
-        if spend >= key.monthly_budget:
-            resets_in = month_end(now).timestamp() - now
-            raise RateLimited(
-                f"The API key '{key.name}' has used its monthly budget: {spend:.2f} of "
-                f"{key.monthly_budget:.2f} USD spent this month. It resets on "
-                f"{month_end(now):%Y-%m-%d} 00:00 UTC.",
-                code="insufficient_quota",
-                headers={**allowance.headers(), "Retry-After": _retry_after(resets_in)},
-            )
+        raise _refusal(key, allowance, [])
     return allowance
 
 
 aadmit = off_the_request_thread(admit)
 
 
-def count_usage(key, tokens, cost):
-    """Add a finished request's tokens and cost (Decimal USD) to the key's counters."""
-    now = timer()
-    try:
-        # Only the counters of the key's limits: a key without any costs no cache call.
-        if tokens and key.tokens_per_minute is not None:
-            _add(_token_counter(key, MINUTE, now), tokens, MINUTE + EXPIRY_MARGIN)
-        # Sums are counted up only while they are in the cache: a missing one is summed
-        # from the records, this request's included, the next time it is read. (A limit
-        # removed and set again within SUM_CACHE_SECONDS finds its sum short of the
-        # requests in between, until it is summed again.)
-        if tokens and key.tokens_per_day is not None:
-            with contextlib.suppress(ValueError):
-                cache.incr(_token_counter(key, DAY, now), tokens)
-        if cost and key.monthly_budget is not None:
-            with contextlib.suppress(ValueError):
-                cache.incr(_spend_counter(key, now), int(cost * SPEND_UNITS_PER_USD))
-    except Exception:
-        # The usage record is already written and is what reports and budgets rebuild
-        # from; a cache that is down must not turn an answered request into an error.
-        logger.exception("Could not count the usage of key %s in the cache", key.name)
+def month_start(now):
+    """Return the first moment of the calendar month (LIMITS_TIME_ZONE) holding `now`."""
+    return periods.start("month", now)
 
 
-# Cache calls, and a sum of records when a counter is missing.
-acount_usage = off_the_request_thread(count_usage)
+def month_end(now):
+    """Return the first moment of the calendar month (LIMITS_TIME_ZONE) after `now`'s."""
+    return periods.end("month", now)
 
 
 def format_duration(seconds):
@@ -250,73 +496,64 @@ def _window_headers(window):
     }
 
 
-def _refusal(key, allowance, spent):
-    # With both token windows spent, the request waits for the later of the two.
-    resets_in = max(window.resets_in for window in spent)
+def _refusal(key, allowance, refusing):
+    """Return the 429 for a request refused by the request rate (`refusing` empty) or by
+    the (spec, amount, state) of the token windows and budgets that lack room."""
+    headers = allowance.headers()
+    if not refusing:
+        window = allowance.requests
+        return RateLimited(
+            f"Rate limit reached for the API key '{key.name}' on {window.describe()}. "
+            f"Try again in {format_duration(window.resets_in)}.",
+            headers={**headers, "Retry-After": _retry_after(window.resets_in)},
+        )
+    # Where what is settled leaves room, the request waits only for those still running.
+    waits = [
+        spec.resets_in if state.settled + max(amount, 1) > spec.limit.limit else 1
+        for spec, amount, state in refusing
+    ]
+    wait = max(waits)
+    if math.isfinite(wait):
+        headers["Retry-After"] = _retry_after(wait)
+    budgets = [item for item in refusing if item[0].kind == "spend"]
+    if budgets:
+        spec, amount, state = budgets[0]
+        return RateLimited(
+            _budget_message(key, spec, amount, state), code="insufficient_quota", headers=headers
+        )
+    parts = []
+    for spec, amount, state in refusing:
+        window = spec.window(state.settled, state.reserved)
+        owner = f"the team '{spec.holder.name}' of " if window.holder else ""
+        parts.append(f"{owner}{window.describe()}, this request may take up to {amount:,}")
     return RateLimited(
-        f"Rate limit reached for the API key '{key.name}' on "
-        f"{'; '.join(window.describe() for window in spent)}. "
-        f"Try again in {format_duration(resets_in)}.",
-        headers={**allowance.headers(), "Retry-After": _retry_after(resets_in)},
+        f"Rate limit reached for the API key '{key.name}' on {'; '.join(parts)}. "
+        + (f"Try again in {format_duration(wait)}." if math.isfinite(wait) else ""),
+        headers=headers,
     )
+
+
+def _budget_message(key, spec, amount, state):
+    name, so_far = BUDGET_WORDS[spec.period]
+    limit = Decimal(spec.limit.limit) / SPEND_UNITS_PER_USD
+    spent = Decimal(state.settled) / SPEND_UNITS_PER_USD
+    reserved = Decimal(state.reserved) / SPEND_UNITS_PER_USD
+    cost = Decimal(amount) / SPEND_UNITS_PER_USD
+    who = (
+        f"The API key '{key.name}'"
+        if spec.holder is key
+        else f"The team '{spec.holder.name}' of the API key '{key.name}'"
+    )
+    message = (
+        f"{who} has not enough left of its {name}: {spent:.2f} of {limit:.2f} USD spent "
+        f"{so_far}"
+        + (f", {reserved:.2f} USD reserved by requests still running" if reserved else "")
+        + f"; this request may cost up to {cost:.4f} USD."
+    )
+    if spec.resets_at is not None:
+        message += f" It resets on {spec.resets_at:%Y-%m-%d %H:%M} {settings.LIMITS_TIME_ZONE}."
+    return message
 
 
 def _retry_after(seconds):
     return str(max(1, math.ceil(seconds)))
-
-
-def _summed_counter(name, total):
-    """Return a counter holding a sum over usage records, summing them with `total()` if
-    the cache has lost it or never had it."""
-    value = cache.get(name)
-    if value is None:
-        # Race condition: a request that ends between the sum and the add may be counted
-        # twice or not at all, until the sum is made again after SUM_CACHE_SECONDS. Exact
-        # enough for a day's tokens or a month's budget, and the hot path stays one read.
-        value = total() or 0
-        if not cache.add(name, value, SUM_CACHE_SECONDS):
-            value = cache.get(name, value)
-    return value
-
-
-def _records_since(key, moment):
-    return UsageRecord.objects.filter(api_key=key, created_at__gte=moment)
-
-
-def _add(name, amount, timeout):
-    """Add to a counter atomically, creating it for `timeout` seconds if it is missing."""
-    cache.add(name, 0, timeout)
-    try:
-        cache.incr(name, amount)
-    except ValueError:
-        # Expired between the add and the incr: this amount starts the next counter.
-        if not cache.add(name, amount, timeout):
-            cache.incr(name, amount)
-
-
-def _token_counter(key, period, now):
-    # Windows are aligned on the epoch: minutes start at :00 seconds, days at 00:00 UTC.
-    return f"{CACHE_PREFIX}tokens:{counter_id(key)}:{period}:{int(now // period)}"
-
-
-def _resets_in(period, now):
-    return (now // period + 1) * period - now
-
-
-def _spend_counter(key, now):
-    return f"{CACHE_PREFIX}spend:{counter_id(key)}:{month_start(now):%Y-%m}"
-
-
-def month_start(now):
-    """Return the first moment of the calendar month (UTC) that holds `now` (epoch seconds)."""
-    return datetime.fromtimestamp(now, UTC).replace(
-        day=1, hour=0, minute=0, second=0, microsecond=0
-    )
-
-
-def month_end(now):
-    """Return the first moment of the calendar month (UTC) after the one that holds `now`."""
-    start = month_start(now)
-    if start.month == 12:
-        return start.replace(year=start.year + 1, month=1)
-    return start.replace(month=start.month + 1)

@@ -1,7 +1,7 @@
 """Usage records: one for every request that reached a provider, whatever its outcome.
 
-The record carries the request's cost, from the answering model's prices, and its tokens
-and cost are added to the key's limit counters (apikeys/throttling.py) once it is written.
+The record carries the request's cost, from the answering model's prices; once it is
+written, its tokens and cost settle the request's reservation (apikeys/throttling.py).
 """
 
 import asyncio
@@ -11,7 +11,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from alerts.budgets import budget_alerts
 from apikeys.models import UsageRecord
-from apikeys.throttling import acount_usage
+from apikeys.throttling import asettle
 from apikeys.writer import writer
 from gateway import metrics
 from gateway.errors import GatewayError, InvalidRequest, PayloadTooLarge
@@ -59,6 +59,8 @@ class UsageMeter:
         self.error = ""
         self.error_code = None
         self.saved = False
+        # The request's hold on its limits (throttling.reserve), settled by the record.
+        self.reservation = getattr(request, "reservation", None)
         # A media endpoint's count of what it made (images, audio seconds, characters,
         # documents), priced at the model's unit_price; tokens are counted from `usage`.
         self.unit = UsageRecord.TOKENS
@@ -144,9 +146,12 @@ class UsageMeter:
         if self.saved:
             return
         self.saved = True
+        reservation = self.reservation
+        if reservation is not None:
+            reservation.claimed = True
         fields = self.record_fields()
         self._observe(fields)
-        task = asyncio.ensure_future(_record(self.fields["api_key"], fields))
+        task = asyncio.ensure_future(_record(self.fields["api_key"], reservation, fields))
         _pending_saves.add(task)
         task.add_done_callback(_pending_saves.discard)
         await asyncio.shield(task)
@@ -195,14 +200,16 @@ def units_cost(model, units):
     return (units * price).quantize(COST_PRECISION, rounding=ROUND_HALF_UP)
 
 
-async def _record(key, fields):
+async def _record(key, reservation, fields):
     try:
         await _write(fields)
         # Scheduled, not awaited: the request does not wait for its alerts.
         budget_alerts.check_after(key)
     finally:
-        # Counted even if the write failed: the provider has spent the tokens all the same.
-        await acount_usage(key, fields["total_tokens"], fields["cost"])
+        # Settled after the write, so that a sum of the records made meanwhile counts the
+        # request twice rather than not at all; settled even if the write failed: the
+        # provider has spent the tokens all the same.
+        await asettle(key, reservation, fields["total_tokens"], fields["cost"])
 
 
 async def _write(fields):

@@ -15,7 +15,9 @@ import uuid
 from django.http import HttpResponse, JsonResponse
 
 from apikeys.models import UsageRecord
+from apikeys.throttling import hold_seconds
 from apikeys.usage import UsageMeter
+from completions import worst_case
 from completions.fallbacks import call_with_fallbacks
 from completions.media_serializers import (
     ImageSerializer,
@@ -35,7 +37,7 @@ from completions.providers.media import (
 )
 from completions.registry import fallback_chain, resolve_model
 from completions.serializers import validate_body
-from completions.views import _all
+from completions.views import MAX_PARALLEL_CALLS, _all, reserve
 from gateway.decorators import api_endpoint, json_body
 from gateway.errors import InvalidRequest
 
@@ -67,6 +69,13 @@ async def image_generations(request):
         return await _all(provider.generate_image(image_for(candidate)) for _ in range(data["n"]))
 
     candidates = fallback_chain(model, request.api_key, "images")
+    rounds = math.ceil(data["n"] / MAX_PARALLEL_CALLS)
+    await reserve(
+        request,
+        meter,
+        worst_case.units(candidates, data["n"]),
+        hold_seconds(False, len(candidates), rounds),
+    )
     _, _, results = await call_with_fallbacks(candidates, meter, call)
     meter.counted(len(results), UsageRecord.IMAGES)
     await meter.save()
@@ -109,6 +118,10 @@ async def _transcribe(request, task, capability):
         )
 
     candidates = fallback_chain(model, request.api_key, capability)
+    seconds = worst_case.audio_seconds(len(audio))
+    await reserve(
+        request, meter, worst_case.units(candidates, seconds), hold_seconds(False, len(candidates))
+    )
     _, _, result = await call_with_fallbacks(candidates, meter, call)
     # Whole seconds, rounded up, as audio is billed by the started second; 0 when the model
     # said nothing of the length.
@@ -192,6 +205,13 @@ async def audio_speech(request):
         )
 
     candidates = fallback_chain(model, request.api_key, "speech")
+    characters = len(data["input"])
+    await reserve(
+        request,
+        meter,
+        worst_case.units(candidates, characters),
+        hold_seconds(False, len(candidates)),
+    )
     _, _, result = await call_with_fallbacks(candidates, meter, call)
     meter.counted(len(data["input"]), UsageRecord.CHARACTERS)
     await meter.save()
@@ -248,6 +268,13 @@ async def moderations(request):
         )
 
     candidates = fallback_chain(model, request.api_key, "moderations")
+    rounds = math.ceil(len(data["input"]) / MAX_PARALLEL_CALLS)
+    await reserve(
+        request,
+        meter,
+        worst_case.moderations(data["input"], candidates),
+        hold_seconds(False, len(candidates), rounds),
+    )
     answered, _, results = await call_with_fallbacks(candidates, meter, call)
     meter.succeeded(sum((r.usage or Usage() for r in results), Usage()))
     await meter.save()
@@ -292,6 +319,7 @@ async def rerank(request):
             )
         )
 
+    await reserve(request, meter, worst_case.units([model], len(documents)), hold_seconds(False))
     # No fallbacks: another reranker's scores are on another scale.
     _, _, result = await call_with_fallbacks([model], meter, call)
     meter.counted(len(documents), UsageRecord.DOCUMENTS)

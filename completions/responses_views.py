@@ -16,6 +16,8 @@ import uuid
 from django.http import JsonResponse
 
 from apikeys.permissions import require_write
+from apikeys.throttling import hold_seconds
+from completions import worst_case
 from completions.fallbacks import call_with_fallbacks
 from completions.models import StoredResponse
 from completions.providers.base import deltas_of_result
@@ -27,7 +29,7 @@ from completions.responses import (
     refuse_unsupported,
 )
 from completions.serializers import validate_body
-from completions.views import _answering_name, _stream, prepare_chat
+from completions.views import _answering_name, _stream, prepare_chat, reserve
 from gateway.db import off_the_request_thread
 from gateway.decorators import api_endpoint, json_body
 from gateway.errors import NotFound
@@ -46,6 +48,12 @@ async def create_response(request):
     chat = chat_request(data, items)
     model, candidates, meter, chat_for = await prepare_chat(
         request, chat.validated_data, chat.sampling_params(), "/v1/responses", image_param="input"
+    )
+    await reserve(
+        request,
+        meter,
+        worst_case.chat(chat.validated_data, candidates),
+        hold_seconds(data["stream"], len(candidates)),
     )
     response_id = "resp_" + uuid.uuid4().hex
     events = ResponseEvents(response_id, data["model"], data, meter)

@@ -8,13 +8,16 @@ falling back while it fails (fallbacks.py, providers/) -> record usage (apikeys/
 import asyncio
 import base64
 import logging
+import math
 import struct
 import time
 import uuid
 
 from django.http import JsonResponse
 
+from apikeys.throttling import areserve, hold_seconds
 from apikeys.usage import UsageMeter
+from completions import worst_case
 from completions.affinity import session_affinity
 from completions.fallbacks import call_with_fallbacks
 from completions.image_urls import inline_images
@@ -81,6 +84,12 @@ async def chat_completions(request):
     data = serializer.validated_data
     model, candidates, meter, chat_for = await prepare_chat(
         request, data, serializer.sampling_params(), "/v1/chat/completions"
+    )
+    await reserve(
+        request,
+        meter,
+        worst_case.chat(data, candidates),
+        hold_seconds(data["stream"], len(candidates)),
     )
 
     completion_id = "chatcmpl-" + uuid.uuid4().hex
@@ -207,6 +216,13 @@ async def completions(request):
         )
 
     get_provider(model.provider).check_completion(completion_for(model, prompts[0]))
+    rounds = math.ceil(len(prompts) / MAX_PARALLEL_CALLS)
+    await reserve(
+        request,
+        meter,
+        worst_case.completions(data, candidates),
+        hold_seconds(data["stream"], len(candidates), rounds),
+    )
 
     completion_id = "cmpl-" + uuid.uuid4().hex
     if data["stream"]:
@@ -280,6 +296,10 @@ async def embeddings(request):
     size = provider.embedding_batch_size
     batches = [texts[start : start + size] for start in range(0, len(texts), size)]
     meter = UsageMeter(request, model, "/v1/embeddings", False, requested_model=data["model"])
+    rounds = math.ceil(len(batches) / MAX_PARALLEL_CALLS)
+    await reserve(
+        request, meter, worst_case.embeddings(texts, model), hold_seconds(False, 1, rounds)
+    )
 
     async def call(provider, candidate):
         return await _all(
@@ -324,6 +344,12 @@ async def embeddings(request):
             "usage": {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.prompt_tokens},
         }
     )
+
+
+async def reserve(request, meter, worst, hold):
+    """Reserve the request's worst case against its limits (429 if it does not fit), for
+    `hold` seconds at most; the meter's record settles it."""
+    meter.reservation = await areserve(request, worst.tokens, worst.cost, hold)
 
 
 async def _stream(candidates, meter, open_deltas, chunks, stop, before_finish=None):

@@ -1,3 +1,4 @@
+import contextlib
 import functools
 import json
 
@@ -7,7 +8,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from apikeys.authentication import authenticate
 from apikeys.permissions import require_write
-from apikeys.throttling import aadmit
+from apikeys.throttling import aadmit, adescribe_limits, asettle
 from gateway.errors import (
     GatewayError,
     InvalidRequest,
@@ -47,7 +48,9 @@ def api_endpoint(*, methods, write=False):
 
     The view gets the authenticated key as `request.api_key` and may raise any
     GatewayError; it is rendered as OpenAI's error object. Once the key is known, the
-    answer carries its rate limit headers (x-ratelimit-*), a refusal (429) too.
+    answer carries its rate limit headers (x-ratelimit-*), a refusal (429) too; an
+    endpoint that runs a model adds its token windows and budget (x-budget-*). A
+    reservation that no usage record took over when the view ends is returned here.
     """
 
     allowed = allowed_methods(methods)
@@ -57,26 +60,47 @@ def api_endpoint(*, methods, write=False):
         @functools.wraps(view)
         async def wrapper(request, *args, **kwargs):
             allowance = None
+            request.reservation = None
+            response = None
             try:
                 if request.method not in allowed:
                     raise MethodNotAllowed(request.method, methods)
                 request.api_key = await authenticate(request)
                 if write:
                     require_write(request.api_key)
-                # Endpoints that need write permission are those that run a model, so
-                # they are also held to the key's token limits and budget.
+                # Endpoints that need write permission are those that run a model: the
+                # view reserves their tokens and money once the request is validated
+                # (apikeys/throttling.reserve).
                 allowance = await aadmit(request, spends=write)
                 response = await view(request, *args, **kwargs)
             except GatewayError as error:
                 response = error_response(error)
+            finally:
+                if not getattr(response, "streaming", False):
+                    await _release_unclaimed(request)
+            if allowance is not None and write and request.reservation is None:
+                # Refused before its reservation (invalid, a model it may not use): where
+                # its limits stand all the same.
+                with contextlib.suppress(Exception):
+                    await adescribe_limits(request)
             if allowance is not None:
-                # Set before a streamed answer's first byte is sent.
+                # Set before a streamed answer's first byte is sent; a reservation has
+                # added the token windows and budgets to it.
                 allowance.add_headers(response)
             return response
 
         return wrapper
 
     return decorator
+
+
+async def _release_unclaimed(request):
+    """Return a reservation that no usage record took over: the view ended before any
+    provider was called. (A stream's record takes it over when the stream ends.)"""
+    reservation = request.reservation
+    if reservation is not None and not reservation.claimed:
+        reservation.claimed = True
+        await asettle(request.api_key, reservation, 0, 0)
 
 
 def json_body(request):

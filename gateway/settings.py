@@ -483,6 +483,8 @@ CORS_EXPOSE_HEADERS = [
     "x-ratelimit-limit-tokens",
     "x-ratelimit-remaining-tokens",
     "x-ratelimit-reset-tokens",
+    "x-budget-remaining-usd",
+    "x-budget-reset",
 ]
 
 # Proxies (CIDRs, such as 127.0.0.1 for nginx on the same machine) whose X-Forwarded-For is

@@ -15,6 +15,9 @@ another process can only influence the upstream through the request it forwards:
     slow          0.5 s before answering, 0.05 s between stream events
     drip          streams a "drip" word every 0.2 s, up to 100 events
     hang          30 s before answering
+    gated         waits until the test opens the gate (``close_gate``, ``open_gate``), so
+                  that requests sent together are all in flight at once; ``at_gate``
+                  counts those that arrived
     no-usage      answers and streams without token counts
     absurd-usage-negative, -huge, -inf
                   a hostile upstream's token counts: -1000, 10**30, infinity (ABSURD_USAGE)
@@ -701,6 +704,10 @@ class FakeUpstream:
         # Only changed on the server's event loop thread, so reads from tests are safe enough.
         self.open_streams = 0
         self.drip_closed = threading.Event()
+        # Open unless a test closes it (see "gated" above).
+        self.gate = threading.Event()
+        self.gate.set()
+        self.at_gate = 0
         self._requests_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -752,6 +759,14 @@ class FakeUpstream:
         self.schemas.clear()
         self.prefix_cache.clear()
         self.drip_closed.clear()
+        self.open_gate()
+        self.at_gate = 0
+
+    def close_gate(self) -> None:
+        self.gate.clear()
+
+    def open_gate(self) -> None:
+        self.gate.set()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -818,6 +833,11 @@ class FakeUpstream:
             return web.json_response({"error": message}, status=error.status)
 
     async def _wait_before_answering(self, model: str) -> None:
+        if "gated" in model:
+            with self._requests_lock:
+                self.at_gate += 1
+            while not self.gate.is_set():
+                await asyncio.sleep(0.005)
         if "hang" in model:
             await asyncio.sleep(HANG_SECONDS)
         elif "slow" in model:

@@ -8,6 +8,11 @@ from tests.conftest import LLAMA
 # The fake upstream counts words: 3 prompt tokens, 4 completion tokens ("Echo: hello there
 # world").
 MESSAGES = [{"role": "user", "content": "hello there world"}]
+# The max_tokens the chats below send, unless told otherwise: all of the answer's 4 words.
+MAX_TOKENS = 4
+# What such a chat reserves against a token window (completions/worst_case.py): 128 tokens of
+# prompt estimate (its JSON's bytes and PROMPT_OVERHEAD_TOKENS) and MAX_TOKENS.
+WORST_TOKENS = 132
 
 
 async def new_key(**fields):
@@ -20,7 +25,7 @@ async def chat(api, headers, model=LLAMA, **body):
     """Send MESSAGES to a model through Django's async test client; return the response."""
     return await api.post(
         "/v1/chat/completions",
-        data={"model": model, "messages": MESSAGES, **body},
+        data={"model": model, "messages": MESSAGES, "max_tokens": MAX_TOKENS, **body},
         content_type="application/json",
         headers=headers,
     )

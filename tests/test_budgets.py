@@ -1,4 +1,8 @@
-"""Cost of each request from its model's prices, and a monthly spend limit per key."""
+"""Cost of each request from its model's prices, and a monthly spend limit per key.
+
+A chat here costs 0.011 USD and reserves up to 0.136 USD while it runs (tests/limited_keys.py's
+WORST_TOKENS at the dear prices): a budget of 0.15 USD admits two and refuses the third.
+"""
 
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -27,7 +31,8 @@ def priced(cloudflare):
 
 @pytest.fixture
 def dear(cloudflare):
-    """Llama at 1,000 and 2,000 USD per million tokens: 0.011 USD per request here."""
+    """Llama at 1,000 and 2,000 USD per million tokens: 0.011 USD per request here, and
+    at most 128 × 0.001 + 4 × 0.002 = 0.136 USD."""
     Model.objects.filter(name=LLAMA).update(
         input_price=Decimal("1000"), output_price=Decimal("2000")
     )
@@ -63,7 +68,7 @@ async def test_a_failed_call_costs_nothing(api, alice, priced):
 
 
 async def test_it_admits_requests_while_the_month_has_budget_left(api, dear, clock):
-    dave = await new_key(monthly_budget=Decimal("0.02"))
+    dave = await new_key(monthly_budget=Decimal("0.30"))
 
     first = await chat(api, dave)
     second = await chat(api, dave)
@@ -74,7 +79,7 @@ async def test_it_admits_requests_while_the_month_has_budget_left(api, dear, clo
 async def test_it_refuses_with_insufficient_quota_once_the_budget_is_spent(
     api, dear, upstream, clock
 ):
-    dave = await new_key(monthly_budget=Decimal("0.02"))
+    dave = await new_key(monthly_budget=Decimal("0.15"))
     await chat(api, dave)
     await chat(api, dave)
 
@@ -83,12 +88,13 @@ async def test_it_refuses_with_insufficient_quota_once_the_budget_is_spent(
     assert response.status_code == 429
     error = response.json()["error"]
     assert error["code"] == "insufficient_quota"
-    assert "0.02 of 0.02 USD spent this month" in error["message"]
+    assert "0.02 of 0.15 USD spent this month" in error["message"]
+    assert "this request may cost up to 0.1360 USD" in error["message"]
     assert len([r for r in upstream.requests if "/ai/run/" in r["path"]]) == 2
 
 
 async def test_a_refusal_for_budget_says_when_the_month_ends(api, dear, clock):
-    dave = await new_key(monthly_budget=Decimal("0.01"))
+    dave = await new_key(monthly_budget=Decimal("0.14"))
     await chat(api, dave)
 
     response = await chat(api, dave)
@@ -100,7 +106,7 @@ async def test_a_refusal_for_budget_says_when_the_month_ends(api, dear, clock):
 
 
 async def test_a_stream_spends_the_budget_too(api, dear, clock):
-    dave = await new_key(monthly_budget=Decimal("0.01"))
+    dave = await new_key(monthly_budget=Decimal("0.14"))
     await read_stream(await chat(api, dave, stream=True))
 
     response = await chat(api, dave, stream=True)
@@ -127,7 +133,7 @@ async def test_a_key_without_a_budget_is_never_refused_for_spend(api, dear, cloc
 
 
 async def test_spend_is_summed_again_from_usage_records_when_the_cache_loses_it(api, dear, clock):
-    dave = await new_key(monthly_budget=Decimal("0.02"))
+    dave = await new_key(monthly_budget=Decimal("0.15"))
     await chat(api, dave)
     await chat(api, dave)
 
@@ -140,7 +146,7 @@ async def test_spend_is_summed_again_from_usage_records_when_the_cache_loses_it(
 
 
 async def test_spend_set_in_an_earlier_month_does_not_count(api, dear, clock):
-    dave = await new_key(monthly_budget=Decimal("0.01"))
+    dave = await new_key(monthly_budget=Decimal("0.14"))
     await chat(api, dave)
     key = await ApiKey.objects.aget(name="dave")
     await UsageRecord.objects.filter(api_key=key).aupdate(
@@ -154,7 +160,7 @@ async def test_spend_set_in_an_earlier_month_does_not_count(api, dear, clock):
 
 
 async def test_the_budget_starts_afresh_next_month(api, dear, clock):
-    dave = await new_key(monthly_budget=Decimal("0.01"))
+    dave = await new_key(monthly_budget=Decimal("0.14"))
     await chat(api, dave)
     refused = await chat(api, dave)
 

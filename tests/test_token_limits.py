@@ -1,4 +1,8 @@
-"""Tokens per key per minute and per day, counted from what the upstream reported."""
+"""Tokens per key per minute and per day, counted from what the upstream reported.
+
+Each chat reserves WORST_TOKENS (132) while it runs and is settled to the 7 it took: a limit
+of WORST_TOKENS + 7 admits two chats in a row and refuses the third.
+"""
 
 import asyncio
 
@@ -6,16 +10,18 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.core.cache import cache
 
-from apikeys import throttling
+from apikeys.ledger import ledger
 from apikeys.models import ApiKey, UsageRecord
 from apikeys.throttling import token_windows
-from tests.limited_keys import chat, new_key, read_stream
+from tests.limited_keys import WORST_TOKENS, chat, new_key, read_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 # The fake upstream's usage for tests/limited_keys.py's MESSAGES: 3 prompt words, 4 answer
 # words ("Echo: hello there world").
 TOKENS = 7
+# Room for one chat's worst case, and for a second once the first is settled.
+ROOM = WORST_TOKENS + TOKENS
 
 
 async def _used():
@@ -25,19 +31,20 @@ async def _used():
 
 
 async def test_it_admits_requests_while_the_minute_has_tokens_left(api, cloudflare, clock):
-    dave = await new_key(tokens_per_minute=10)
+    dave = await new_key(tokens_per_minute=ROOM)
 
     first = await chat(api, dave)
     second = await chat(api, dave)
 
     assert (first.status_code, second.status_code) == (200, 200)
-    assert first["x-ratelimit-limit-tokens"] == "10"
-    assert first["x-ratelimit-remaining-tokens"] == "10"
-    assert second["x-ratelimit-remaining-tokens"] == str(10 - TOKENS)
+    assert first["x-ratelimit-limit-tokens"] == str(ROOM)
+    # What is left once the request's own worst case is reserved.
+    assert first["x-ratelimit-remaining-tokens"] == str(ROOM - WORST_TOKENS)
+    assert second["x-ratelimit-remaining-tokens"] == "0"
 
 
 async def test_it_refuses_once_the_minutes_tokens_are_spent(api, cloudflare, upstream, clock):
-    dave = await new_key(tokens_per_minute=10)
+    dave = await new_key(tokens_per_minute=ROOM)
     await chat(api, dave)
     await chat(api, dave)
 
@@ -46,15 +53,16 @@ async def test_it_refuses_once_the_minutes_tokens_are_spent(api, cloudflare, ups
     assert response.status_code == 429
     error = response.json()["error"]
     assert (error["type"], error["code"]) == ("rate_limit_error", "rate_limit_exceeded")
-    assert "tokens per minute: limit 10, used 14" in error["message"]
-    assert response["x-ratelimit-remaining-tokens"] == "0"
+    assert f"tokens per minute: limit {ROOM}, used 14" in error["message"]
+    assert f"this request may take up to {WORST_TOKENS}" in error["message"]
+    assert response["x-ratelimit-remaining-tokens"] == str(ROOM - 14)
     assert response["Retry-After"] == "59"
     assert response["x-ratelimit-reset-tokens"] == "59s"
     assert len([r for r in upstream.requests if "/ai/run/" in r["path"]]) == 2
 
 
 async def test_it_admits_again_when_the_next_minute_starts(api, cloudflare, clock):
-    dave = await new_key(tokens_per_minute=10)
+    dave = await new_key(tokens_per_minute=ROOM)
     for _ in range(2):
         await chat(api, dave)
 
@@ -65,11 +73,11 @@ async def test_it_admits_again_when_the_next_minute_starts(api, cloudflare, cloc
 
     assert still_refused.status_code == 429
     assert response.status_code == 200
-    assert response["x-ratelimit-remaining-tokens"] == "10"
+    assert response["x-ratelimit-remaining-tokens"] == str(ROOM - WORST_TOKENS)
 
 
 async def test_a_day_limit_outlasts_the_minute(api, cloudflare, clock):
-    dave = await new_key(tokens_per_day=20)
+    dave = await new_key(tokens_per_day=ROOM + TOKENS)
     for _ in range(3):
         assert (await chat(api, dave)).status_code == 200
 
@@ -77,13 +85,13 @@ async def test_a_day_limit_outlasts_the_minute(api, cloudflare, clock):
     refused = await chat(api, dave)
 
     assert refused.status_code == 429
-    assert "tokens per day: limit 20, used 21" in refused.json()["error"]["message"]
+    assert f"tokens per day: limit {ROOM + TOKENS}, used 21" in refused.json()["error"]["message"]
     # The day ends at midnight UTC.
     assert int(refused["Retry-After"]) == 24 * 3600 - clock.now % (24 * 3600)
 
 
 async def test_it_admits_again_the_next_day(api, cloudflare, clock):
-    dave = await new_key(tokens_per_day=20)
+    dave = await new_key(tokens_per_day=ROOM + TOKENS)
     for _ in range(3):
         await chat(api, dave)
 
@@ -95,7 +103,7 @@ async def test_it_admits_again_the_next_day(api, cloudflare, clock):
 async def test_the_days_tokens_are_summed_again_from_usage_records_when_the_cache_loses_them(
     api, cloudflare, clock
 ):
-    dave = await new_key(tokens_per_day=20)
+    dave = await new_key(tokens_per_day=ROOM + TOKENS)
     for _ in range(3):
         await chat(api, dave)
 
@@ -104,17 +112,17 @@ async def test_the_days_tokens_are_summed_again_from_usage_records_when_the_cach
     response = await chat(api, dave)
 
     assert response.status_code == 429
-    assert "tokens per day: limit 20, used 21" in response.json()["error"]["message"]
+    assert f"tokens per day: limit {ROOM + TOKENS}, used 21" in response.json()["error"]["message"]
 
 
 async def test_the_headers_report_the_window_closer_to_refusing(api, cloudflare, clock):
-    dave = await new_key(tokens_per_minute=100, tokens_per_day=30)
+    dave = await new_key(tokens_per_minute=1000, tokens_per_day=300)
     await chat(api, dave)
 
     response = await chat(api, dave)
 
-    assert response["x-ratelimit-limit-tokens"] == "30"
-    assert response["x-ratelimit-remaining-tokens"] == str(30 - TOKENS)
+    assert response["x-ratelimit-limit-tokens"] == "300"
+    assert response["x-ratelimit-remaining-tokens"] == str(300 - TOKENS - WORST_TOKENS)
     assert response["x-ratelimit-reset-tokens"].endswith("s")
 
 
@@ -147,7 +155,8 @@ async def test_a_stream_the_upstream_cut_counts_the_tokens_it_sent(api, cloudfla
 
 
 async def test_a_failed_upstream_call_spends_no_tokens(api, cloudflare, clock):
-    dave = await new_key(tokens_per_minute=1)
+    # Room for one at a time: each failure returns what it reserved.
+    dave = await new_key(tokens_per_minute=WORST_TOKENS)
 
     for _ in range(3):
         assert (await chat(api, dave, model="@cf/test/fail-500")).status_code == 502
@@ -179,14 +188,10 @@ async def test_a_cache_that_is_down_does_not_fail_an_answered_request(
 ):
     dave = await new_key(tokens_per_minute=1000)
 
-    class CacheThatCannotCount:
-        def __getattr__(self, name):
-            return getattr(cache, name)
+    def settle(*args, **kwargs):
+        raise ConnectionError("the cache is down")
 
-        def incr(self, *args, **kwargs):
-            raise ConnectionError("the cache is down")
-
-    monkeypatch.setattr(throttling, "cache", CacheThatCannotCount())
+    monkeypatch.setattr(ledger, "settle", settle)
 
     response = await chat(api, dave)
 

@@ -296,9 +296,26 @@ def test_a_keys_page_shows_what_is_left_of_its_limits(admin_client, alice):
     assert "100 requests per hour" in requests
     assert re.findall(r"<td>(.*?)</td>", requests)[:2] == ["0", "100"]
     assert 'class="limit-tokens-day"' in html
-    budget = re.search(r'<tr class="limit-budget">(.*?)</tr>', html, re.DOTALL).group(1)
+    budget = re.search(r'<tr class="limit-budget-month">(.*?)</tr>', html, re.DOTALL).group(1)
     assert "10.00 USD per month" in budget
     assert re.findall(r"<td>(.*?)</td>", budget)[:2] == ["2.50", "7.50"]
+
+
+def test_a_keys_page_shows_each_budget_and_when_it_resets(admin_client, alice, settings):
+    settings.LIMITS_TIME_ZONE = "Europe/Berlin"
+    ApiKey.objects.filter(pk=alice.key.pk).update(
+        daily_budget=Decimal("1"), lifetime_budget=Decimal("100")
+    )
+    record(alice.key, LLAMA, prompt=10, completion=20, cost="0.25", hours_ago=0)
+
+    html = admin_client.get(f"{KEYS}{alice.key.pk}/change/").content.decode()
+
+    day = re.search(r'<tr class="limit-budget-day">(.*?)</tr>', html, re.DOTALL).group(1)
+    assert re.findall(r"<td>(.*?)</td>", day)[:2] == ["0.2500", "0.7500"]
+    assert "00:00 (Europe/Berlin)" in day
+    lifetime = re.search(r'<tr class="limit-budget-lifetime">(.*?)</tr>', html, re.DOTALL)
+    assert "100.00 USD in all" in lifetime.group(1)
+    assert "never" in lifetime.group(1)
 
 
 def test_a_keys_page_says_when_spend_is_not_limited(admin_client, alice):
