@@ -32,17 +32,17 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 CONCURRENT = 30
 WEBHOOK_SECRET = "whsec-test-4f9c2a71d0b3e6a8"
-# At the `dear` prices, each chat of tests/limited_keys.py costs 0.011 USD: 3 prompt tokens
-# at 1,000 USD and 4 completion tokens at 2,000 USD per million.
-COST_PER_CHAT = Decimal("0.011")
+# At the `dear` prices, each chat of tests/limited_keys.py costs 0.01 USD: 4 completion
+# tokens at 2,500 USD per million, its prompt nothing. The chat asks for max_tokens=4, so
+# the worst case a request reserves (apikeys/throttling.py) is its cost: as many requests
+# are admitted together as the budget has room for, and they spend it all.
+COST_PER_CHAT = Decimal("0.01")
 DAY = 24 * 60 * 60
 
 
 @pytest.fixture
 def dear(cloudflare):
-    Model.objects.filter(name=LLAMA).update(
-        input_price=Decimal("1000"), output_price=Decimal("2000")
-    )
+    Model.objects.filter(name=LLAMA).update(input_price=Decimal(0), output_price=Decimal("2500"))
 
 
 @pytest.fixture
@@ -107,9 +107,9 @@ async def test_thresholds_crossed_by_concurrent_requests_are_each_sent_exactly_o
     api, dear, alert_clock, loopback_webhooks, receiver, mailoutbox
 ):
     team = await sync_to_async(make_team)(receiver, weekly_budget=Decimal("0.30"))
-    # 30 chats spend 0.33 USD: past every threshold of the team's 0.30. Three keys of the
-    # team share them, so that checks of different keys race for the team's alerts; dave's
-    # 10 spend 0.11 USD, 55 % of his own 0.20 (past 50 % only).
+    # 30 chats spend 0.30 USD: every threshold of the team's 0.30. Three keys of the team
+    # share them, so that checks of different keys race for the team's alerts; dave's 10
+    # spend 0.10 USD, 50 % of his own 0.20 (no further).
     dave = await key_in(team, daily_budget=Decimal("0.20"), contact_emails="dave@acme.test")
     others = [await key_in(team, name=name) for name in ("erin", "frank")]
 
@@ -166,7 +166,7 @@ async def test_thresholds_already_sent_are_not_sent_again_in_the_same_period(
 
     await chats(api, dave, 1)
 
-    # 0.055 then 0.066 USD of 0.10: past 50 % both times.
+    # 0.05 then 0.06 USD of 0.10: past 50 % both times.
     assert sent == 1
     assert len(mailoutbox) == 1
     assert [alert.threshold for alert in await alerts()] == [50]

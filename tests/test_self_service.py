@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from apikeys import periods, self_service
 from apikeys.models import ApiKey, Team, UsageRecord
+from apikeys.writer import DatabaseStore
 from tests.conftest import LLAMA
 
 pytestmark = pytest.mark.django_db
@@ -20,19 +21,22 @@ NOV_4 = datetime(2026, 11, 4, tzinfo=UTC)
 
 
 def record(persona_key, *, at, model=LLAMA, prompt=3, completion=4, cost="0", **fields):
-    return UsageRecord.objects.create(
-        api_key=persona_key,
-        key_name=persona_key.name,
-        team=persona_key.team,
-        model=model,
-        endpoint=fields.pop("endpoint", "chat.completions"),
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        total_tokens=prompt + completion,
-        cost=Decimal(cost),
-        request_id=f"req-{UsageRecord.objects.count()}",
-        created_at=at,
-        **fields,
+    # Through the usage writer's store, which keeps the hourly rollups usage_report reads.
+    return DatabaseStore().add_one(
+        dict(
+            api_key=persona_key,
+            key_name=persona_key.name,
+            team=persona_key.team,
+            model=model,
+            endpoint=fields.pop("endpoint", "chat.completions"),
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=prompt + completion,
+            cost=Decimal(cost),
+            request_id=f"req-{UsageRecord.objects.count()}",
+            created_at=at,
+            **fields,
+        )
     )
 
 
