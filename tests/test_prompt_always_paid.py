@@ -73,9 +73,10 @@ async def _assert_priced(record):
     assert record.cost > 0
 
 
-async def _leave(persona, body, leave_when):
+async def _leave(persona, body, leave_when=None, upstream=None):
     """POST a chat to the ASGI app as daphne would; the client goes away once
-    `leave_when(events sent so far)` is true. Return the events it was sent."""
+    `leave_when(events sent so far)` is true, or once `upstream` has the request. Return
+    the events it was sent."""
     encoded = json.dumps(body).encode()
     leaving = asyncio.Event()
     requested = False
@@ -86,13 +87,17 @@ async def _leave(persona, body, leave_when):
         if not requested:
             requested = True
             return {"type": "http.request", "body": encoded, "more_body": False}
+        if upstream is not None:
+            while not upstream.requests:
+                await asyncio.sleep(0.05)
+            leaving.set()
         await leaving.wait()
         return {"type": "http.disconnect"}
 
     async def send(message):
         if message["type"] == "http.response.body" and message.get("body"):
             events.append(message["body"].decode())
-        if leave_when(events):
+        if leave_when is not None and leave_when(events):
             leaving.set()
 
     scope = chat_scope(persona.headers["Authorization"])
@@ -124,14 +129,12 @@ async def test_a_long_streamed_prompt_dropped_after_the_first_token_pays_for_its
 
 @pytest.mark.parametrize("model", ["@cf/test/hang", "gpt-test-hang"])
 async def test_a_plain_request_the_client_abandons_while_waiting_pays_for_its_prompt(
-    alice, priced, model
+    alice, priced, upstream, model
 ):
     body = {"model": model, "messages": [{"role": "user", "content": LONG_PROMPT}]}
-    loop = asyncio.get_running_loop()
-    started = loop.time()
 
-    # The client leaves 0.3 s in, while the provider is still thinking.
-    await _leave(alice, body, lambda events: loop.time() - started > 0.3)
+    # The client leaves once the provider has the request, while it is still thinking.
+    await _leave(alice, body, upstream=upstream)
 
     record = await _record()
     assert record.status == UsageRecord.CLIENT_CLOSED
