@@ -515,10 +515,7 @@ def _spent(tasks, sent, prompt_tokens):
     """
     usage = Usage()
     for task, started, tokens in zip(tasks, sent, prompt_tokens, strict=True):
-        if not task.done():
-            # Not reached: a TaskGroup waits for all its tasks. Counted as cancelled.
-            read = started
-        elif task.cancelled():
+        if task.cancelled():
             read = started
         elif task.exception() is not None:
             read = getattr(task.exception(), "prompt_spent", False)

@@ -73,10 +73,10 @@ async def _assert_priced(record):
     assert record.cost > 0
 
 
-async def _leave(persona, body, leave_when=None, upstream=None):
-    """POST a chat to the ASGI app as daphne would; the client goes away once
-    `leave_when(events sent so far)` is true, or once `upstream` has the request. Return
-    the events it was sent."""
+async def _leave(persona, body, leave_when=None, upstream=None, path="/v1/chat/completions"):
+    """POST a request to the ASGI app as daphne would; the client goes away once
+    `leave_when(events sent so far)` is true, or once `upstream` has as many requests as
+    the body has prompts. Return the events it was sent."""
     encoded = json.dumps(body).encode()
     leaving = asyncio.Event()
     requested = False
@@ -88,7 +88,8 @@ async def _leave(persona, body, leave_when=None, upstream=None):
             requested = True
             return {"type": "http.request", "body": encoded, "more_body": False}
         if upstream is not None:
-            while not upstream.requests:
+            calls = len(body["prompt"]) if "prompt" in body else 1
+            while len(upstream.requests) < calls:
                 await asyncio.sleep(0.05)
             leaving.set()
         await leaving.wait()
@@ -100,7 +101,8 @@ async def _leave(persona, body, leave_when=None, upstream=None):
         if leave_when is not None and leave_when(events):
             leaving.set()
 
-    scope = chat_scope(persona.headers["Authorization"])
+    scope = {**chat_scope(persona.headers["Authorization"]), "path": path}
+    scope["raw_path"] = path.encode()
     await asyncio.wait_for(application(scope, receive, send), RECORD_TIMEOUT)
     return events
 
@@ -287,6 +289,20 @@ async def test_a_failed_prompt_of_several_keeps_the_others_usage_and_pays_its_ow
     assert record.prompt_tokens == 3 + 2 + estimate_tokens(failing)
     assert record.completion_tokens == 4 + 3
     assert record.tokens_estimated is True
+    await _assert_priced(record)
+
+
+async def test_prompts_of_a_completion_the_client_abandons_while_waiting_are_paid_for(
+    alice, priced, upstream
+):
+    prompts = [LONG_PROMPT, SHORT_PROMPT]
+    body = {"model": "@cf/test/hang", "prompt": prompts}
+
+    await _leave(alice, body, upstream=upstream, path="/v1/completions")
+
+    record = await _record()
+    assert record.status == UsageRecord.CLIENT_CLOSED
+    assert record.prompt_tokens == estimate_tokens(LONG_PROMPT) + estimate_tokens(SHORT_PROMPT)
     await _assert_priced(record)
 
 
