@@ -243,11 +243,9 @@ async def completions(request):
 
     async def call(provider, candidate):
         return await _all(
+            [provider.complete(completion_for(candidate, prompt)) for prompt in prompts],
             meter,
-            [
-                (provider.complete(completion_for(candidate, prompt)), tokens)
-                for prompt, tokens in zip(prompts, prompt_tokens, strict=True)
-            ],
+            prompt_tokens,
         )
 
     answered, provider, results = await call_with_fallbacks(candidates, meter, call)
@@ -315,16 +313,12 @@ async def embeddings(request):
 
     async def call(provider, candidate):
         return await _all(
-            meter,
             [
-                (
-                    provider.embed(
-                        EmbeddingRequest(model=candidate.name, texts=batch, params=params)
-                    ),
-                    tokens,
-                )
-                for batch, tokens in zip(batches, batch_tokens, strict=True)
+                provider.embed(EmbeddingRequest(model=candidate.name, texts=batch, params=params))
+                for batch in batches
             ],
+            meter,
+            batch_tokens,
         )
 
     # No fallbacks: another model's vectors live in another space, and mixing them in
@@ -475,15 +469,17 @@ async def _prepend(first, rest):
         yield item
 
 
-async def _all(meter, calls):
+async def _all(calls, meter=None, prompt_tokens=None):
     """Await the calls, at most MAX_PARALLEL_CALLS at once; return their results in order.
 
-    `calls` are pairs of an awaitable provider call, whose result has a `usage` (None if
-    the upstream reported none), and the tokens of the prompt it sends, as the gateway
-    counts them. The first failure cancels the calls still running and is raised; so is
-    the request's cancellation. Either way the meter is first given what was spent
-    (_spent), so that the calls that succeeded are not lost with the one that failed.
+    The first failure cancels the calls still running and is raised; so is the request's
+    cancellation. Given a meter, the calls are text calls whose results have a `usage`
+    (None if the upstream reported none), and `prompt_tokens` the tokens of each one's
+    prompt as the gateway counts them: on a failure or a cancellation, the meter is first
+    given what was spent (_spent), so that the calls that succeeded are not lost with the
+    one that failed.
     """
+    calls = list(calls)
     limit = asyncio.Semaphore(MAX_PARALLEL_CALLS)
     sent = [False] * len(calls)
 
@@ -495,12 +491,14 @@ async def _all(meter, calls):
     tasks = []
     try:
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(bounded(i, call)) for i, (call, _) in enumerate(calls)]
+            tasks = [group.create_task(bounded(i, call)) for i, call in enumerate(calls)]
     except BaseExceptionGroup as failures:
-        meter.spent(_spent(tasks, sent, [tokens for _, tokens in calls]))
+        if meter is not None:
+            meter.spent(_spent(tasks, sent, prompt_tokens))
         raise failures.exceptions[0] from None
     except asyncio.CancelledError:
-        meter.spent(_spent(tasks, sent, [tokens for _, tokens in calls]))
+        if meter is not None:
+            meter.spent(_spent(tasks, sent, prompt_tokens))
         raise
     return [task.result() for task in tasks]
 

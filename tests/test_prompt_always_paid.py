@@ -208,6 +208,36 @@ async def test_a_stream_that_fails_before_its_first_event_is_paid_for(api, alice
     await _assert_priced(record)
 
 
+async def test_a_prompt_hidden_in_tool_definitions_is_paid_for(api, alice, priced):
+    tools = [
+        {
+            "type": "function",
+            "function": {"name": "lookup", "description": LONG_PROMPT, "parameters": {}},
+        }
+    ]
+
+    response = await _chat(api, alice, "@cf/test/fail-500", tools=tools)
+
+    assert response.status_code == 502
+    record = await _record()
+    assert record.prompt_tokens > estimate_tokens(LONG_PROMPT)
+    await _assert_priced(record)
+
+
+async def test_a_prompt_hidden_in_a_completions_suffix_is_paid_for(api, alice, priced):
+    response = await api.post(
+        "/v1/completions",
+        data={"model": "gpt-test-fail-500", "prompt": "def f():", "suffix": LONG_PROMPT},
+        content_type="application/json",
+        headers=alice.headers,
+    )
+
+    assert response.status_code == 502
+    record = await _record()
+    assert record.prompt_tokens > estimate_tokens(LONG_PROMPT)
+    await _assert_priced(record)
+
+
 @pytest.mark.parametrize("model", ["@cf/test/bad-request", "@cf/test/rate-limited"])
 async def test_a_request_the_upstream_refused_before_its_model_ran_costs_nothing(
     api, alice, priced, model
