@@ -43,6 +43,22 @@ for name in {[SLOW, CUT]!r}:
 @pytest.fixture(scope="module")
 def priced(gateway):
     manage(gateway_env(gateway.database), "shell", "-c", SETUP)
+    # The server sees new models once its catalogue is older than REGISTRY_CACHE_SECONDS
+    # (5 s by default): another process's change reaches it no sooner on the in-process
+    # cache.
+    client = openai.OpenAI(
+        base_url=gateway.api_base, api_key=gateway.secrets["alice"], max_retries=0
+    )
+    deadline = time.monotonic() + RECORD_TIMEOUT
+    while True:
+        try:
+            client.models.retrieve(CUT)
+            client.models.retrieve(SLOW)
+            return
+        except openai.NotFoundError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def _record(gateway, request_id):
