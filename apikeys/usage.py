@@ -2,6 +2,12 @@
 
 The record carries the request's cost, from the answering model's prices; once it is
 written, its tokens and cost settle the request's reservation (apikeys/throttling.py).
+A prompt that reached a provider is paid for, always: when the upstream reports no usage
+(the client left, the upstream failed after taking the request or cut its stream), the
+record carries the prompt's tokens as the gateway counts them, and the completion tokens
+seen, marked estimated. Whether a failure spent the prompt is the error's `prompt_spent`
+(gateway/errors.py, set by providers/base.py): a refusal before the model ran, or an
+upstream that could not be reached, spends nothing.
 """
 
 import asyncio
@@ -38,7 +44,7 @@ _pending_saves = set()
 class UsageMeter:
     """Measure one provider call and write its usage record once it has ended."""
 
-    def __init__(self, request, model, endpoint, stream, requested_model=""):
+    def __init__(self, request, model, endpoint, stream, requested_model="", prompt_tokens=0):
         self.fields = {
             "requested_model": requested_model,
             "api_key": request.api_key,
@@ -54,6 +60,11 @@ class UsageMeter:
         self.first_token_at = None
         self.usage = None
         self.completion_tokens_seen = 0
+        # The prompt's tokens as the gateway counts them (providers/base.py
+        # estimate_tokens), recorded when a provider read the prompt and reported no usage.
+        self.prompt_tokens = prompt_tokens
+        # Whether a provider may have run its model on the prompt (see reached, failed).
+        self.prompt_spent = False
         self.status = UsageRecord.OK
         self.http_status = 200
         self.error = ""
@@ -76,6 +87,15 @@ class UsageMeter:
     def succeeded(self, usage):
         self.usage = usage
 
+    def spent(self, usage):
+        """Record what a request that then failed had spent: the usage of its calls that
+        succeeded, and the estimated prompts of those a provider read."""
+        self.usage = usage
+
+    def reached(self):
+        """Note that the provider has read the prompt: its stream has begun."""
+        self.prompt_spent = True
+
     def counted(self, units, unit):
         """Record what a media request made, in its unit (UsageRecord.UNIT_CHOICES)."""
         self.units = units
@@ -92,20 +112,34 @@ class UsageMeter:
         self.http_status = error.status if isinstance(error, GatewayError) else 500
         self.error = str(error)
         self.error_code = getattr(error, "code", None) or type(error).__name__
+        # A failure of the gateway's own (not a GatewayError) spends the prompt only once
+        # the provider is known to have read it (reached): before that, whether it was
+        # sent cannot be told, and the client does not pay for the gateway's fault.
+        self.prompt_spent = self.prompt_spent or getattr(error, "prompt_spent", False)
 
     def client_closed(self):
         self.status = UsageRecord.CLIENT_CLOSED
         # Nginx's code for a request the client closed before the answer was complete.
         self.http_status = 499
+        # The client left while a provider was working on its request, or streaming the
+        # answer: the prompt had been sent. One that leaves while the connection is still
+        # being made (milliseconds) pays for it too; the two cannot be told apart here.
+        self.prompt_spent = True
 
     def record_fields(self):
         now = time.monotonic()
         usage = self.usage
-        prompt = usage.prompt_tokens if usage else 0
-        cached = usage.cached_tokens if usage else 0
-        completion = usage.completion_tokens if usage else self.completion_tokens_seen
-        # Without the provider's usage, a cut stream's tokens are those counted as they came.
-        estimated = usage.estimated if usage else completion > 0
+        if usage is not None:
+            prompt, cached = usage.prompt_tokens, usage.cached_tokens
+            completion, estimated = usage.completion_tokens, usage.estimated
+        else:
+            # Without the provider's usage, a stream's completion tokens are those counted
+            # as they came, and a prompt the provider read is paid for as the gateway
+            # counts it.
+            prompt = self.prompt_tokens if self.prompt_spent else 0
+            cached = 0
+            completion = self.completion_tokens_seen
+            estimated = prompt + completion > 0
         if max(prompt, completion) > MAX_RECORDED_TOKENS:
             logger.warning(
                 "Usage of %d prompt and %d completion tokens recorded as at most %d each",

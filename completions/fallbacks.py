@@ -10,7 +10,9 @@ sent, a failure ends the stream with an error event instead.
 
 One usage record is written per request, whatever the number of attempts: it names the
 model that answered (or the one asked for, if none did) and keeps the name asked for.
-Failed attempts are logged.
+Failed attempts are logged. The record's tokens are those of the last attempt: a prompt
+that an earlier candidate's upstream read before failing (a 5xx) is paid for by the
+gateway's operator, not the client, who pays once for the attempt that ended the request.
 """
 
 import asyncio

@@ -28,6 +28,7 @@ from completions.providers.base import (
     CompletionRequest,
     EmbeddingRequest,
     Usage,
+    estimate_prompt_tokens,
     estimate_tokens,
     first_image_message,
 )
@@ -157,7 +158,6 @@ async def prepare_chat(request, data, params, endpoint, image_param="messages[{}
     messages = await inline_images(
         data["messages"], [get_provider(candidate.provider) for candidate in candidates]
     )
-    meter = UsageMeter(request, model, endpoint, data["stream"], requested_model=data["model"])
     affinity = session_affinity(request.api_key, data)
 
     def chat_for(candidate):
@@ -175,7 +175,16 @@ async def prepare_chat(request, data, params, endpoint, image_param="messages[{}
         )
 
     # What the model's schema cannot take is refused before any provider is called.
-    get_provider(model.provider).check_chat(chat_for(model))
+    chat = chat_for(model)
+    get_provider(model.provider).check_chat(chat)
+    meter = UsageMeter(
+        request,
+        model,
+        endpoint,
+        data["stream"],
+        requested_model=data["model"],
+        prompt_tokens=estimate_prompt_tokens(chat),
+    )
     return model, candidates, meter, chat_for
 
 
@@ -202,9 +211,6 @@ async def completions(request):
         ),
     )
     prompts = data["prompt"]
-    meter = UsageMeter(
-        request, model, "/v1/completions", data["stream"], requested_model=data["model"]
-    )
 
     def completion_for(candidate, prompt):
         return CompletionRequest(
@@ -216,6 +222,16 @@ async def completions(request):
         )
 
     get_provider(model.provider).check_completion(completion_for(model, prompts[0]))
+    # Each prompt's tokens as the gateway counts them, paid for if its call fails.
+    prompt_tokens = [estimate_prompt_tokens(completion_for(model, p)) for p in prompts]
+    meter = UsageMeter(
+        request,
+        model,
+        "/v1/completions",
+        data["stream"],
+        requested_model=data["model"],
+        prompt_tokens=sum(prompt_tokens),
+    )
     rounds = math.ceil(len(prompts) / MAX_PARALLEL_CALLS)
     await reserve(
         request,
@@ -242,7 +258,11 @@ async def completions(request):
         )
 
     async def call(provider, candidate):
-        return await _all(provider.complete(completion_for(candidate, p)) for p in prompts)
+        return await _all(
+            [provider.complete(completion_for(candidate, prompt)) for prompt in prompts],
+            meter,
+            prompt_tokens,
+        )
 
     answered, provider, results = await call_with_fallbacks(candidates, meter, call)
     usage = sum((result.usage for result in results), Usage())
@@ -295,7 +315,17 @@ async def embeddings(request):
     texts = data["input"]
     size = provider.embedding_batch_size
     batches = [texts[start : start + size] for start in range(0, len(texts), size)]
-    meter = UsageMeter(request, model, "/v1/embeddings", False, requested_model=data["model"])
+    # Each batch's tokens as the gateway counts them: what Workers AI's embeddings, which
+    # report none, are recorded with, and what a failed batch is paid for.
+    batch_tokens = [sum(estimate_tokens(text) for text in batch) for batch in batches]
+    meter = UsageMeter(
+        request,
+        model,
+        "/v1/embeddings",
+        False,
+        requested_model=data["model"],
+        prompt_tokens=sum(batch_tokens),
+    )
     rounds = math.ceil(len(batches) / MAX_PARALLEL_CALLS)
     await reserve(
         request, meter, worst_case.embeddings(texts, model), hold_seconds(False, 1, rounds)
@@ -303,18 +333,22 @@ async def embeddings(request):
 
     async def call(provider, candidate):
         return await _all(
-            provider.embed(EmbeddingRequest(model=candidate.name, texts=batch, params=params))
-            for batch in batches
+            [
+                provider.embed(EmbeddingRequest(model=candidate.name, texts=batch, params=params))
+                for batch in batches
+            ],
+            meter,
+            batch_tokens,
         )
 
     # No fallbacks: another model's vectors live in another space, and mixing them in
     # one index would go unnoticed.
     _, _, results = await call_with_fallbacks([model], meter, call)
     usage = Usage()
-    for batch, result in zip(batches, results, strict=True):
-        usage += result.usage or Usage(
-            prompt_tokens=sum(estimate_tokens(text) for text in batch), estimated=True
-        )
+    for tokens, result in zip(batch_tokens, results, strict=True):
+        usage += result.usage or Usage(prompt_tokens=tokens, estimated=True)
+    # The texts were embedded: paid for even if the vectors are refused below.
+    meter.succeeded(usage)
     vectors = [vector for result in results for vector in result.vectors]
     if cut_to is not None:
         if any(len(vector) < cut_to for vector in vectors):
@@ -327,7 +361,6 @@ async def embeddings(request):
             await meter.save()
             raise error
         vectors = [shorten(vector, cut_to) for vector in vectors]
-    meter.succeeded(usage)
     await meter.save()
     return JsonResponse(
         {
@@ -370,6 +403,8 @@ async def _stream(candidates, meter, open_deltas, chunks, stop, before_finish=No
     # refuses the request is answered with a real HTTP error status (or replaced by a
     # fallback), not a broken stream.
     answered, provider, (deltas, first) = await call_with_fallbacks(candidates, meter, first_event)
+    # From here on, whatever becomes of the stream, its prompt is paid for.
+    meter.reached()
     chunks.model = _answering_name(chunks.model, candidates[0], answered)
     applies_stop = provider.applies_stop(answered, chat=isinstance(chunks, ChatChunks))
     stops = None if applies_stop else stop
@@ -460,23 +495,60 @@ async def _prepend(first, rest):
         yield item
 
 
-async def _all(calls):
+async def _all(calls, meter=None, prompt_tokens=None):
     """Await the calls, at most MAX_PARALLEL_CALLS at once; return their results in order.
 
-    The first failure cancels the calls still running and is raised.
+    The first failure cancels the calls still running and is raised; so is the request's
+    cancellation. Given a meter, the calls are text calls whose results have a `usage`
+    (None if the upstream reported none), and `prompt_tokens` the tokens of each one's
+    prompt as the gateway counts them: on a failure or a cancellation, the meter is first
+    given what was spent (_spent), so that the calls that succeeded are not lost with the
+    one that failed.
     """
+    calls = list(calls)
     limit = asyncio.Semaphore(MAX_PARALLEL_CALLS)
+    sent = [False] * len(calls)
 
-    async def bounded(call):
+    async def bounded(index, call):
         async with limit:
+            sent[index] = True
             return await call
 
+    tasks = []
     try:
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(bounded(call)) for call in calls]
+            tasks = [group.create_task(bounded(i, call)) for i, call in enumerate(calls)]
     except BaseExceptionGroup as failures:
+        if meter is not None:
+            meter.spent(_spent(tasks, sent, prompt_tokens))
         raise failures.exceptions[0] from None
+    except asyncio.CancelledError:
+        if meter is not None:
+            meter.spent(_spent(tasks, sent, prompt_tokens))
+        raise
     return [task.result() for task in tasks]
+
+
+def _spent(tasks, sent, prompt_tokens):
+    """Return the Usage of calls of which one failed or all were cancelled.
+
+    A call that succeeded counts its usage (its prompt estimated if none was reported);
+    one that failed, its prompt if its error says a model may have read it (prompt_spent);
+    one cancelled while in flight, its prompt, as a client that leaves does; one that had
+    not started, nothing.
+    """
+    usage = Usage()
+    for task, started, tokens in zip(tasks, sent, prompt_tokens, strict=True):
+        if task.cancelled():
+            read = started
+        elif task.exception() is not None:
+            read = getattr(task.exception(), "prompt_spent", False)
+        else:
+            usage += task.result().usage or Usage(prompt_tokens=tokens, estimated=True)
+            continue
+        if read:
+            usage += Usage(prompt_tokens=tokens, estimated=True)
+    return usage
 
 
 def _answering_name(requested_name, requested, answered):

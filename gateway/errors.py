@@ -32,6 +32,11 @@ class GatewayError(Exception):
     type = "server_error"
     code = None
     default_message = "The gateway failed to handle the request."
+    # Whether a provider may have run its model on the request's prompt before this
+    # failure: if so, the prompt is paid for (apikeys/usage.py). True of the upstream's
+    # failures (UpstreamError), False of refusals; providers/base.py sets it on each error
+    # made from an upstream's answer or a failed connection.
+    prompt_spent = False
 
     def __init__(self, message=None, *, param=None, code=None, headers=None):
         self.message = message or self.default_message
@@ -132,6 +137,9 @@ class UpstreamError(GatewayError):
     type = "server_error"
     code = "upstream_error"
     default_message = "The model provider failed to answer."
+    # A failure after the upstream took the request: a 5xx, a timeout, a cut stream, an
+    # answer that makes no sense.
+    prompt_spent = True
 
 
 class UpstreamOverCapacity(UpstreamError):

@@ -19,6 +19,11 @@ another process can only influence the upstream through the request it forwards:
                   that requests sent together are all in flight at once; ``at_gate``
                   counts those that arrived
     no-usage      answers and streams without token counts
+    fail-500-later
+                  not in a model's name but in a request's text (a prompt, a message, an
+                  embedding input): 500 after SLOW_DELAY_SECONDS, so that the other calls
+                  of a request split in several (a list of prompts, batches of embeddings)
+                  have answered before this one fails
     absurd-usage-negative, -huge, -inf
                   a hostile upstream's token counts: -1000, 10**30, infinity (ABSURD_USAGE)
 
@@ -237,6 +242,20 @@ def _json_body(raw: bytes) -> Any:
 def _bearer_token(request: web.Request) -> str | None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" else None
+
+
+# A request whose text holds this fails with a 500, late (see the module docstring).
+FAIL_LATER = "fail-500-later"
+
+
+async def _failed_later(body: Any) -> web.Response | None:
+    """The late 500 a request whose text holds FAIL_LATER is answered with, if it does."""
+    if FAIL_LATER not in json.dumps(body):
+        return None
+    await asyncio.sleep(SLOW_DELAY_SECONDS)
+    return web.json_response(
+        {"error": {"message": "Internal error", "type": "server_error"}}, status=500
+    )
 
 
 def _fault(model: str) -> str | None:
@@ -910,6 +929,8 @@ class FakeUpstream:
             return _cloudflare_error(400, 5006, "AiError: Bad input: body must be a JSON object")
         if coded_error := _cloudflare_coded_error(model, request.match_info["account"]):
             return coded_error
+        if failed := await _failed_later(body):
+            return failed
         fault = _fault(model)
         if fault == "unknown":
             return _cloudflare_error(400, 5007, f"No such model {model} or task")
@@ -1146,7 +1167,7 @@ class FakeUpstream:
                 400, "'messages' is a required property", "invalid_request_error", None
             )
         model = str(body.get("model", ""))
-        if fault_response := self._openai_fault(model):
+        if fault_response := self._openai_fault(model) or await _failed_later(body):
             return fault_response
 
         await self._wait_before_answering(model)
@@ -1248,7 +1269,7 @@ class FakeUpstream:
                 400, "'prompt' must be a string here", "invalid_request_error", None
             )
         model = str(body.get("model", ""))
-        if fault_response := self._openai_fault(model):
+        if fault_response := self._openai_fault(model) or await _failed_later(body):
             return fault_response
         await self._wait_before_answering(model)
         stream = bool(body.get("stream"))
@@ -1308,7 +1329,7 @@ class FakeUpstream:
                 None,
             )
         model = str(body.get("model", ""))
-        if fault_response := self._openai_fault(model):
+        if fault_response := self._openai_fault(model) or await _failed_later(body):
             return fault_response
         dimensions = body.get("dimensions") or DEFAULT_EMBEDDING_DIMENSIONS
         tokens = sum(len(text.split()) for text in texts)

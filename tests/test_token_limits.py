@@ -154,12 +154,25 @@ async def test_a_stream_the_upstream_cut_counts_the_tokens_it_sent(api, cloudfla
     assert await _used() == {"minute": record.total_tokens}
 
 
-async def test_a_failed_upstream_call_spends_no_tokens(api, cloudflare, clock):
-    # Room for one at a time: each failure returns what it reserved.
+async def test_a_call_the_upstream_failed_after_taking_it_spends_its_prompts_tokens(
+    api, cloudflare, clock
+):
+    dave = await new_key(tokens_per_minute=WORST_TOKENS)
+
+    assert (await chat(api, dave, model="@cf/test/fail-500")).status_code == 502
+
+    record = await UsageRecord.objects.aget()
+    # The prompt, as the gateway counts it: the upstream may have run its model on it.
+    assert record.prompt_tokens > 0
+    assert await _used() == {"minute": record.prompt_tokens}
+
+
+async def test_a_call_the_upstream_refused_spends_no_tokens(api, cloudflare, clock):
+    # Room for one at a time: each refusal returns what it reserved.
     dave = await new_key(tokens_per_minute=WORST_TOKENS)
 
     for _ in range(3):
-        assert (await chat(api, dave, model="@cf/test/fail-500")).status_code == 502
+        assert (await chat(api, dave, model="@cf/test/bad-request")).status_code == 400
 
     assert await _used() == {"minute": 0}
 

@@ -86,7 +86,9 @@ async def test_a_client_that_leaves_mid_stream_leaves_a_record_of_what_it_got(
     # The role chunk, then one drip per event: at least the three the client saw.
     assert record.completion_tokens >= len(events) - 1 >= 3
     assert record.tokens_estimated is True
-    assert record.cost == record.completion_tokens * Decimal("0.001")
+    # The prompt is paid for too, as the gateway counts it: 17 characters, 5 tokens.
+    assert record.prompt_tokens == 5
+    assert record.cost == record.total_tokens * Decimal("0.001")
     # The upstream call was ended with the client's.
     assert await asyncio.to_thread(upstream.drip_closed.wait, RECORD_TIMEOUT)
 

@@ -133,7 +133,10 @@ async def test_it_records_an_upstream_failure(api, alice, cloudflare):
     assert record.http_status == 502
     assert "HTTP 500" in record.error
     assert fake_upstream.CLOUDFLARE_TOKEN not in record.error
-    assert _tokens(record) == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    # The upstream failed after taking the request: its prompt is paid for, as the gateway
+    # counts it ("Be brief.\nhello there world", 27 characters at 4 a token).
+    assert _tokens(record) == {"prompt_tokens": 7, "completion_tokens": 0, "total_tokens": 7}
+    assert record.tokens_estimated is True
     assert record.request_id == response["x-request-id"]
 
 

@@ -302,10 +302,14 @@ class BaseProvider:
         """Return the gateway's error for a transport failure; `seconds` is the time allowed."""
         if timed_out(exc):
             if isinstance(exc, httpx.ConnectTimeout):
-                return UpstreamTimeout(
+                error = UpstreamTimeout(
                     f"Could not connect to the provider '{self.row.name}' within "
                     f"{settings.UPSTREAM_CONNECT_TIMEOUT:g} seconds."
                 )
+                # Nothing was sent: no model read the prompt.
+                error.prompt_spent = False
+                return error
+            # Time ran out waiting for the answer to a request sent: the model may have run.
             return UpstreamTimeout(
                 f"The provider '{self.row.name}' did not answer within {seconds:g} seconds."
             )
@@ -419,9 +423,16 @@ class BaseProvider:
                 or elapsed + delay > settings.UPSTREAM_RETRY_MAX_SECONDS
             ):
                 if failure is not None:
-                    raise self.upstream_error(failure, head_wait) from None
+                    error = self.upstream_error(failure, head_wait)
+                    # No answer came: a connection refused, or one lost before the head,
+                    # which httpx_aiohttp does not tell apart (see timed_out). Both are
+                    # taken for a request no model ran on, and the prompt is not paid
+                    # for: a refused connection is the common case, and its prompt never
+                    # left the gateway.
+                    error.prompt_spent = False
+                    raise error from None
                 if content is not None:
-                    raise self.error_for(response, decode_json(content))
+                    raise self.answer_error(response, decode_json(content))
                 return response, deadline
             reason = f"HTTP {response.status_code}" if response is not None else "connection lost"
             if response is not None:
@@ -465,7 +476,21 @@ class BaseProvider:
                     f"The provider '{self.row.name}' answered with a body that is not JSON."
                 )
             return data
-        raise self.error_for(response, data)
+        raise self.answer_error(response, data)
+
+    def answer_error(self, response, data):
+        """Return error_for's error for an error answer, saying whether the prompt was spent.
+
+        An answer of 4xx is a refusal before the model ran (a body that does not fit the
+        model's schema, as Workers AI's 5006; a context too long; refused credentials; a
+        used-up allowance; no capacity): no token was spent, and the prompt is not paid
+        for. A 5xx is a failure after the upstream took the request, and 408 (Workers
+        AI's 3007 and 3008) its own timeout while running it: the model may have read the
+        prompt, which is paid for.
+        """
+        error = self.error_for(response, data)
+        error.prompt_spent = response.status_code >= 500 or response.status_code == 408
+        return error
 
     def may_retry(self, response, data):
         """Tell whether an error answer that send() would try again may be tried again.
@@ -902,10 +927,22 @@ def finish_reason_for(request, usage):
 
 
 def prompt_text(request):
-    """Return the text a chat or completion request sends the model, for estimates."""
+    """Return the text a chat or completion request sends the model, for estimates.
+
+    A completion's suffix and a chat's tool definitions are read by the model as its
+    prompt is, and counted with it; images are not counted.
+    """
     if isinstance(request, CompletionRequest):
-        return request.prompt
-    return "\n".join(flatten_content(m.get("content")) for m in request.messages)
+        return request.prompt + (request.params.get("suffix") or "")
+    text = "\n".join(flatten_content(m.get("content")) for m in request.messages)
+    if request.tools:
+        text += "\n" + json.dumps(request.tools, ensure_ascii=False)
+    return text
+
+
+def estimate_prompt_tokens(request):
+    """Estimate the tokens of the prompt a chat or completion request sends the model."""
+    return estimate_tokens(prompt_text(request))
 
 
 def estimate_usage(request, completion_text):
