@@ -89,6 +89,18 @@ def test_create_sets_token_limits_and_a_monthly_budget():
     assert "5/m, 2,000 tokens/min, 100,000 tokens/day, 25.00 USD/month" in out
 
 
+def test_create_sets_a_budget_for_each_period():
+    out, _ = apikey(
+        "create",
+        *("--name", "prepaid", "--daily-budget", "2", "--weekly-budget", "10"),
+        *("--lifetime-budget", "100"),
+    )
+
+    key = ApiKey.objects.get(name="prepaid")
+    assert key.budgets() == {"day": Decimal(2), "week": Decimal(10), "lifetime": Decimal(100)}
+    assert "2.00 USD/day, 10.00 USD/week, 100.00 USD" in out
+
+
 def test_a_key_has_no_token_limit_or_budget_unless_asked():
     apikey("create", "--name", "ci")
 

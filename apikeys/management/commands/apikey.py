@@ -37,7 +37,10 @@ FIELD_OPTIONS = {
     "rate_limit": "--rate-limit",
     "tokens_per_minute": "--tokens-per-minute",
     "tokens_per_day": "--tokens-per-day",
+    "daily_budget": "--daily-budget",
+    "weekly_budget": "--weekly-budget",
     "monthly_budget": "--monthly-budget",
+    "lifetime_budget": "--lifetime-budget",
     "allowed_models": "--models",
     "expires_at": "--expires",
     "rotate_every_days": "--rotate-every-days",
@@ -169,14 +172,22 @@ class Command(BaseCommand):
             "--tokens-per-day",
             type=_token_count,
             metavar="N",
-            help="Prompt and completion tokens allowed per day (UTC); default no limit.",
+            help="Prompt and completion tokens allowed per day (LIMITS_TIME_ZONE); default no "
+            "limit.",
         )
-        create.add_argument(
-            "--monthly-budget",
-            type=_usd,
-            metavar="USD",
-            help="Spend allowed per calendar month (UTC) in USD, like 25; default no limit.",
-        )
+        for option, period in [
+            ("--daily-budget", "per day"),
+            ("--weekly-budget", "per week, from Monday"),
+            ("--monthly-budget", "per calendar month"),
+            ("--lifetime-budget", "in all (prepaid use)"),
+        ]:
+            create.add_argument(
+                option,
+                type=_usd,
+                metavar="USD",
+                help=f"Spend allowed {period} (LIMITS_TIME_ZONE) in USD, like 25; default no "
+                "limit.",
+            )
         create.add_argument(
             "--models",
             type=_model_list,
@@ -242,7 +253,7 @@ class Command(BaseCommand):
             "expires_at": expires,
             "tokens_per_minute": options["tokens_per_minute"],
             "tokens_per_day": options["tokens_per_day"],
-            "monthly_budget": options["monthly_budget"],
+            **{field: options[field] for field in ApiKey.BUDGET_FIELDS.values()},
             "rotate_every_days": options["rotate_every_days"],
         }
         if rate_limit is not None:
