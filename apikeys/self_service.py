@@ -17,7 +17,7 @@ from decimal import Decimal
 from django.db.models import Count, DecimalField, Sum, Value
 from django.db.models.functions import Coalesce, TruncDay, TruncHour
 
-from apikeys import periods, throttling
+from apikeys import periods, spend, throttling
 from apikeys.models import Team, UsageRecord
 from gateway.errors import InvalidRequest
 
@@ -74,18 +74,12 @@ def rotation_state(key):
 
 
 def budget_spent(holder, period, now):
-    """Return the USD (Decimal) a key or team spent in the budget period holding `now`.
-
-    Summed from usage records every time it is asked: exact, and one indexed query per
-    budget, which a read of /v1/key can afford. A team's spend is its keys' while in it
-    (UsageRecord.team), so a key moved to another team leaves its past spend behind.
+    """Return the USD (Decimal) a key or team spent in the budget period holding `now`,
+    as the admin's budget bars show it (apikeys/spend.py: rollups and the hour under way).
+    A team's spend is its keys' while in it (UsageRecord.team), so a key moved to another
+    team leaves its past spend behind.
     """
-    records = UsageRecord.objects.filter(created_at__gte=periods.start(period, now))
-    if isinstance(holder, Team):
-        records = records.filter(team=holder)
-    else:
-        records = records.filter(api_key=holder)
-    return records.aggregate(spent=Sum("cost"))["spent"] or Decimal(0)
+    return spend.spent(holder, period, now)
 
 
 def usage_buckets(key, start, end, bucket, group_by=()):

@@ -1,4 +1,4 @@
-"""What a key or a team has spent in a budget's period, read from the usage records.
+"""What a key or a team has spent in a budget's period, read from the usage rollups.
 
 The records are what was billed; apikeys/throttling.py may know of spend not yet written
 by the usage writer (a few seconds behind) or reserved by requests still running, so a
@@ -6,38 +6,35 @@ figure from here can lag what the limit goes by.
 """
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
-from django.db.models import DecimalField, Sum, Value
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from apikeys import periods
-from apikeys.models import ApiKey, Team, UsageRecord
+from apikeys.models import ApiKey, Team
+from apikeys.rollups import usage_sums
 
 
 def spent(holder, period, now=None):
     """Return the USD spent by a key or a team since the start of the period holding now.
 
-    A team's spend is that of the records made under it, so a key moved to another team
-    leaves its past spend with the team it had.
+    Read from the hourly rollups and the records of the hour under way
+    (apikeys/rollups.usage_sums), so that a lifetime budget costs what its hours hold, not
+    its records. A team's spend is that of the usage made under it, so a key moved to
+    another team leaves its past spend with the team it had.
     """
     now = now or timezone.now()
+    if not isinstance(now, datetime):
+        # Epoch seconds, the limits' clock (apikeys/throttling.timer).
+        now = datetime.fromtimestamp(now, UTC)
     if isinstance(holder, Team):
-        records = UsageRecord.objects.filter(team=holder)
+        sums = usage_sums(team=holder, since=periods.start(period, now), now=now)
     elif isinstance(holder, ApiKey):
-        records = UsageRecord.objects.filter(api_key=holder)
+        sums = usage_sums(api_key=holder, since=periods.start(period, now), now=now)
     else:
         raise TypeError(f"Spend is kept for keys and teams, not {type(holder).__name__}")
-    total = records.filter(created_at__gte=periods.start(period, now)).aggregate(
-        total=Coalesce(
-            Sum("cost"),
-            Value(Decimal(0)),
-            output_field=DecimalField(max_digits=20, decimal_places=8),
-        )
-    )["total"]
-    return total
+    return sums["cost"]
 
 
 @dataclass

@@ -73,7 +73,7 @@ def omar(client):
     return client
 
 
-def record(key, *, cost="0", tokens=10, hours_ago=1, model="echo", team=None):
+def record(key, *, cost="0", tokens=10, hours_ago=1, model="echo", team=None, at=None):
     # Through the usage writer's store, which keeps the hourly rollups reports read.
     return DatabaseStore().add_one(
         dict(
@@ -86,7 +86,7 @@ def record(key, *, cost="0", tokens=10, hours_ago=1, model="echo", team=None):
             total_tokens=tokens,
             cost=Decimal(cost),
             request_id=f"req-{UsageRecord.objects.count()}",
-            created_at=timezone.now() - timedelta(hours=hours_ago),
+            created_at=at or timezone.now() - timedelta(hours=hours_ago),
         )
     )
 
@@ -448,8 +448,7 @@ def test_spent_sums_a_teams_records_since_the_start_of_the_period(red_key, red):
         ("4", datetime(2026, 11, 1, 0, tzinfo=UTC)),
         ("8", datetime(2026, 10, 31, 23, 59, tzinfo=UTC)),
     ]:
-        rec = record(red_key, cost=cost)
-        UsageRecord.objects.filter(pk=rec.pk).update(created_at=when)
+        record(red_key, cost=cost, at=when)
 
     assert spend.spent(red, "day", now) == Decimal(1)
     assert spend.spent(red, "week", now) == Decimal(3)
