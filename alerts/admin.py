@@ -1,10 +1,11 @@
 from django.contrib import admin
 
 from alerts.models import BudgetAlert
+from gateway.readonly_admin import ReadOnlyAdmin
 
 
 @admin.register(BudgetAlert)
-class BudgetAlertAdmin(admin.ModelAdmin):
+class BudgetAlertAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     """List every budget alert and how it was sent; alerts are made by the gateway only."""
 
     list_display = [
@@ -23,15 +24,6 @@ class BudgetAlertAdmin(admin.ModelAdmin):
     list_filter = ["scope", "period", "threshold", "email_status", "webhook_status", "team"]
     search_fields = ["holder_name", "email_recipients"]
     date_hierarchy = "created_at"
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="threshold", ordering="threshold")
     def threshold_percent(self, alert):

@@ -50,6 +50,7 @@ from apikeys.spend import budget_uses
 from completions.models import Model as CatalogueModel
 from completions.models import unknown_model_names
 from gateway.durations import describe_duration, parse_duration
+from gateway.readonly_admin import ReadOnlyAdmin
 
 # The limits a key and its team both have; a member may not set a key's above its team's.
 TEAM_LIMIT_FIELDS = [
@@ -670,7 +671,7 @@ class CatalogueModelFilter(admin.SimpleListFilter):
 
 
 @admin.register(UsageRecord)
-class UsageRecordAdmin(TeamScopedAdmin):
+class UsageRecordAdmin(ReadOnlyAdmin, TeamScopedAdmin):
     """List what each key did; records are written by the gateway only, never by hand."""
 
     list_display = [
@@ -705,15 +706,6 @@ class UsageRecordAdmin(TeamScopedAdmin):
     show_full_result_count = False
     paginator = BoundedCountPaginator
     list_per_page = 50
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def lookup_allowed(self, lookup, value, request=None):
         return not refers_to_digest(lookup) and super().lookup_allowed(lookup, value, request)
@@ -791,7 +783,7 @@ class ReportForm(forms.Form):
 
 
 @admin.register(UsageReport)
-class UsageReportAdmin(TeamScopedAdmin):
+class UsageReportAdmin(ReadOnlyAdmin, TeamScopedAdmin):
     """Answer at a glance: who is using what, how much, and is anything failing."""
 
     template = "admin/apikeys/usagereport/report.html"
@@ -809,15 +801,6 @@ class UsageReportAdmin(TeamScopedAdmin):
         if self.team_scope(request) is None:
             return request.user.has_perm("apikeys.view_usagerecord")
         return super().has_view_permission(request, obj)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def report_view(self, request):
         form = self._form(request)

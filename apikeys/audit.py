@@ -38,6 +38,7 @@ from django.utils.html import format_html_join
 
 from apikeys.reports import spreadsheet_text
 from gateway.addresses import client_address
+from gateway.readonly_admin import ReadOnlyAdmin
 
 # The account CLI changes are logged as (LogEntry.user cannot be null); inactive and with no
 # usable password, so nobody can log in as it. The OS user is in each entry's source.
@@ -286,7 +287,7 @@ class ActionFilter(admin.SimpleListFilter):
 
 
 @admin.register(LogEntry)
-class AuditLogAdmin(admin.ModelAdmin):
+class AuditLogAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     """The audit log, read-only: no entry is added, changed or deleted from the admin."""
 
     change_list_template = "admin/apikeys/auditlog/change_list.html"
@@ -312,15 +313,6 @@ class AuditLogAdmin(admin.ModelAdmin):
 
     def has_view_permission(self, request, obj=None):
         return request.user.has_perm("admin.view_logentry")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def get_actions(self, request):
         # delete_selected would be offered to no one, but an empty action bar is noise.
