@@ -5,7 +5,8 @@
 
 Starts PostgreSQL on loopback with scripts/services (GATEWAY_PG_PORT, GATEWAY_REDIS_PORT as
 usual), makes a fresh database `gateway_bench_usage`, loads N records spread over 100 days
-with COPY (20 keys, 5 models, a few percent of failures) and their hourly rollups
+with INSERT ... SELECT from generate_series (20 keys, 5 models, a few percent of failures)
+and their hourly rollups
 (apikeys/rollups.rebuild), then times, in this process through Django's test client (the
 view and its queries, no HTTP): the admin's usage report for 24 h, 7 d and 30 d, of all keys
 and of one key; the CSV export; a key's change page; the day's and the month's sums a limit
@@ -18,7 +19,6 @@ Django's query log on): the rest is Python and templates. The last line is
 """
 
 import argparse
-import io
 import os
 import statistics
 import subprocess
@@ -35,10 +35,8 @@ DAYS = 100
 KEYS = 20
 MODELS = ["@cf/meta/llama-3.1-8b-instruct", "gpt-4o-mini", "gpt-4o", "claude-3-5", "embed"]
 REPEAT = 5
-# COPY's text format for NULL.
-NULL = "\\N"
-# Rows written per COPY chunk.
-COPY_CHUNK = 50_000
+# Rows inserted per statement (and transaction).
+INSERT_CHUNK = 1_000_000
 COLUMNS = (
     "api_key_id, key_name, team_id, model, requested_model, provider, endpoint, stream, status,"
     " http_status, error, prompt_tokens, completion_tokens, total_tokens, cached_tokens,"
@@ -83,36 +81,45 @@ def _setup():
 
 
 def _load(url, keys, rows, now):
-    """COPY `rows` records spread evenly over DAYS days up to `now`, oldest first."""
+    """Insert `rows` records spread evenly over DAYS days up to `now`, oldest first.
+
+    Made by PostgreSQL itself from generate_series, a million rows per statement: no row
+    crosses the connection, so ten million load in minutes rather than the better part of
+    an hour that COPY fed row by row from Python took here.
+    """
     import psycopg
 
     start = now - timedelta(days=DAYS)
-    step = timedelta(days=DAYS) / rows
+    step_us = DAYS * 86_400 * 10**6 / rows
+    key_rows = ", ".join(
+        f"({n}, {key.pk}, '{key.name}', {key.team_id or 'NULL'}::bigint)"
+        for n, key in enumerate(keys)
+    )
+    model_rows = ", ".join(f"({n}, '{name}')" for n, name in enumerate(MODELS))
+    prompt, completion = "(200 + i %% 1800)", "((i * 31) %% 700)"
+    insert = f"""
+        WITH k(n, id, name, team_id) AS (VALUES {key_rows}),
+             m(n, model) AS (VALUES {model_rows})
+        INSERT INTO apikeys_usagerecord ({COLUMNS})
+        SELECT k.id, k.name, k.team_id, m.model, m.model, 'bench',
+            CASE WHEN m.model = 'embed' THEN 'embeddings' ELSE 'chat.completions' END, false,
+            CASE WHEN i %% 50 = 0 THEN 'upstream_error' WHEN i %% 97 = 0 THEN 'client_closed'
+                 ELSE 'ok' END,
+            200, '', {prompt}, {completion}, {prompt} + {completion}, {prompt} / 4, false,
+            {prompt} + {completion}, 'tokens',
+            ({prompt} * 15 + {completion} * 60)::numeric / 100000000, 300 + i %% 4000, NULL,
+            'bench-' || i, %(start)s::timestamptz + (%(step)s * i) * interval '1 microsecond'
+        FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS i
+        -- Each key mostly on one model, now and then on the next.
+        JOIN k ON k.n = ((i * 7919) # (i >> 3)) %% {KEYS}
+        JOIN m ON m.n = CASE WHEN i %% 10 <> 0 THEN k.id %% 5 ELSE (k.id + 1) %% 5 END
+    """
     started = time.monotonic()
-    with psycopg.connect(url) as db, db.cursor() as cursor:
-        with cursor.copy(f"COPY apikeys_usagerecord ({COLUMNS}) FROM STDIN") as copy:
-            buffer = io.StringIO()
-            for i in range(rows):
-                # Each key mostly on one model, now and then on the next.
-                key = keys[((i * 7919) ^ (i >> 3)) % KEYS]
-                model = MODELS[key.pk % len(MODELS)] if i % 10 else MODELS[(key.pk + 1) % 5]
-                status = (
-                    "upstream_error" if i % 50 == 0 else "client_closed" if i % 97 == 0 else "ok"
-                )
-                prompt, completion = 200 + i % 1800, (i * 31) % 700
-                endpoint = "embeddings" if model == "embed" else "chat.completions"
-                buffer.write(
-                    f"{key.pk}\t{key.name}\t{key.team_id or NULL}\t{model}\t{model}\tbench\t"
-                    f"{endpoint}\tf\t{status}\t200\t\t{prompt}\t{completion}\t"
-                    f"{prompt + completion}\t{prompt // 4}\tf\t{prompt + completion}\ttokens\t"
-                    f"{Decimal(prompt * 15 + completion * 60) / 10**8}\t{300 + i % 4000}\t\\N\t"
-                    f"bench-{i}\t{(start + step * i).isoformat()}\n"
-                )
-                if (i + 1) % COPY_CHUNK == 0:
-                    copy.write(buffer.getvalue())
-                    buffer = io.StringIO()
-            copy.write(buffer.getvalue())
-        db.commit()
+    with psycopg.connect(url) as db:
+        for first in range(0, rows, INSERT_CHUNK):
+            last = min(first + INSERT_CHUNK, rows) - 1
+            db.execute(insert, {"start": start, "step": step_us, "first": first, "last": last})
+            db.commit()
     return time.monotonic() - started
 
 
@@ -216,7 +223,7 @@ def main():
     call_command("migrate", "--no-input", verbosity=0)
     keys, admin = _setup()
     now = timezone.now()
-    print(f"Loading {args.rows:,} records over {DAYS} days with COPY...", flush=True)
+    print(f"Loading {args.rows:,} records over {DAYS} days...", flush=True)
     load_seconds = _load(os.environ["DATABASE_URL"], keys, args.rows, now)
     started = time.monotonic()
     _, rollup_rows = rollups.rebuild()
