@@ -14,6 +14,7 @@ from decimal import Decimal
 from django.db.models import Case, Count, F, IntegerField, Q, Sum, When
 from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
+from django.utils.functional import cached_property
 
 from apikeys import retention
 from apikeys.models import UsageRecord, UsageRollup
@@ -218,24 +219,39 @@ class PeriodUsage:
         self.rollups = rollups
         self.records = records
 
+    # What every table of a report is grouped by; the finest rows are summed by these once.
+    GROUPS = ("key_name", "team_name", "model", "endpoint", "unit")
+
+    @cached_property
+    def _finest(self):
+        """Sums per bucket (hour or day) and every field of GROUPS: one query on the rollups
+        and one on the records of the partial hours, whatever the page shows of them.
+
+        A month of a busy gateway's rollups is read once rather than once per table; what
+        comes back is a row per group that had usage in a bucket, summed again in Python
+        for each table (_merged).
+        """
+        trunc = TruncHour if self.period.bucket == "hour" else TruncDay
+        team_name = F("team__name")
+        return [
+            *self._rows(
+                self.rollups.annotate(bucket=trunc("hour", tzinfo=UTC), team_name=team_name),
+                "bucket",
+                *self.GROUPS,
+            ),
+            *self._rows(
+                self.records.annotate(bucket=trunc("created_at", tzinfo=UTC), team_name=team_name),
+                "bucket",
+                *self.GROUPS,
+            ),
+        ]
+
     def totals(self):
-        return _named(
-            _merged(
-                (),
-                [self.rollups.aggregate(**_rollup_sums())],
-                [self.records.aggregate(**_record_sums())],
-            )[0]
-        )
+        return _named((_merged((), self._finest) or [{}])[0])
 
     def series(self):
         """Return sums per hour or day, one row per bucket, empty buckets included."""
-        trunc = TruncHour if self.period.bucket == "hour" else TruncDay
-        rows = _merged(
-            ("bucket",),
-            self._rows(self.rollups.annotate(bucket=trunc("hour", tzinfo=UTC)), "bucket"),
-            self._rows(self.records.annotate(bucket=trunc("created_at", tzinfo=UTC)), "bucket"),
-        )
-        found = {row["bucket"]: _named(row) for row in rows}
+        found = {row["bucket"]: _named(row) for row in _merged(("bucket",), self._finest)}
         empty = {field: 0 for field in [*SUM_FIELDS, "error_rate"]}
         return [{**found.get(start, empty), "bucket": start} for start in self.period.buckets()]
 
@@ -250,14 +266,14 @@ class PeriodUsage:
         return self._grouped("key_name", "model")
 
     def by_team(self):
-        """Return sums per team (`team_name`, None for records made under no team)."""
-        return self._grouped_by_team()
+        """Return sums per team (`team_name`, None for usage made under no team)."""
+        return self._grouped("team_name")
 
     def by_team_and_model(self):
-        return self._grouped_by_team("model")
+        return self._grouped("team_name", "model")
 
     def by_key_team_and_model(self):
-        return self._grouped_by_team("key_name", "model")
+        return self._grouped("team_name", "key_name", "model")
 
     def by_endpoint(self):
         """Return sums per endpoint and unit, with the units each counted: tokens for the
@@ -265,18 +281,9 @@ class PeriodUsage:
         return self._grouped("endpoint", "unit")
 
     def _grouped(self, *fields):
-        rows = _merged(fields, self._rows(self.rollups, *fields), self._rows(self.records, *fields))
-        return [_named(row) for row in rows]
-
-    def _grouped_by_team(self, *fields):
-        # By the team's current name; usage of no team first (_sortable puts None first).
-        groups = ("team_name", *fields)
-        rows = _merged(
-            groups,
-            self._rows(self.rollups.annotate(team_name=F("team__name")), *groups),
-            self._rows(self.records.annotate(team_name=F("team__name")), *groups),
-        )
-        return [_named(row) for row in rows]
+        # By the team's current name where grouped by team; usage of no team sorts first
+        # (_sortable puts None first).
+        return [_named(row) for row in _merged(fields, self._finest)]
 
     @staticmethod
     def _rows(queryset, *fields):
