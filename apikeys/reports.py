@@ -282,8 +282,18 @@ class PeriodUsage:
 
     def _grouped(self, *fields):
         # By the team's current name where grouped by team; usage of no team sorts first
-        # (_sortable puts None first).
-        return [_named(row) for row in _merged(fields, self._finest)]
+        # (_sortable puts None first). From the finest rows once a page has read them (the
+        # report page, whose series comes first); else one query grouped by `fields` alone
+        # (the CSV export and usage_report, which want one table).
+        if "_finest" in self.__dict__:
+            return [_named(row) for row in _merged(fields, self._finest)]
+        named = {"team_name": F("team__name")} if "team_name" in fields else {}
+        rows = _merged(
+            fields,
+            self._rows(self.rollups.annotate(**named), *fields),
+            self._rows(self.records.annotate(**named), *fields),
+        )
+        return [_named(row) for row in rows]
 
     @staticmethod
     def _rows(queryset, *fields):
