@@ -84,6 +84,10 @@ def gateway_env(database, **extra):
         "ECHO_STREAM_DELAY": "0",
         "UPSTREAM_TIMEOUT": "10",
         "DJANGO_SETTINGS_MODULE": "gateway.settings",
+        # Every test gateway shares one Redis database (below) and answers 127.0.0.1: the
+        # 401s that earlier tests drew from it within the minute must not turn a later
+        # test's first request into a 429 (tests/test_authentication_failures.py tests it).
+        "AUTH_FAILURES_PER_MINUTE": "100000",
         **extra,
     }
     if os.environ.get("REDIS_URL"):
