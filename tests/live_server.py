@@ -164,6 +164,9 @@ class LiveGateway:
             "DATABASE_URL": f"sqlite:///{self.database}",
             "ECHO_STREAM_DELAY": "0",
             "DJANGO_SETTINGS_MODULE": "gateway.settings",
+            # As in gateway_env: other tests' 401s from 127.0.0.1 in a shared Redis must not
+            # turn this gateway's first request into a 429.
+            "AUTH_FAILURES_PER_MINUTE": "100000",
             **env,
         }
         self.setup = setup
