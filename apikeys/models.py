@@ -546,17 +546,9 @@ class UsageRecord(models.Model):
         return f"{self.request_id} {self.model} {self.status}"
 
 
-class UsageRollup(models.Model):
-    """The usage records of one UTC hour summed per key, team, model, endpoint, status and
-    unit (apikeys/rollups.py); what reports and the limits' sums read.
+class RollupSums(models.Model):
+    """The group and the sums of a usage rollup row (UsageRollup, UsageDayRollup)."""
 
-    Written with its records, in the same transaction, by an upsert that adds to the sums,
-    so that writers in several processes keep it exact; `manage.py rebuild_rollups`
-    recomputes it from the records that are kept.
-    """
-
-    # The start of the UTC hour.
-    hour = models.DateTimeField()
     # No database constraint and nothing done when the key or team is deleted: a rollup row
     # keeps the id it was written with, so that deleting a key never merges (or collides
     # with) another row of the same hour. Reports go by key_name, kept as recorded.
@@ -588,12 +580,28 @@ class UsageRollup(models.Model):
     total_tokens = models.BigIntegerField(default=0)
     cached_tokens = models.BigIntegerField(default=0)
     units = models.BigIntegerField(default=0)
-    # USD, to the 10^-8 of UsageRecord.cost; room for the sum of an hour's records.
+    # USD, to the 10^-8 of UsageRecord.cost; room for the sum of a day's records.
     cost = models.DecimalField(max_digits=20, decimal_places=8, default=0)
     latency_ms = models.BigIntegerField(default=0)
     # Sum and count of time_to_first_token_ms over the records that have one.
     first_token_ms = models.BigIntegerField(default=0)
     first_token_count = models.BigIntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
+
+class UsageRollup(RollupSums):
+    """The usage records of one UTC hour summed per key, team, model, endpoint, status and
+    unit (apikeys/rollups.py); what reports and the limits' sums read.
+
+    Written with its records, in the same transaction, by an upsert that adds to the sums,
+    so that writers in several processes keep it exact; `manage.py rebuild_rollups`
+    recomputes it from the records that are kept.
+    """
+
+    # The start of the UTC hour.
+    hour = models.DateTimeField()
 
     class Meta:
         constraints = [
@@ -619,6 +627,41 @@ class UsageRollup(models.Model):
 
     def __str__(self):
         return f"{self.hour:%Y-%m-%d %H}h {self.key_name} {self.model} {self.status}"
+
+
+class UsageDayRollup(RollupSums):
+    """The same sums per UTC day: what a period of more than a few days reads for its whole
+    days, a row per group a day rather than one an hour (apikeys/rollups.py).
+
+    Written with the hourly rows, in the same transaction and by the same kind of upsert;
+    `manage.py rebuild_rollups` recomputes it from the hourly rows.
+    """
+
+    # The start of the UTC day (midnight).
+    day = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                "day",
+                Coalesce("api_key", 0),
+                "key_name",
+                Coalesce("team", 0),
+                "model",
+                "endpoint",
+                "status",
+                "unit",
+                name="apikeys_day_rollup_group",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["api_key", "day"], name="apikeys_dayrollup_key_day"),
+            models.Index(fields=["team", "day"], name="apikeys_dayrollup_team_day"),
+            models.Index(fields=["model", "day"], name="apikeys_dayrollup_model_day"),
+        ]
+
+    def __str__(self):
+        return f"{self.day:%Y-%m-%d} {self.key_name} {self.model} {self.status}"
 
 
 class UsageReport(UsageRecord):

@@ -1,10 +1,11 @@
 """Usage over a period, summed in the database: totals, a series per hour or day, and
 tables per key, per team and per model.
 
-Every sum is a GROUP BY query on the hourly rollups (UsageRollup) of the period's whole
-hours, and one on the records of its partial hours at either end, added up here; TruncHour
-and TruncDay work alike on SQLite and PostgreSQL. A report costs what its hours hold,
-whether the table holds a thousand records or ten million.
+Every sum is a GROUP BY query on the daily rollups (UsageDayRollup) of the period's whole
+days, one on the hourly rollups (UsageRollup) of its other whole hours, and one on the
+records of its partial hours at either end, added up here (apikeys/rollups.Span); TruncHour
+and TruncDay work alike on SQLite and PostgreSQL. A report costs what the groups of its
+period hold, whether the table holds a thousand records or ten million.
 """
 
 from dataclasses import dataclass
@@ -17,8 +18,8 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 
 from apikeys import retention
-from apikeys.models import UsageRecord, UsageRollup
-from apikeys.rollups import hour_of, next_hour
+from apikeys.models import UsageDayRollup, UsageRecord, UsageRollup
+from apikeys.rollups import Span, hour_of
 
 # The periods offered, by the value that names them in a URL.
 PRESETS = {
@@ -178,11 +179,12 @@ class Period:
 class PeriodUsage:
     """The usage of a period, optionally of one key, one team and one model.
 
-    Whole hours are summed from the hourly rollups; the partial hours at either end of the
-    period (at most an hour each) from the records. A period that starts before the records
-    kept (USAGE_RETENTION_DAYS) starts at its first whole hour instead: `resolution` is
-    then "hour", else "record". Either way the cost of a report follows the hours it
-    covers, not the records the table holds.
+    Whole days are summed from the daily rollups when the period has a bar per day, whole
+    hours from the hourly rollups, and the partial hours at either end of the period (at
+    most an hour each) from the records. A period that starts before the records kept
+    (USAGE_RETENTION_DAYS) starts at its first whole hour instead: `resolution` is then
+    "hour", else "record". Either way the cost of a report follows the groups of the
+    period, not the records the table holds.
 
     `teams` (team ids) limits every figure to those teams' usage, for a reader who may see
     no others (a team member in the admin); None for every record.
@@ -197,53 +199,44 @@ class PeriodUsage:
             start = hour_of(start)
             self.resolution = "hour"
         self.start = start
-        first, last = next_hour(start), hour_of(period.end)
-        rollups = UsageRollup.objects.filter(hour__gte=first, hour__lt=last)
-        records = UsageRecord.objects.filter(
-            Q(created_at__gte=start, created_at__lt=min(first, period.end))
-            | Q(created_at__gte=max(last, start), created_at__lt=period.end)
-        )
+        # A bar per hour needs the hours; a bar per day is summed from the days.
+        span = Span(start, period.end, by_day=period.bucket == "day")
         if teams is not None:
-            rollups = rollups.filter(team__in=teams)
-            records = records.filter(team__in=teams)
+            span.filter(team__in=teams)
         if key is not None:
-            rollups = rollups.filter(api_key=key)
-            records = records.filter(api_key=key)
+            span.filter(api_key=key)
         if team is not None:
             # By the team the usage was made under, as budgets count it.
-            rollups = rollups.filter(team=team)
-            records = records.filter(team=team)
+            span.filter(team=team)
         if model:
-            rollups = rollups.filter(model=model)
-            records = records.filter(model=model)
-        self.rollups = rollups
-        self.records = records
+            span.filter(model=model)
+        self.span = span
 
     # What every table of a report is grouped by; the finest rows are summed by these once.
     GROUPS = ("key_name", "team_name", "model", "endpoint", "unit")
 
     @cached_property
     def _finest(self):
-        """Sums per bucket (hour or day) and every field of GROUPS: one query on the rollups
-        and one on the records of the partial hours, whatever the page shows of them.
+        """Sums per bucket (hour or day) and every field of GROUPS: a query on each of the
+        span's sources, whatever the page shows of them.
 
-        A month of a busy gateway's rollups is read once rather than once per table; what
-        comes back is a row per group that had usage in a bucket, summed again in Python
-        for each table (_merged).
+        The rollups of the period are read once rather than once per table; what comes back
+        is a row per group that had usage in a bucket, summed again in Python for each table
+        (_merged). A month is about 30 rows a group (its days).
         """
         trunc = TruncHour if self.period.bucket == "hour" else TruncDay
         team_name = F("team__name")
+        times = {UsageRecord: "created_at", UsageRollup: "hour", UsageDayRollup: "day"}
         return [
-            *self._rows(
-                self.rollups.annotate(bucket=trunc("hour", tzinfo=UTC), team_name=team_name),
+            row
+            for queryset in self.span
+            for row in self._rows(
+                queryset.annotate(
+                    bucket=trunc(times[queryset.model], tzinfo=UTC), team_name=team_name
+                ),
                 "bucket",
                 *self.GROUPS,
-            ),
-            *self._rows(
-                self.records.annotate(bucket=trunc("created_at", tzinfo=UTC), team_name=team_name),
-                "bucket",
-                *self.GROUPS,
-            ),
+            )
         ]
 
     def totals(self):
@@ -282,20 +275,10 @@ class PeriodUsage:
 
     def _grouped(self, *fields):
         # By the team's current name where grouped by team; usage of no team sorts first
-        # (_sortable puts None first). From the finest rows once a page has read them (the
-        # report page, whose series comes first); else one query grouped by `fields` alone
-        # (the CSV export and usage_report, which want one table).
-        if "_finest" in self.__dict__:
-            return [_named(row) for row in _merged(fields, self._finest)]
-        named = {"team_name": F("team__name")} if "team_name" in fields else {}
-        rows = _merged(
-            fields,
-            self._rows(self.rollups.annotate(**named), *fields),
-            self._rows(self.records.annotate(**named), *fields),
-        )
-        return [_named(row) for row in rows]
+        # (_sortable puts None first).
+        return [_named(row) for row in _merged(fields, self._finest)]
 
     @staticmethod
     def _rows(queryset, *fields):
-        sums = _rollup_sums() if queryset.model is UsageRollup else _record_sums()
+        sums = _record_sums() if queryset.model is UsageRecord else _rollup_sums()
         return list(queryset.values(*fields).annotate(**sums).order_by())

@@ -1,8 +1,9 @@
 """How long usage is kept, and pruning what is older (manage.py prune_usage).
 
-Raw records are kept USAGE_RETENTION_DAYS, their hourly rollups USAGE_ROLLUP_RETENTION_DAYS
+Raw records are kept USAGE_RETENTION_DAYS, their rollups USAGE_ROLLUP_RETENTION_DAYS
 (None: for ever). Both limits fall on the start of a UTC hour, so that an hour's records
-are either all kept or all pruned, and a rollup rebuilt from the records kept is whole.
+are either all kept or all pruned, and a rollup rebuilt from the records kept is whole; a
+daily rollup goes with the last of its hours, so that a day kept is whole too.
 
 Pruning deletes by ranges of primary keys, one short transaction each: a range is found
 from the index on created_at, then deleted by its id bounds, so that no transaction holds
@@ -17,8 +18,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from apikeys.models import UsageRecord, UsageRollup
-from apikeys.rollups import hour_of
+from apikeys.models import UsageDayRollup, UsageRecord, UsageRollup
+from apikeys.rollups import day_of, hour_of
 
 # Rows deleted per transaction: a few hundred milliseconds of locks on PostgreSQL.
 BATCH = 10_000
@@ -54,6 +55,7 @@ def prune(now=None, batch=BATCH, pause=0.0):
     rollup_limit = rollups_kept_from(now)
     if rollup_limit is not None:
         pruned.rollups = _prune(UsageRollup, "hour", rollup_limit, batch, pause)
+        pruned.rollups += _prune(UsageDayRollup, "day", day_of(rollup_limit), batch, pause)
     pruned.seconds = time.monotonic() - started
     return pruned
 

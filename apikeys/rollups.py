@@ -1,15 +1,21 @@
-"""Hourly rollups of usage records: written with the records, rebuilt from them, and summed
-for the limits.
+"""Hourly and daily rollups of usage records: written with the records, rebuilt from them,
+and summed for the reports and the limits.
 
-The usage writer (apikeys/writer.py) adds a batch's records to UsageRollup in the
-transaction that writes them, with one `INSERT ... ON CONFLICT DO UPDATE SET n = n +
-excluded.n` per group: the database adds under the row's lock, so writers in any number of
-processes stay exact, and a batch that fails leaves neither its records nor their sums.
-Groups are written in one order, so that two writers never wait for each other's rows
-crosswise (a deadlock).
+The usage writer (apikeys/writer.py) adds a batch's records to UsageRollup (per UTC hour)
+and UsageDayRollup (per UTC day) in the transaction that writes them, with one
+`INSERT ... ON CONFLICT DO UPDATE SET n = n + excluded.n` per group: the database adds under
+the row's lock, so writers in any number of processes stay exact, and a batch that fails
+leaves neither its records nor their sums. Groups are written in one order, hours before
+days, so that two writers never wait for each other's rows crosswise (a deadlock).
 
-`rebuild()` (manage.py rebuild_rollups) recomputes the hours whose records are all kept;
-older hours, whose records are pruned (apikeys/retention.py), keep their rollups.
+A span of time is read from three places (`Span`): the records of its partial hours at
+either end, the hourly rows of its partial days, and the daily rows of its whole days. A
+month then reads about 30 rows a group rather than 720: the cost of a report follows the
+groups of its period, not its hours nor the records the table holds.
+
+`rebuild()` (manage.py rebuild_rollups) recomputes the hours whose records are all kept,
+then the days from the hours; older hours, whose records are pruned
+(apikeys/retention.py), keep their rollups.
 """
 
 from datetime import UTC, timedelta
@@ -17,14 +23,18 @@ from decimal import Decimal
 
 from django.db import connections, transaction
 from django.db.models import Count, Q, Sum
-from django.db.models.functions import Coalesce, TruncHour
+from django.db.models.functions import Coalesce, TruncDay, TruncHour
 from django.utils import timezone
 
-from apikeys.models import UsageRecord, UsageRollup
+from apikeys.models import UsageDayRollup, UsageRecord, UsageRollup
 
 HOUR = timedelta(hours=1)
-# The columns that name a group, in the order of the unique constraint apikeys_rollup_group.
-GROUP = ("hour", "api_key_id", "key_name", "team_id", "model", "endpoint", "status", "unit")
+DAY = timedelta(days=1)
+# The columns that name a group after its hour or day, in the order of the unique
+# constraints apikeys_rollup_group and apikeys_day_rollup_group.
+GROUP_FIELDS = ("api_key_id", "key_name", "team_id", "model", "endpoint", "status", "unit")
+GROUP = ("hour", *GROUP_FIELDS)
+DAY_GROUP = ("day", *GROUP_FIELDS)
 SUMS = (
     "requests",
     "errors",
@@ -51,6 +61,56 @@ def next_hour(moment):
     """Return the first start of a UTC hour at or after `moment`."""
     start = hour_of(moment)
     return start if start == moment else start + HOUR
+
+
+def day_of(moment):
+    """Return the start of the UTC day that holds `moment`."""
+    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def next_day(moment):
+    """Return the first start of a UTC day at or after `moment`."""
+    start = day_of(moment)
+    return start if start == moment else start + DAY
+
+
+class Span:
+    """Where the usage of [start, end) is read from: `records` for the partial hours at
+    either end, `hours` for the whole hours of the partial days, `days` for the whole
+    days (when `by_day`; else the hours cover every whole hour). Each is a queryset, maybe
+    empty; `end` None is open (up to now, and any record written later).
+    """
+
+    def __init__(self, start, end=None, now=None, by_day=True):
+        first_hour = next_hour(start)
+        last_hour = hour_of(end if end is not None else now or timezone.now())
+        records = UsageRecord.objects.filter(created_at__gte=start)
+        if end is not None:
+            records = records.filter(created_at__lt=end)
+        hours = UsageRollup.objects.none()
+        days = UsageDayRollup.objects.none()
+        if first_hour < last_hour:
+            records = records.filter(Q(created_at__lt=first_hour) | Q(created_at__gte=last_hour))
+            first_day, last_day = next_day(first_hour), day_of(last_hour)
+            if by_day and first_day < last_day:
+                hours = UsageRollup.objects.filter(
+                    Q(hour__gte=first_hour, hour__lt=first_day)
+                    | Q(hour__gte=last_day, hour__lt=last_hour)
+                )
+                days = UsageDayRollup.objects.filter(day__gte=first_day, day__lt=last_day)
+            else:
+                hours = UsageRollup.objects.filter(hour__gte=first_hour, hour__lt=last_hour)
+        self.records, self.hours, self.days = records, hours, days
+
+    def filter(self, *args, **kwargs):
+        """Filter all three alike (by fields that records and rollups share)."""
+        self.records = self.records.filter(*args, **kwargs)
+        self.hours = self.hours.filter(*args, **kwargs)
+        self.days = self.days.filter(*args, **kwargs)
+        return self
+
+    def __iter__(self):
+        return iter((self.records, self.hours, self.days))
 
 
 def add(records):
@@ -80,10 +140,21 @@ def add(records):
         if record.time_to_first_token_ms is not None:
             sums["first_token_ms"] += record.time_to_first_token_ms
             sums["first_token_count"] += 1
+    days = {}
+    for key, sums in groups.items():
+        into = days.setdefault((day_of(key[0]), *key[1:]), dict.fromkeys(SUMS, 0))
+        for name in SUMS:
+            into[name] += sums[name]
+    _upsert(UsageRollup, GROUP, groups)
+    _upsert(UsageDayRollup, DAY_GROUP, days)
+
+
+def _upsert(model, group, groups):
+    """Add the sums of `groups` ({group key: {sum: value}}) to the rows of `model`."""
     ordered = sorted(groups.items(), key=lambda item: _sort_key(item[0]))
-    connection = connections[UsageRollup.objects.db]
-    table = UsageRollup._meta.db_table
-    columns = [*GROUP, *SUMS]
+    connection = connections[model.objects.db]
+    table = model._meta.db_table
+    columns = [*group, *SUMS]
     quote = connection.ops.quote_name
     placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
     updates = ", ".join(
@@ -91,7 +162,7 @@ def add(records):
     )
     # The key's latest name stays with its group; a renamed key starts a group of its own.
     conflict = (
-        f"{quote('hour')}, COALESCE({quote('api_key_id')}, 0), {quote('key_name')}, "
+        f"{quote(group[0])}, COALESCE({quote('api_key_id')}, 0), {quote('key_name')}, "
         f"COALESCE({quote('team_id')}, 0), {quote('model')}, {quote('endpoint')}, "
         f"{quote('status')}, {quote('unit')}"
     )
@@ -142,84 +213,112 @@ def oldest_kept_hour():
 
 
 def rebuild(since=None):
-    """Recompute the rollups from `since` (a moment; default: the oldest record) on.
+    """Recompute the rollups from `since` (a moment; default: the oldest record) on: the
+    hours from the records, then the days from the hours.
 
     Hours before the oldest record kept are left as they are: their records are pruned.
-    Return the first hour recomputed (None when there are no records) and the rows written.
-    On PostgreSQL, writers wait while the rollups are rebuilt (a lock on the table), so
-    that a record written meanwhile is neither lost nor counted twice.
+    The day holding the first hour recomputed is summed again from all its hours, those
+    kept and those recomputed. Return the first hour recomputed (None when there are no
+    records) and the rows written (hours and days). On PostgreSQL, writers wait while the
+    rollups are rebuilt (a lock on the tables), so that a record written meanwhile is
+    neither lost nor counted twice.
     """
     connection = connections[UsageRollup.objects.db]
     with transaction.atomic():
         if connection.vendor == "postgresql":
             # Blocks the writers' upserts (ROW EXCLUSIVE), not readers. A writer whose
-            # records are not yet committed adds their sums once the rebuild commits.
+            # records are not yet committed adds their sums once the rebuild commits. In
+            # the writers' order, hours then days.
             with connection.cursor() as cursor:
-                cursor.execute(
-                    f"LOCK TABLE {connection.ops.quote_name(UsageRollup._meta.db_table)} "
-                    "IN SHARE ROW EXCLUSIVE MODE"
-                )
+                for model in (UsageRollup, UsageDayRollup):
+                    cursor.execute(
+                        f"LOCK TABLE {connection.ops.quote_name(model._meta.db_table)} "
+                        "IN SHARE ROW EXCLUSIVE MODE"
+                    )
         first = oldest_kept_hour()
         if first is None:
             return None, 0
         if since is not None:
             first = max(first, hour_of(since))
-        UsageRollup.objects.filter(hour__gte=first).delete()
-        grouped = (
-            UsageRecord.objects.filter(created_at__gte=first)
-            .annotate(hour=TruncHour("created_at", tzinfo=UTC))
-            .values(*GROUP)
-            .annotate(**record_sums())
-            .order_by()
-        )
-        # One INSERT ... SELECT: the sums never leave the database. The SELECT lists the
-        # GROUP columns, then the sums, in the order of record_sums() (that of SUMS).
-        select, params = grouped.query.sql_with_params()
-        quote = connection.ops.quote_name
-        columns = ", ".join(quote(name) for name in [*GROUP, *SUMS])
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"INSERT INTO {quote(UsageRollup._meta.db_table)} ({columns}) {select}", params
-            )
-            written = cursor.rowcount
+        written = hours_from_records(UsageRecord, UsageRollup, first)
+        written += days_from_hours(UsageRollup, UsageDayRollup, day_of(first))
     return first, written
+
+
+def hours_from_records(record_model, hour_model, first):
+    """Replace the hourly rows from the hour `first` on by sums of the records; return the
+    rows written. Takes the models, so that a migration can pass its own."""
+    hour_model.objects.filter(hour__gte=first).delete()
+    grouped = (
+        record_model.objects.filter(created_at__gte=first)
+        .annotate(hour=TruncHour("created_at", tzinfo=UTC))
+        .values(*GROUP)
+        .annotate(**record_sums())
+        .order_by()
+    )
+    return _insert_select(hour_model, GROUP, grouped)
+
+
+def days_from_hours(hour_model, day_model, first_day):
+    """Replace the daily rows from the day `first_day` on by sums of the hourly rows; return
+    the rows written."""
+    day_model.objects.filter(day__gte=first_day).delete()
+    grouped = (
+        hour_model.objects.filter(hour__gte=first_day)
+        .annotate(day=TruncDay("hour", tzinfo=UTC))
+        .values(*DAY_GROUP)
+        .annotate(**{f"n_{name}": Sum(name) for name in SUMS})
+        .order_by()
+    )
+    return _insert_select(day_model, DAY_GROUP, grouped)
+
+
+def _insert_select(model, group, grouped):
+    # One INSERT ... SELECT: the sums never leave the database. The SELECT lists the
+    # group's columns, then the sums, in the order of SUMS.
+    connection = connections[model.objects.db]
+    select, params = grouped.query.sql_with_params()
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(name) for name in [*group, *SUMS])
+    with connection.cursor() as cursor:
+        cursor.execute(f"INSERT INTO {quote(model._meta.db_table)} ({columns}) {select}", params)
+        return cursor.rowcount
 
 
 def usage_sums(api_key=None, team=None, since=None, now=None):
     """Return {"requests", "total_tokens", "cost"} of a key's or a team's usage since a
-    moment: rollups for the whole hours, records for the partial hours at either end.
+    moment: daily rollups for the whole days, hourly ones for the whole hours of the
+    partial days, records for the partial hours at either end (`Span`).
 
     The records read are at most an hour's at each end, through the (key or team,
-    created_at) indexes.
+    created_at) indexes; a lifetime's sum reads a row per group a day.
     """
-    now = now or timezone.now()
-    current = hour_of(now)
-    first = next_hour(since)
-    rollups = UsageRollup.objects.filter(hour__gte=first, hour__lt=current)
-    records = UsageRecord.objects.filter(created_at__gte=since)
-    if first < current:
-        # The hour `since` falls in (if it is not a whole one), and the current hour.
-        records = records.filter(Q(created_at__lt=first) | Q(created_at__gte=current))
+    span = Span(since, now=now)
     if api_key is not None:
-        rollups = rollups.filter(api_key=api_key)
-        records = records.filter(api_key=api_key)
+        span.filter(api_key=api_key)
     if team is not None:
-        rollups = rollups.filter(team=team)
-        records = records.filter(team=team)
-    if first >= current:
-        rollups = rollups.none()
-    from_rollups = rollups.aggregate(
-        requests=Coalesce(Sum("requests"), 0),
-        total_tokens=Coalesce(Sum("total_tokens"), 0),
-        cost=Sum("cost"),
+        span.filter(team=team)
+    records, hours, days = span
+    totals = {"requests": 0, "total_tokens": 0, "cost": Decimal(0)}
+    for rows in (hours, days):
+        found = rows.aggregate(
+            requests=Coalesce(Sum("requests"), 0),
+            total_tokens=Coalesce(Sum("total_tokens"), 0),
+            cost=Sum("cost"),
+        )
+        _add(totals, found)
+    _add(
+        totals,
+        records.aggregate(
+            requests=Count("id"),
+            total_tokens=Coalesce(Sum("total_tokens"), 0),
+            cost=Sum("cost"),
+        ),
     )
-    from_records = records.aggregate(
-        requests=Count("id"),
-        total_tokens=Coalesce(Sum("total_tokens"), 0),
-        cost=Sum("cost"),
-    )
-    return {
-        "requests": from_rollups["requests"] + from_records["requests"],
-        "total_tokens": from_rollups["total_tokens"] + from_records["total_tokens"],
-        "cost": (from_rollups["cost"] or Decimal(0)) + (from_records["cost"] or Decimal(0)),
-    }
+    return totals
+
+
+def _add(totals, found):
+    totals["requests"] += found["requests"] or 0
+    totals["total_tokens"] += found["total_tokens"] or 0
+    totals["cost"] += found["cost"] or Decimal(0)

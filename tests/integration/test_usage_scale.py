@@ -99,7 +99,7 @@ names = ",".join("'" + key.name + "'" for key in keys)
 with connection.cursor() as cursor:
     # No autovacuum worker, which the test's database could not be dropped under (it
     # belongs to the superuser); ANALYZE below does what the plans need.
-    for table in ["apikeys_usagerecord", "apikeys_usagerollup"]:
+    for table in ["apikeys_usagerecord", "apikeys_usagerollup", "apikeys_usagedayrollup"]:
         cursor.execute(f"ALTER TABLE {{table}} SET (autovacuum_enabled = false)")
     cursor.execute(f'''
         INSERT INTO apikeys_usagerecord (api_key_id, key_name, model, requested_model, provider,
@@ -117,6 +117,7 @@ rollups.rebuild()
 with connection.cursor() as cursor:
     cursor.execute("ANALYZE apikeys_usagerecord")
     cursor.execute("ANALYZE apikeys_usagerollup")
+    cursor.execute("ANALYZE apikeys_usagedayrollup")
 
 settings.ALLOWED_HOSTS.append("testserver")
 admin = User.objects.create_superuser("operator", "operator@example.com", "unused-password")
@@ -168,15 +169,15 @@ def postgres(production_stack, tmp_path_factory):  # noqa: F811
         database.drop()
 
 
-def _grouped(database):
-    hour = "date_trunc('hour', created_at AT TIME ZONE 'UTC')"
+def _grouped(database, by="hour"):
+    """The records and the rollups of one level ("hour" or "day"), summed alike per group."""
+    time = f"date_trunc('{by}', created_at AT TIME ZONE 'UTC')"
     records = database.rows(
-        GROUPED.format(hour=hour, sums=RECORD_SUMS, table="apikeys_usagerecord")
+        GROUPED.format(hour=time, sums=RECORD_SUMS, table="apikeys_usagerecord")
     )
+    table = "apikeys_usagerollup" if by == "hour" else "apikeys_usagedayrollup"
     rolled = database.rows(
-        GROUPED.format(
-            hour="hour AT TIME ZONE 'UTC'", sums=ROLLUP_SUMS, table="apikeys_usagerollup"
-        )
+        GROUPED.format(hour=f"{by} AT TIME ZONE 'UTC'", sums=ROLLUP_SUMS, table=table)
     )
     return records, rolled
 
@@ -202,16 +203,19 @@ def test_rollups_equal_the_records_after_writers_in_four_processes_and_a_rebuild
     records, rolled = _grouped(database)
     assert sum(row["requests"] for row in records) == WRITERS * BATCHES * PER_BATCH
     assert rolled == records
+    days, rolled_days = _grouped(database, by="day")
+    assert rolled_days == days
 
     manage(env, "rebuild_rollups")
 
     assert _grouped(database) == (records, records)
+    assert _grouped(database, by="day") == (days, days)
 
 
 def test_no_query_of_the_reports_or_the_limits_reads_the_whole_usage_table(postgres):
     database, env = postgres
     with psycopg.connect(database.url, autocommit=True) as db:
-        db.execute("TRUNCATE apikeys_usagerollup, apikeys_usagerecord")
+        db.execute("TRUNCATE apikeys_usagedayrollup, apikeys_usagerollup, apikeys_usagerecord")
 
     output = manage(env, "shell", "-c", PLANS.format(rows=EXPLAIN_ROWS))
     plans = json.loads(output.splitlines()[-1])

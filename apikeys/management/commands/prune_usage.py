@@ -1,4 +1,4 @@
-"""Delete usage records older than USAGE_RETENTION_DAYS, and hourly rollups older than
+"""Delete usage records older than USAGE_RETENTION_DAYS, and rollups (hourly and daily) older than
 USAGE_ROLLUP_RETENTION_DAYS (kept for ever when unset).
 
     manage.py prune_usage [--batch 10000] [--pause 0.1]
@@ -36,7 +36,7 @@ class Command(BaseCommand):
     def handle(self, *args, batch, pause, **options):
         pruned = retention.prune(batch=max(1, batch), pause=max(0.0, pause))
         rollups = (
-            f"{pruned.rollups:,} hourly rollup rows older than "
+            f"{pruned.rollups:,} rollup rows (hourly and daily) older than "
             f"{settings.USAGE_ROLLUP_RETENTION_DAYS} days"
             if settings.USAGE_ROLLUP_RETENTION_DAYS is not None
             else "no rollups (kept for ever)"
