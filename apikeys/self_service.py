@@ -18,7 +18,8 @@ from django.db.models import Count, DecimalField, Sum, Value
 from django.db.models.functions import Coalesce, TruncDay, TruncHour
 
 from apikeys import periods, spend, throttling
-from apikeys.models import Team, UsageRecord
+from apikeys.models import Team, UsageDayRollup, UsageRecord, UsageRollup
+from apikeys.rollups import Span
 from gateway.errors import InvalidRequest
 
 # What /v1/usage may group by, each a UsageRecord field.
@@ -90,28 +91,50 @@ def usage_buckets(key, start, end, bucket, group_by=()):
     a whole number of hours. The first and last buckets are cut at `start` and `end`, so
     that each says exactly which span it sums. Raises InvalidRequest (param group_by) if
     the answer would hold more than MAX_RESULTS rows.
+
+    Read from the rollups (apikeys/rollups.Span), so that a year of a busy key costs its
+    days, and usage older than the records kept (USAGE_RETENTION_DAYS) is still there: the
+    daily rollups where the zone's days are UTC days, the hourly ones where its midnights
+    fall on UTC hours, and the records alone in a zone whose offset is not whole hours.
     """
-    trunc = (
-        TruncDay("created_at", tzinfo=periods.zone())
-        if bucket == "day"
-        else TruncHour("created_at", tzinfo=UTC)
+    zone = periods.zone()
+    spans = list(_bucket_spans(start, end, bucket))
+    offsets = (
+        {first.astimezone(zone).utcoffset() for first, _ in spans} if bucket == "day" else set()
     )
-    rows = list(
-        UsageRecord.objects.filter(api_key=key, created_at__gte=start, created_at__lt=end)
-        .annotate(bucket_start=trunc)
-        .values("bucket_start", *group_by)
-        .annotate(**_SUMS)
-        .order_by("bucket_start", *group_by)[: MAX_RESULTS + 1]
-    )
-    if len(rows) > MAX_RESULTS:
+    if all(offset == timedelta(0) for offset in offsets):
+        sources = list(Span(start, end, by_day=bucket == "day"))
+    elif all(offset % timedelta(hours=1) == timedelta(0) for offset in offsets):
+        sources = list(Span(start, end, by_day=False))
+    else:
+        sources = [UsageRecord.objects.filter(created_at__gte=start, created_at__lt=end)]
+    times = {UsageRecord: "created_at", UsageRollup: "hour", UsageDayRollup: "day"}
+    merged = {}
+    for queryset in sources:
+        time = times[queryset.model]
+        trunc = TruncDay(time, tzinfo=zone) if bucket == "day" else TruncHour(time, tzinfo=UTC)
+        sums = _SUMS if queryset.model is UsageRecord else _ROLLUP_SUMS
+        rows = (
+            queryset.filter(api_key=key)
+            .annotate(bucket_start=trunc)
+            .values("bucket_start", *group_by)
+            .annotate(**sums)
+            .order_by()[: MAX_RESULTS + 1]
+        )
+        for row in rows:
+            group = (row["bucket_start"], *(row[name] for name in group_by))
+            into = merged.setdefault(group, {**row, **dict.fromkeys(sums, 0)})
+            for name in sums:
+                into[name] += row[name]
+    if len(merged) > MAX_RESULTS:
         raise InvalidRequest(
             f"Invalid value for 'group_by': the answer would hold more than {MAX_RESULTS:,} "
             "results; group by less, use day buckets, or narrow the range from start to end.",
             param="group_by",
         )
     results = {}
-    for row in rows:
-        results.setdefault(row["bucket_start"], []).append(_result(row, group_by))
+    for group in sorted(merged):
+        results.setdefault(group[0], []).append(_result(merged[group], group_by))
     return [
         {
             "object": "bucket",
@@ -119,7 +142,7 @@ def usage_buckets(key, start, end, bucket, group_by=()):
             "end_time": int(min(following, end).timestamp()),
             "results": results.get(first, []),
         }
-        for first, following in _bucket_spans(start, end, bucket)
+        for first, following in spans
     ]
 
 
@@ -132,6 +155,13 @@ _SUMS = {
     "n_cost": Coalesce(
         Sum("cost"), Value(Decimal(0)), output_field=DecimalField(max_digits=20, decimal_places=8)
     ),
+}
+_ROLLUP_SUMS = {
+    "n_requests": Sum("requests"),
+    "n_prompt_tokens": Sum("prompt_tokens"),
+    "n_completion_tokens": Sum("completion_tokens"),
+    "n_total_tokens": Sum("total_tokens"),
+    "n_cost": Sum("cost"),
 }
 
 

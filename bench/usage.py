@@ -6,15 +6,15 @@
 Starts PostgreSQL on loopback with scripts/services (GATEWAY_PG_PORT, GATEWAY_REDIS_PORT as
 usual), makes a fresh database `gateway_bench_usage`, loads N records spread over 100 days
 with INSERT ... SELECT from generate_series (20 keys, 5 models, a few percent of failures)
-and their hourly rollups
-(apikeys/rollups.rebuild), then times, in this process through Django's test client (the
-view and its queries, no HTTP): the admin's usage report for 24 h, 7 d and 30 d, of all keys
-and of one key; the CSV export; a key's change page; the day's and the month's sums a limit
-reads when its cache counter is missing; and prune_usage (USAGE_RETENTION_DAYS=90, so about
-a tenth of the records) while a thread writes batches of records as the API's usage writer
-does, whose slowest batch is reported. Each page is timed REPEAT times after one warm-up;
-the median is shown, and beside it the time its SQL queries took (one more run, with
-Django's query log on): the rest is Python and templates. The last line is
+and their hourly and daily rollups (apikeys/rollups.rebuild), then times, in this process
+through Django's test client (the view and its queries, no HTTP): the admin's usage report
+for 24 h, 7 d and 30 d, of all keys and of one key; the CSV export; a key's change page; the
+day's and the month's sums a limit reads when its cache counter is missing; a lifetime
+budget's sum; and prune_usage (USAGE_RETENTION_DAYS=90, so about a tenth of the records)
+while a thread writes batches of records as the API's usage writer does, whose slowest
+batch is reported. Each page is timed REPEAT times after one warm-up; the median is shown,
+and beside it the time its SQL queries took (one more run, with Django's query log on): the
+rest is Python and templates. The last line is
 `slowest page at N rows: X ms`.
 """
 
@@ -231,8 +231,10 @@ def main():
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE apikeys_usagerecord")
         cursor.execute("VACUUM ANALYZE apikeys_usagerollup")
+        cursor.execute("VACUUM ANALYZE apikeys_usagedayrollup")
     print(
-        f"Loaded in {load_seconds:.0f} s; {rollup_rows:,} rollup rows in {rollup_seconds:.0f} s",
+        f"Loaded in {load_seconds:.0f} s; {rollup_rows:,} rollup rows (hourly and daily) in "
+        f"{rollup_seconds:.0f} s",
         flush=True,
     )
 
@@ -269,6 +271,16 @@ def main():
             _timed(lambda: rollups.usage_sums(api_key=key, since=day.replace(day=1))),
             "ms",
             _sql_ms(lambda: rollups.usage_sums(api_key=key, since=day.replace(day=1))),
+        )
+    )
+
+    lifetime = now - timedelta(days=DAYS + 1)
+    rows.append(
+        (
+            f"budget: a lifetime's sum ({DAYS} days)",
+            _timed(lambda: rollups.usage_sums(api_key=key, since=lifetime)),
+            "ms",
+            _sql_ms(lambda: rollups.usage_sums(api_key=key, since=lifetime)),
         )
     )
 

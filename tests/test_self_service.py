@@ -9,7 +9,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from apikeys import periods, self_service
+from apikeys import periods, retention, self_service
 from apikeys.models import ApiKey, Team, UsageRecord
 from apikeys.writer import DatabaseStore
 from tests.conftest import LLAMA
@@ -478,6 +478,58 @@ def test_usage_agrees_with_the_usage_report(client, alice, bob):
     assert sorted(summed.values(), key=lambda row: row["model"]) == [
         {**row, "cost": pytest.approx(row["cost"], abs=1e-8)} for row in report
     ]
+
+
+def test_usage_older_than_the_records_kept_is_read_from_the_rollups(client, alice, settings):
+    now = timezone.now()
+    settings.USAGE_RETENTION_DAYS = 90
+    long_ago = (now - timedelta(days=200)).replace(hour=10, minute=5)
+    record(alice.key, at=long_ago, cost="0.25")
+    record(alice.key, at=long_ago + timedelta(hours=3), cost="0.5")
+    retention.prune(now=now)
+    assert not UsageRecord.objects.exists()
+
+    body = get_usage(
+        client,
+        alice,
+        start=(long_ago - timedelta(days=3)).isoformat(),
+        end=(long_ago + timedelta(days=3)).isoformat(),
+    ).json()
+
+    results = [result for bucket in body["data"] for result in bucket["results"]]
+    assert [(r["requests"], r["cost"]) for r in results] == [(2, 0.75)]
+
+
+def test_days_of_a_zone_of_half_hours_are_cut_at_its_own_midnight(client, alice, settings):
+    # India is 5:30 ahead of UTC: 18:15 and 18:45 UTC fall in one UTC hour but on two of
+    # its days, so its days cannot be summed from hourly rollups.
+    settings.LIMITS_TIME_ZONE = "Asia/Kolkata"
+    record(alice.key, at=datetime(2026, 11, 2, 18, 15, tzinfo=UTC))
+    record(alice.key, at=datetime(2026, 11, 2, 18, 45, tzinfo=UTC), prompt=100)
+
+    body = get_usage(client, alice, start="2026-11-02", end="2026-11-04").json()
+
+    assert [[r["prompt_tokens"] for r in b["results"]] for b in body["data"]] == [[3], [100]]
+
+
+def test_days_of_a_zone_of_whole_hours_agree_with_the_records(client, alice, settings):
+    settings.LIMITS_TIME_ZONE = "America/New_York"
+    start = datetime(2026, 10, 20, tzinfo=UTC)
+    for hours in range(0, 24 * 20, 7):
+        record(alice.key, at=start + timedelta(hours=hours, minutes=hours % 60), prompt=hours)
+
+    body = get_usage(client, alice, start="2026-10-21", end="2026-11-06").json()
+
+    zone = periods.zone()
+    for bucket in body["data"]:
+        first = datetime.fromtimestamp(bucket["start_time"], UTC)
+        following = datetime.fromtimestamp(bucket["end_time"], UTC)
+        assert first.astimezone(zone).hour == 0
+        expected = UsageRecord.objects.filter(created_at__gte=first, created_at__lt=following)
+        assert sum(r["requests"] for r in bucket["results"]) == expected.count()
+        assert sum(r["prompt_tokens"] for r in bucket["results"]) == sum(
+            expected.values_list("prompt_tokens", flat=True)
+        )
 
 
 def _ts(*parts):
