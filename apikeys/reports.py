@@ -11,6 +11,7 @@ period hold, whether the table holds a thousand records or ten million.
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
+from operator import itemgetter
 
 from django.db.models import Case, Count, F, IntegerField, Q, Sum, When
 from django.db.models.functions import TruncDay, TruncHour
@@ -102,20 +103,30 @@ def _counted():
     )
 
 
-def _merged(groups, *row_lists):
-    """Add up rows of the same group (the values of `groups`) from several queries."""
+def _merged(groups, rows):
+    """Add up rows of the same group (the values of `groups`), summing their n_ fields."""
     merged = {}
-    for rows in row_lists:
-        for row in rows:
-            group = tuple(row[name] for name in groups)
-            into = merged.setdefault(group, {name: row[name] for name in groups})
-            for name, value in row.items():
-                if name.startswith("n_"):
-                    into[name] = into.get(name, 0) + (value or 0)
+    key = itemgetter(*groups) if groups else (lambda row: ())
+    sums = None
+    for row in rows:
+        if sums is None:
+            sums = [name for name in row if name.startswith("n_")]
+        group = key(row)
+        into = merged.get(group)
+        if into is None:
+            merged[group] = {
+                **{name: row[name] for name in groups},
+                **{name: row[name] or 0 for name in sums},
+            }
+        else:
+            for name in sums:
+                into[name] += row[name] or 0
     return [merged[group] for group in sorted(merged, key=_sortable)]
 
 
 def _sortable(group):
+    # itemgetter of one field gives the value itself rather than a tuple of one.
+    group = group if isinstance(group, tuple) else (group,)
     return tuple(("", "") if value is None else (type(value).__name__, value) for value in group)
 
 

@@ -84,13 +84,17 @@ class Span:
     def __init__(self, start, end=None, now=None, by_day=True):
         first_hour = next_hour(start)
         last_hour = hour_of(end if end is not None else now or timezone.now())
-        records = UsageRecord.objects.filter(created_at__gte=start)
-        if end is not None:
-            records = records.filter(created_at__lt=end)
         hours = UsageRollup.objects.none()
         days = UsageDayRollup.objects.none()
+        # Each partial hour as a range of its own: a range around both with the hours
+        # between filtered out would make the database read every record between them.
+        tail = Q(created_at__gte=max(start, last_hour))
+        if end is not None:
+            tail &= Q(created_at__lt=end)
         if first_hour < last_hour:
-            records = records.filter(Q(created_at__lt=first_hour) | Q(created_at__gte=last_hour))
+            records = UsageRecord.objects.filter(
+                Q(created_at__gte=start, created_at__lt=first_hour) | tail
+            )
             first_day, last_day = next_day(first_hour), day_of(last_hour)
             if by_day and first_day < last_day:
                 hours = UsageRollup.objects.filter(
@@ -100,6 +104,10 @@ class Span:
                 days = UsageDayRollup.objects.filter(day__gte=first_day, day__lt=last_day)
             else:
                 hours = UsageRollup.objects.filter(hour__gte=first_hour, hour__lt=last_hour)
+        else:
+            records = UsageRecord.objects.filter(created_at__gte=start)
+            if end is not None:
+                records = records.filter(created_at__lt=end)
         self.records, self.hours, self.days = records, hours, days
 
     def filter(self, *args, **kwargs):
