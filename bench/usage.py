@@ -1,7 +1,12 @@
 """Time the usage pages and limits over N usage records on PostgreSQL.
 
     make bench-usage ROWS=1000000
-    .venv/bin/python -m bench.usage --rows 1000000 [--keep]
+    .venv/bin/python -m bench.usage --rows 1000000
+    .venv/bin/python -m bench.usage --reuse
+
+`--reuse` times the pages and sums again over the records the last run loaded (its database
+is kept), without loading or pruning: loading ten million records takes minutes, timing
+the pages seconds, so that the pages can be timed again on a quiet machine.
 
 Starts PostgreSQL on loopback with scripts/services (GATEWAY_PG_PORT, GATEWAY_REDIS_PORT as
 usual), makes a fresh database `gateway_bench_usage`, loads N records spread over 100 days
@@ -196,11 +201,18 @@ class Writer(threading.Thread):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="time the pages over the records of the last run, without loading or pruning",
+    )
     args = parser.parse_args()
 
     main_url, redis_url = _services()
     os.environ.update(
-        DATABASE_URL=_fresh_database(main_url),
+        DATABASE_URL=(
+            main_url.rsplit("/", 1)[0] + "/" + DATABASE if args.reuse else _fresh_database(main_url)
+        ),
         REDIS_URL=redis_url.rsplit("/", 1)[0] + "/2",
         DJANGO_SETTINGS_MODULE="gateway.settings",
         ENVIRONMENT="development",
@@ -221,22 +233,32 @@ def main():
 
     settings.ALLOWED_HOSTS.append("testserver")
     call_command("migrate", "--no-input", verbosity=0)
-    keys, admin = _setup()
     now = timezone.now()
-    print(f"Loading {args.rows:,} records over {DAYS} days...", flush=True)
-    load_seconds = _load(os.environ["DATABASE_URL"], keys, args.rows, now)
-    started = time.monotonic()
-    _, rollup_rows = rollups.rebuild()
-    rollup_seconds = time.monotonic() - started
-    with connection.cursor() as cursor:
-        cursor.execute("VACUUM ANALYZE apikeys_usagerecord")
-        cursor.execute("VACUUM ANALYZE apikeys_usagerollup")
-        cursor.execute("VACUUM ANALYZE apikeys_usagedayrollup")
-    print(
-        f"Loaded in {load_seconds:.0f} s; {rollup_rows:,} rollup rows (hourly and daily) in "
-        f"{rollup_seconds:.0f} s",
-        flush=True,
-    )
+    if args.reuse:
+        from django.contrib.auth.models import User
+
+        from apikeys.models import ApiKey, UsageRecord
+
+        keys = list(ApiKey.objects.order_by("name"))
+        admin = User.objects.get(username="bench")
+        args.rows = UsageRecord.objects.count()
+        print(f"Reusing {args.rows:,} records", flush=True)
+    else:
+        keys, admin = _setup()
+        print(f"Loading {args.rows:,} records over {DAYS} days...", flush=True)
+        load_seconds = _load(os.environ["DATABASE_URL"], keys, args.rows, now)
+        started = time.monotonic()
+        _, rollup_rows = rollups.rebuild()
+        rollup_seconds = time.monotonic() - started
+        with connection.cursor() as cursor:
+            cursor.execute("VACUUM ANALYZE apikeys_usagerecord")
+            cursor.execute("VACUUM ANALYZE apikeys_usagerollup")
+            cursor.execute("VACUUM ANALYZE apikeys_usagedayrollup")
+        print(
+            f"Loaded in {load_seconds:.0f} s; {rollup_rows:,} rollup rows (hourly and daily) "
+            f"in {rollup_seconds:.0f} s",
+            flush=True,
+        )
 
     client = Client()
     client.force_login(admin)
@@ -284,6 +306,9 @@ def main():
         )
     )
 
+    if args.reuse:
+        _print(rows, len(pages), args.rows)
+        return
     writer = Writer(keys[0])
     writer.start()
     pruned = retention.prune()
@@ -307,14 +332,18 @@ def main():
         )
     )
 
+    _print(rows, len(pages), args.rows)
+
+
+def _print(rows, pages, records):
     width = max(len(row[0]) for row in rows)
     print(f"\n| {'measure':<{width}} | value | of which SQL |")
     print(f"| {'-' * width} | ----: | ----: |")
     for label, value, unit, *sql in rows:
         shown = f"{value:,.0f} {unit}" if unit != "ms" else f"{value:,.1f} ms"
         print(f"| {label:<{width}} | {shown} | {f'{sql[0]:,.1f} ms' if sql else ''} |")
-    slowest = max(row[1] for row in rows[: len(pages)])
-    print(f"\nslowest page at {args.rows:,} rows: {slowest:.0f} ms")
+    slowest = max(row[1] for row in rows[:pages])
+    print(f"\nslowest page at {records:,} rows: {slowest:.0f} ms")
 
 
 if __name__ == "__main__":
