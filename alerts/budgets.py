@@ -48,8 +48,9 @@ CHECK_INTERVAL_SECONDS = 1.0
 class BudgetAlerts:
     """Schedule checks of budgets and send the alerts they find.
 
-    `timer` (seconds since the epoch) says which period is the current one, and
-    `webhook_sender` posts to webhooks; both are class attributes for tests to replace.
+    `timer` (seconds since the epoch) says which period is the current one, `clock` and
+    `interval` space the checks of a key, and `webhook_sender` posts to webhooks; all are
+    class attributes for tests to replace.
     """
 
     timer = staticmethod(time.time)
