@@ -1,20 +1,24 @@
 """Budget alerts: each threshold of each budget, once per budget period, by e-mail and webhook.
 
-After a usage record is written (apikeys/usage.py), `check_after(key)` schedules a check and
-returns at once: the request never waits for it. The check reads what the key and its team
-have spent in each period they have a budget for (alerts/spend.py) and, for every threshold
-crossed (AlertContacts.thresholds(), percent of the budget), inserts a BudgetAlert. The
-insert decides who sends: its unique constraint lets one insert through, whichever process
-or task gets there first, and only that one sends. Budgets of zero alert nothing: they
-refuse every request by design.
+After a usage record is written and its cost settled (apikeys/usage.py), `check_after(key)`
+schedules a check and returns at once: the request never waits for it. The check reads what
+the key and its team have spent in each period they have a budget for, as the limits count
+it (apikeys/throttling.budget_status) and, for every threshold crossed
+(AlertContacts.thresholds(), percent of the budget), inserts a BudgetAlert. The insert
+decides who sends: its unique constraint lets one insert through, whichever process or task
+gets there first, and only that one sends. Budgets of zero alert nothing: they refuse every
+request by design.
 
 Who is told:
     a key's alert    the key's contact e-mails (else its team's), and its team's webhook
     a team's alert   the team's contact e-mails and webhook
 
-Checks of one key in one process are run one at a time: a record written while its key is
-being checked asks for one more check after it, so that a busy key costs one check at a
-time, and the last check sees the last record.
+A record of a key with no budget, in no team or in a team with none, schedules nothing: the
+request's key comes with its team (ApiKeyManager), so this costs no query. Checks of one key
+in one process are run one at a time, and start CHECK_INTERVAL_SECONDS apart at least: a
+record written while its key is being checked, or within the interval after, asks for one
+more check once the interval is over, so that a busy key costs one check a second, and the
+last check sees the last record.
 """
 
 import asyncio
@@ -27,34 +31,46 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from alerts.models import BudgetAlert
-from alerts.spend import spent
 from alerts.webhooks import WebhookSender
 from apikeys import periods
 from apikeys.models import ApiKey, Team
+from apikeys.throttling import budget_status
 from gateway.db import off_the_request_thread
 
 logger = logging.getLogger(__name__)
+
+# Seconds between the starts of two checks of one key, at least. A check reloads the key and
+# reads its and its team's budgets; a key writing hundreds of records a second pays that once
+# a second, and an alert is sent at most this late after the record that crossed it.
+CHECK_INTERVAL_SECONDS = 1.0
 
 
 class BudgetAlerts:
     """Schedule checks of budgets and send the alerts they find.
 
-    `timer` (seconds since the epoch) says which period is the current one, and
-    `webhook_sender` posts to webhooks; both are class attributes for tests to replace.
+    `timer` (seconds since the epoch) says which period is the current one, `clock` and
+    `interval` space the checks of a key, and `webhook_sender` posts to webhooks; all are
+    class attributes for tests to replace.
     """
 
     timer = staticmethod(time.time)
+    # What spaces the checks of a key (seconds, monotonic): not `timer`, which tests stop.
+    clock = staticmethod(time.monotonic)
+    interval = CHECK_INTERVAL_SECONDS
     webhook_sender = WebhookSender
 
     def __init__(self):
         # Checks and deliveries under way, kept so that the event loop does not drop them.
         self._tasks = set()
-        # Keys being checked: {key id: whether a record came meanwhile}.
+        # Keys with a check waiting for its turn or running: {key id: whether a record came
+        # since that check started}.
         self._checking = {}
+        # When the last check of a key started (`clock`), until `interval` has passed.
+        self._last_check = {}
 
     def check_after(self, key):
         """Check the budgets of the key and its team soon, without waiting for it."""
-        if not key.budgets() and key.team_id is None:
+        if not _has_budgets(key):
             return
         if key.pk in self._checking:
             self._checking[key.pk] = True
@@ -75,15 +91,33 @@ class BudgetAlerts:
     async def _check(self, key_id):
         try:
             while True:
+                await self._wait_turn(key_id)
+                # Records settled before this point are in this check; later ones ask for
+                # the next.
+                self._checking[key_id] = False
+                started = self.clock()
+                self._last_check[key_id] = started
+                asyncio.get_running_loop().call_later(self.interval, self._forget, key_id, started)
                 for alert, holder, team in await _crossed(key_id, self.timer()):
                     self._spawn(self._deliver(alert, holder, team))
                 if not self._checking[key_id]:
                     break
-                self._checking[key_id] = False
         except Exception:
             logger.exception("Checking the budgets of key %s for alerts failed", key_id)
         finally:
             del self._checking[key_id]
+
+    async def _wait_turn(self, key_id):
+        last = self._last_check.get(key_id)
+        if last is not None:
+            wait = last + self.interval - self.clock()
+            if wait > 0:
+                await asyncio.sleep(wait)
+
+    def _forget(self, key_id, started):
+        # Past the interval, a key's last check no longer delays its next.
+        if self._last_check.get(key_id) == started:
+            del self._last_check[key_id]
 
     async def _deliver(self, alert, holder, team):
         try:
@@ -160,13 +194,28 @@ def _crossed(key_id, now):
     return found
 
 
+def _has_budgets(key):
+    """Tell whether the key or its team has a budget, from what the request loaded."""
+    if key.budgets():
+        return True
+    if key.team_id is None:
+        return False
+    if not ApiKey.team.is_cached(key):
+        # Not loaded with the key (the request path's keys always are): rather a check
+        # than a query here on every record.
+        return True
+    return bool(key.team.budgets())
+
+
 def _crossed_by(holder, now):
     scope = BudgetAlert.TEAM if isinstance(holder, Team) else BudgetAlert.KEY
     thresholds = holder.thresholds()
-    for period, budget in holder.budgets().items():
+    # Budgets as set (Decimal of the field's places), for the alert's record and payload.
+    budgets = holder.budgets()
+    for status in budget_status(holder, now):
+        period, budget, spend = status.period, budgets[status.period], status.spent
         if budget <= 0:
             continue
-        spend = spent(holder, period, now)
         crossed = [t for t in thresholds if spend * 100 >= budget * t]
         if not crossed:
             continue

@@ -14,9 +14,9 @@ from django.core.mail import EmailMessage
 from django.db.models import Count, Sum
 from django.template.loader import render_to_string
 
-from alerts.spend import spent
 from apikeys import periods
 from apikeys.models import Team, UsageRecord
+from apikeys.spend import spent
 
 # The digest's periods, by the budget period each is.
 PERIOD_WORDS = {"day": "daily", "week": "weekly"}

@@ -46,7 +46,6 @@ from apikeys.models import (
     refused_when,
 )
 from apikeys.reports import PRESETS, SUM_FIELDS, Period, PeriodUsage, spreadsheet_text
-from apikeys.spend import budget_uses
 from completions.models import Model as CatalogueModel
 from completions.models import unknown_model_names
 from gateway.durations import describe_duration, parse_duration
@@ -553,7 +552,7 @@ class ApiKeyAdmin(AuditedAdmin, TeamScopedAdmin):
         context = {
             "periods": [(day.period, day.totals()), (month.period, month_totals)],
             "windows": ([requests] if requests else []) + throttling.token_windows(key),
-            # What the limits themselves go by, which may lag the records by a few minutes.
+            # What the limits themselves go by, as every other page and GET /v1/key show.
             "budgets": throttling.budget_status(key),
             "time_zone": settings.LIMITS_TIME_ZONE,
             "report_url": reverse(
@@ -935,7 +934,11 @@ class TeamAdmin(AuditedAdmin, TeamScopedAdmin):
     def _budgets(self, team, compact):
         return render_to_string(
             "admin/apikeys/team/budgets.html",
-            {"uses": budget_uses(team), "zone": settings.LIMITS_TIME_ZONE, "compact": compact},
+            {
+                "uses": throttling.budget_status(team),
+                "zone": settings.LIMITS_TIME_ZONE,
+                "compact": compact,
+            },
         )
 
 

@@ -2,7 +2,6 @@
 (GET /v1/key), and its usage over time in buckets (GET /v1/usage).
 
     describe_key(key)      the key, its windows, and the budgets of the key and its team
-    budget_spent(...)      USD a key or team spent in the budget period holding `now`
     rotation_state(key)    None until keys can be rotated
     usage_buckets(...)     requests, tokens and cost per day or hour, optionally grouped
 
@@ -17,7 +16,7 @@ from decimal import Decimal
 from django.db.models import Count, DecimalField, Sum, Value
 from django.db.models.functions import Coalesce, TruncDay, TruncHour
 
-from apikeys import periods, spend, throttling
+from apikeys import periods, throttling
 from apikeys.models import Team, UsageDayRollup, UsageRecord, UsageRollup
 from apikeys.rollups import Span
 from gateway.errors import InvalidRequest
@@ -72,15 +71,6 @@ def rotation_state(key):
         "rotation_due_at": key.rotation_due_at,
         "rotation_due": key.rotation_due,
     }
-
-
-def budget_spent(holder, period, now):
-    """Return the USD (Decimal) a key or team spent in the budget period holding `now`,
-    as the admin's budget bars show it (apikeys/spend.py: rollups and the hour under way).
-    A team's spend is its keys' while in it (UsageRecord.team), so a key moved to another
-    team leaves its past spend behind.
-    """
-    return spend.spent(holder, period, now)
 
 
 def usage_buckets(key, start, end, bucket, group_by=()):
@@ -207,18 +197,17 @@ def _window(window, now):
 
 
 def _budgets(holder, now):
-    """Return each budget set on a key or team, with what is spent and left of it (USD)."""
-    budgets = []
-    for period, limit in holder.budgets().items():
-        spent = budget_spent(holder, period, now)
-        budgets.append(
-            {
-                "period": period,
-                "limit_usd": float(limit),
-                "spent_usd": float(spent),
-                "remaining_usd": float(max(Decimal(0), limit - spent)),
-                # None for a lifetime budget, which never resets.
-                "resets_at": periods.end(period, now),
-            }
-        )
-    return budgets
+    """Return each budget set on a key or team, with what is spent, reserved by requests
+    running and left of it (USD), as the limit goes by and the x-budget-* headers say."""
+    return [
+        {
+            "period": status.period,
+            "limit_usd": float(status.limit),
+            "spent_usd": float(status.spent),
+            "reserved_usd": float(status.reserved),
+            "remaining_usd": float(status.remaining),
+            # None for a lifetime budget, which never resets.
+            "resets_at": status.resets_at,
+        }
+        for status in throttling.budget_status(holder, now)
+    ]

@@ -101,17 +101,48 @@ class Window:
 
 @dataclass
 class BudgetStatus:
-    """Where one budget of a key or a team stands (USD)."""
+    """Where one budget of a key or a team stands (USD): the one figure GET /v1/key, the
+    x-budget-* headers, the admin's key and team pages and the budget alerts show."""
 
     period: str  # apikeys/periods.PERIODS
     limit: Decimal
     spent: Decimal  # settled: what finished requests cost
     reserved: Decimal  # held by requests still running
     resets_at: datetime | None  # None for lifetime
+    resets_in: float | None = None  # seconds; None for lifetime
+
+    LABELS = {"day": "Daily", "week": "Weekly", "month": "Monthly", "lifetime": "Lifetime"}
+    # Shares of a budget past which its bar turns amber, then red (<meter>'s low and high).
+    WARN_SHARE = Decimal("0.75")
+    ALARM_SHARE = Decimal("0.9")
 
     @property
     def remaining(self):
+        """What is left for new requests: neither spent nor held by requests running."""
         return max(Decimal(0), self.limit - self.spent - self.reserved)
+
+    @property
+    def label(self):
+        return self.LABELS[self.period]
+
+    @property
+    def percent(self):
+        """Percent of the budget spent, whole, capped at 100 so that a bar stays drawable."""
+        if self.limit <= 0:
+            return 100
+        return min(int(100 * self.spent / self.limit), 100)
+
+    @property
+    def warn_at(self):
+        return self.limit * self.WARN_SHARE
+
+    @property
+    def alarm_at(self):
+        return self.limit * self.ALARM_SHARE
+
+    @property
+    def exceeded(self):
+        return self.spent >= self.limit
 
 
 @dataclass
@@ -238,6 +269,7 @@ class _Spec:
             Decimal(settled) / SPEND_UNITS_PER_USD,
             Decimal(reserved) / SPEND_UNITS_PER_USD,
             self.resets_at,
+            self.resets_in if math.isfinite(self.resets_in) else None,
         )
 
 
@@ -409,7 +441,13 @@ def token_windows(holder, now=None):
 
 
 def budget_status(holder, now=None):
-    """Return a BudgetStatus for each budget of a key or team, in periods.PERIODS order."""
+    """Return a BudgetStatus for each budget of a key or team, in periods.PERIODS order.
+
+    What the limit goes by: the ledger's settled counter, which counts a finished request
+    as soon as it is settled, before the usage writer has written its record; a counter
+    the cache lost is summed from the rollups instead (`_read`). Every reader of a budget's
+    current period shows this, so that /v1/key, the headers and the admin agree.
+    """
     now = timer() if now is None else now
     specs = [spec for spec in _specs(holder, now) if spec.kind == "spend"]
     return [spec.budget(*state) for spec, state in zip(specs, _read(specs, now), strict=True)]

@@ -237,13 +237,14 @@ def units_cost(model, units):
 async def _record(key, reservation, fields):
     try:
         await _write(fields)
-        # Scheduled, not awaited: the request does not wait for its alerts.
-        budget_alerts.check_after(key)
     finally:
         # Settled after the write, so that a sum of the records made meanwhile counts the
         # request twice rather than not at all; settled even if the write failed: the
         # provider has spent the tokens all the same.
         await asettle(key, reservation, fields["total_tokens"], fields["cost"])
+        # Scheduled, not awaited: the request does not wait for its alerts. After the
+        # settlement, which is what the alerts read (apikeys/throttling.budget_status).
+        budget_alerts.check_after(key)
 
 
 async def _write(fields):

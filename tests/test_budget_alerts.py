@@ -7,18 +7,20 @@ that checks each signature with its own code (tests/webhook_receiver.py).
 """
 
 import asyncio
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from django.core import serializers
 from django.core.exceptions import ValidationError
 from django.db import connection
 from django.db.models import Sum
 from django.utils import timezone
 
+from alerts import budgets
 from alerts.budgets import BudgetAlerts, budget_alerts
 from alerts.models import BudgetAlert
 from alerts.webhooks import sign, verify
@@ -291,6 +293,52 @@ async def test_a_budget_with_no_one_to_tell_is_recorded_as_having_nowhere_to_sen
 
     assert {(a.email_status, a.webhook_status) for a in await alerts()} == {("none", "none")}
     assert mailoutbox == []
+
+
+@pytest.mark.django_db(transaction=False)
+def test_records_of_a_key_whose_team_has_no_budget_cost_no_query_for_alerts(
+    django_assert_num_queries,
+):
+    team = Team.objects.create(name="acme", contact_emails="ops@acme.test")
+    ApiKey.objects.create_key(name="dave", team=team)
+    # As a request holds it: with its team (ApiKeyManager).
+    key = ApiKey.objects.select_related("team").get(name="dave")
+
+    async def records(count):
+        for _ in range(count):
+            budget_alerts.check_after(key)
+        await budget_alerts.settled()
+
+    with django_assert_num_queries(0):
+        async_to_sync(records)(3)
+
+
+async def test_a_burst_of_records_costs_a_check_a_second_and_still_sends_the_last_crossing(
+    api, dear, alert_clock, mailoutbox, monkeypatch
+):
+    checked = []
+    crossed = budgets._crossed
+
+    async def counted(key_id, now):
+        checked.append(key_id)
+        return await crossed(key_id, now)
+
+    monkeypatch.setattr(budgets, "_crossed", counted)
+    # 100 chats of 0.01 USD: only the last one takes the team to 100 % of its budget.
+    team = await sync_to_async(make_team)(daily_budget=Decimal("1.00"), alert_thresholds="100")
+    dave = await key_in(team, rate_limit="1000/m")
+    started = time.monotonic()
+
+    statuses = [(await chat(api, dave)).status_code for _ in range(100)]
+    await budget_alerts.settled()
+
+    elapsed = time.monotonic() - started
+    assert statuses == [200] * 100
+    # Checks start CHECK_INTERVAL_SECONDS apart at least, the first at the first record.
+    assert len(checked) <= elapsed // BudgetAlerts.interval + 1
+    [alert] = await alerts()
+    assert (alert.threshold, alert.spent) == (100, Decimal("1.00"))
+    assert [m.subject for m in mailoutbox] == ["Team acme has spent 100% of its daily budget"]
 
 
 def test_contact_emails_must_be_addresses(db):
