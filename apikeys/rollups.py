@@ -293,15 +293,17 @@ def _insert_select(model, group, grouped):
         return cursor.rowcount
 
 
-def usage_sums(api_key=None, team=None, since=None, now=None):
+def usage_sums(api_key=None, team=None, since=None, now=None, until=None):
     """Return {"requests", "total_tokens", "cost"} of a key's or a team's usage since a
     moment: daily rollups for the whole days, hourly ones for the whole hours of the
     partial days, records for the partial hours at either end (`Span`).
 
     The records read are at most an hour's at each end, through the (key or team,
-    created_at) indexes; a lifetime's sum reads a row per group a day.
+    created_at) indexes; a lifetime's sum reads a row per group a day. `until` (exclusive)
+    ends the span at a moment; without it every record from `since` on counts, those made
+    after `now` included (the limits' sums, whose counters count them too).
     """
-    span = Span(since, now=now)
+    span = Span(since, end=until, now=now)
     if api_key is not None:
         span.filter(api_key=api_key)
     if team is not None:

@@ -20,19 +20,21 @@ def spent(holder, period, now=None):
     """Return the USD spent by a key or a team from the start of the period holding `now`
     until `now` (an aware datetime or epoch seconds; the current moment when None).
 
-    Read from the hourly rollups and the records of the hour under way
-    (apikeys/rollups.usage_sums), so that a lifetime budget costs what its hours hold, not
-    its records. A team's spend is that of the usage made under it, so a key moved to
-    another team leaves its past spend with the team it had.
+    Read from the daily and hourly rollups and the records of the partial hours
+    (apikeys/rollups.usage_sums), so that a lifetime budget costs what its days hold, not
+    its records; nothing made at or after `now` counts. A team's spend is that of the usage
+    made under it, so a key moved to another team leaves its past spend with the team it
+    had.
     """
     now = now or timezone.now()
     if not isinstance(now, datetime):
         # Epoch seconds, the limits' clock (apikeys/throttling.timer).
         now = datetime.fromtimestamp(now, UTC)
+    since = periods.start(period, now)
     if isinstance(holder, Team):
-        sums = usage_sums(team=holder, since=periods.start(period, now), now=now)
+        sums = usage_sums(team=holder, since=since, until=now)
     elif isinstance(holder, ApiKey):
-        sums = usage_sums(api_key=holder, since=periods.start(period, now), now=now)
+        sums = usage_sums(api_key=holder, since=since, until=now)
     else:
         raise TypeError(f"Spend is kept for keys and teams, not {type(holder).__name__}")
     return sums["cost"]

@@ -164,3 +164,21 @@ def test_daily_rollups_go_with_the_last_of_their_hours(settings, alice):
     # The day holding the limit is partly kept, so its daily row stays; none before it.
     days = set(UsageDayRollup.objects.values_list("day", flat=True))
     assert min(days) == limit.replace(hour=0)
+
+
+def test_what_was_spent_up_to_a_moment_past_leaves_out_what_came_after(alice):
+    from apikeys.spend import spent
+
+    # The usage digest's figure for yesterday, read today: today's requests are not in it.
+    yesterday_evening = NOW.replace(hour=0, minute=0) - timedelta(hours=2)
+    DatabaseStore().add(
+        [
+            fields(alice, at=yesterday_evening - timedelta(days=3), cost="1"),
+            fields(alice, at=yesterday_evening - timedelta(minutes=30), cost="2"),
+            fields(alice, at=yesterday_evening + timedelta(minutes=10), cost="4"),
+            fields(alice, at=NOW - timedelta(hours=1), cost="8"),
+        ]
+    )
+
+    assert spent(alice.key, "month", now=yesterday_evening) == Decimal("3")
+    assert spent(alice.key, "lifetime", now=yesterday_evening) == Decimal("3")
