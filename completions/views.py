@@ -411,7 +411,12 @@ async def _stream(candidates, meter, open_deltas, chunks, stop, before_finish=No
 
     async def abandon(dropped):
         # Not one event was sent: the upstream's stream is closed, and the record keeps
-        # the prompt it read (and the completion tokens of `first`, if any).
+        # the prompt it read and what the upstream sent of its answer (`first`).
+        if first is not None:
+            if first.usage is not None:
+                meter.succeeded(first.usage)
+            # One token an event, as _events counts a stream.
+            meter.completion_tokens_seen += bool(first.text) + bool(first.reasoning)
         if dropped:
             # A failure of the gateway's own (status gateway_error): another answer was sent.
             meter.failed(RuntimeError("The stream was dropped for another answer."))

@@ -76,9 +76,10 @@ async def test_a_stream_never_iterated_but_closed_returns_its_reservation(
     assert response.status_code == 200
     [record, _] = await _records()
     assert record.status == UsageRecord.CLIENT_CLOSED
-    # Its prompt was read; nothing of the answer was sent.
+    # Its prompt was read, and the one word the upstream had sent before the gateway
+    # answered; nothing more was read from it.
     assert record.prompt_tokens > 0
-    assert record.completion_tokens == 0
+    assert record.completion_tokens == 1
     assert await asyncio.to_thread(upstream.drip_closed.wait, 5)
 
 
@@ -129,4 +130,37 @@ async def test_a_stream_dropped_for_an_error_answer_returns_its_reservation(
     assert record.status == UsageRecord.GATEWAY_ERROR
     assert record.http_status == 500
     assert record.prompt_tokens > 0
+    assert await asyncio.to_thread(upstream.drip_closed.wait, 5)
+
+
+async def test_a_client_that_leaves_between_the_head_and_the_body_returns_its_reservation(
+    api, priced, upstream, clock
+):
+    dave = await new_key(monthly_budget=await sync_to_async(_budget_for_one)())
+    handler = ApiHandler()
+    head_sent = asyncio.Event()
+    sent = []
+
+    async def receive():
+        if not sent:
+            sent.append("body")
+            body = {"model": DRIP, "stream": True, "messages": MESSAGES, "max_tokens": MAX_TOKENS}
+            return {"type": "http.request", "body": json.dumps(body).encode()}
+        await head_sent.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+        if message["type"] == "http.response.start":
+            # The server still writing the head when the client leaves.
+            head_sent.set()
+            await asyncio.sleep(30)
+
+    await asyncio.wait_for(handler(chat_scope(dave["Authorization"]), receive, send), 10)
+
+    assert [m["type"] for m in sent[1:]] == ["http.response.start"]
+    assert await _returned("dave")
+    assert (await chat(api, dave, max_tokens=MAX_TOKENS)).status_code == 200
+    [record, _] = await _records()
+    assert record.status == UsageRecord.CLIENT_CLOSED
     assert await asyncio.to_thread(upstream.drip_closed.wait, 5)
