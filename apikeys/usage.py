@@ -1,4 +1,5 @@
-"""Usage records: one for every request that reached a provider, whatever its outcome.
+"""Usage records: one for every request that reached a provider, whatever its outcome, and
+one more for each fallback attempt that spent something before failing (attempt_failed).
 
 The record carries the request's cost, from the answering model's prices; once it is
 written, its tokens and cost settle the request's reservation (apikeys/throttling.py).
