@@ -1,5 +1,5 @@
-"""Every reservation is returned, whatever becomes of its request: a stream that is never
-sent, a media call that fails after reaching its provider, a fallback's failed attempts.
+"""A stream that is never sent returns its reservation: closed before its first event (the
+client left between the head and the body), or dropped for another answer.
 
 "Room for exactly one" is a budget with room for one worst case of the request and not
 two: the second request is admitted only once the first one's reservation is settled.
