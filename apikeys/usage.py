@@ -1,4 +1,5 @@
-"""Usage records: one for every request that reached a provider, whatever its outcome.
+"""Usage records: one for every request that reached a provider, whatever its outcome, and
+one more for each fallback attempt that spent something before failing (attempt_failed).
 
 The record carries the request's cost, from the answering model's prices; once it is
 written, its tokens and cost settle the request's reservation (apikeys/throttling.py).
@@ -11,6 +12,7 @@ upstream that could not be reached, spends nothing.
 """
 
 import asyncio
+import copy
 import logging
 import time
 from decimal import ROUND_HALF_UP, Decimal
@@ -116,6 +118,27 @@ class UsageMeter:
         # the provider is known to have read it (reached): before that, whether it was
         # sent cannot be told, and the client does not pay for the gateway's fault.
         self.prompt_spent = self.prompt_spent or getattr(error, "prompt_spent", False)
+
+    def attempt_failed(self, model, error):
+        """Split off the record of a failed attempt on `model` before a fallback is tried.
+
+        Return a meter of the attempt alone, at its model's prices, holding what this meter
+        has counted so far (the prompt if the error says the model may have read it, the
+        calls that succeeded, a media call's units), or None if it spent nothing. Its record
+        settles no reservation: it adds to the limits' counters, and the request's own
+        record settles the hold. This meter starts afresh for the next candidate.
+        """
+        attempt = copy.copy(self)
+        attempt.fields = dict(self.fields)
+        attempt.model = model
+        attempt.reservation = None
+        attempt.first_token_at = None
+        attempt.failed(error)
+        self.usage = None
+        self.units = 0
+        self.completion_tokens_seen = 0
+        fields = attempt.record_fields()
+        return attempt if fields["total_tokens"] or fields["units"] else None
 
     def client_closed(self):
         self.status = UsageRecord.CLIENT_CLOSED

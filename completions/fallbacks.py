@@ -8,11 +8,16 @@ the fallbacks on that account are skipped and only those elsewhere are tried. Fo
 stream, "before anything reached the client" means before its first event: once that is
 sent, a failure ends the stream with an error event instead.
 
-One usage record is written per request, whatever the number of attempts: it names the
-model that answered (or the one asked for, if none did) and keeps the name asked for.
-Failed attempts are logged. The record's tokens are those of the last attempt: a prompt
-that an earlier candidate's upstream read before failing (a 5xx) is paid for by the
-gateway's operator, not the client, who pays once for the attempt that ended the request.
+Every request leaves the usage record of the attempt that ended it: it names the model
+that answered (or the one asked for, if none did) and keeps the name asked for. An earlier
+attempt that spent something before failing (its upstream read the prompt: a 5xx, a
+timeout after the request was sent; or some calls of a request split in several
+succeeded) leaves a record of its own, under the same request id, with the error's status
+and what it spent at its own model's prices: the prompt as the gateway counts it, marked
+estimated. A record of its own rather than tokens folded into the answer's: each record
+names one model and holds that model's tokens at that model's prices, so sums by model,
+provider and status stay true, and a candidate's failures show in the usage report. An
+attempt refused before its model ran (a 429, unreachable) leaves none; it is logged.
 """
 
 import asyncio
@@ -62,6 +67,9 @@ async def call_with_fallbacks(candidates, meter, call):
                 logger.warning(
                     "Model %s failed (%s); falling back to %s", model.name, error, after[0]
                 )
+                attempt = meter.attempt_failed(model, error)
+                if attempt is not None:
+                    await attempt.save()
                 continue
             meter.failed(error)
             await meter.save()

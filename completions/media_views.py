@@ -5,8 +5,16 @@ The same pipeline as completions/views.py: authenticate, authorize and limit
 -> find the model by its capability (registry.py) -> call the provider (providers/media.py)
 -> record usage in the endpoint's unit (apikeys/usage.py): images, audio seconds,
 characters, documents; moderations in the classifier's tokens.
+
+A call that fails after its provider may have read the input (a 5xx, a timeout after the
+request was sent: the error's `prompt_spent`), or that the client leaves while it runs, is
+charged its input as the text endpoints charge a prompt: the audio's seconds as the upload
+bounds them, the characters to speak, the documents to rank, the classifier's prompts as
+the gateway counts them. An image is charged only once made. A refusal before the model
+ran is charged nothing. Every record of a media endpoint is in the endpoint's unit.
 """
 
+import asyncio
 import base64
 import math
 import time
@@ -27,7 +35,7 @@ from completions.media_serializers import (
     TranscriptionSerializer,
 )
 from completions.multipart import form_body
-from completions.providers.base import Usage
+from completions.providers.base import Usage, estimate_tokens
 from completions.providers.media import (
     ImageRequest,
     ModerationRequest,
@@ -39,7 +47,7 @@ from completions.registry import fallback_chain, resolve_model
 from completions.serializers import validate_body
 from completions.views import MAX_PARALLEL_CALLS, _all, reserve
 from gateway.decorators import api_endpoint, json_body
-from gateway.errors import InvalidRequest
+from gateway.errors import GatewayError, InvalidRequest
 
 
 @api_endpoint(methods=["POST"], write=True)
@@ -55,6 +63,7 @@ async def image_generations(request):
     meter = UsageMeter(
         request, model, "/v1/images/generations", False, requested_model=data["model"]
     )
+    meter.counted(0, UsageRecord.IMAGES)
 
     def image_for(candidate):
         return ImageRequest(
@@ -66,7 +75,17 @@ async def image_generations(request):
         )
 
     async def call(provider, candidate):
-        return await _all(provider.generate_image(image_for(candidate)) for _ in range(data["n"]))
+        made = []
+
+        async def one():
+            result = await provider.generate_image(image_for(candidate))
+            made.append(result)
+            return result
+
+        # The images made before another failed were paid for upstream, whatever the
+        # failure: they are charged.
+        images = _all(one() for _ in range(data["n"]))
+        return await _charged(images, meter, made.__len__, made=True)
 
     candidates = fallback_chain(model, request.api_key, "images")
     rounds = math.ceil(data["n"] / MAX_PARALLEL_CALLS)
@@ -104,9 +123,13 @@ async def _transcribe(request, task, capability):
     meter = UsageMeter(
         request, model, f"/v1/audio/{capability}", False, requested_model=data["model"]
     )
+    meter.counted(0, UsageRecord.AUDIO_SECONDS)
+    # The most seconds the upload may hold: what a call that fails after sending it pays,
+    # as the gateway cannot tell how much of it the model heard.
+    seconds = worst_case.audio_seconds(len(audio))
 
     async def call(provider, candidate):
-        return await provider.transcribe(
+        transcription = provider.transcribe(
             TranscriptionRequest(
                 model=candidate.name,
                 audio=audio,
@@ -116,9 +139,9 @@ async def _transcribe(request, task, capability):
                 input_schema=candidate.input_schema,
             )
         )
+        return await _charged(transcription, meter, lambda: seconds)
 
     candidates = fallback_chain(model, request.api_key, capability)
-    seconds = worst_case.audio_seconds(len(audio))
     await reserve(
         request, meter, worst_case.units(candidates, seconds), hold_seconds(False, len(candidates))
     )
@@ -192,9 +215,11 @@ async def audio_speech(request):
     data = validate_body(SpeechSerializer, json_body(request)).validated_data
     model = await resolve_model(data["model"], request.api_key, "speech")
     meter = UsageMeter(request, model, "/v1/audio/speech", False, requested_model=data["model"])
+    meter.counted(0, UsageRecord.CHARACTERS)
+    characters = len(data["input"])
 
     async def call(provider, candidate):
-        return await provider.speak(
+        speech = provider.speak(
             SpeechRequest(
                 model=candidate.name,
                 text=data["input"],
@@ -203,9 +228,9 @@ async def audio_speech(request):
                 input_schema=candidate.input_schema,
             )
         )
+        return await _charged(speech, meter, lambda: characters)
 
     candidates = fallback_chain(model, request.api_key, "speech")
-    characters = len(data["input"])
     await reserve(
         request,
         meter,
@@ -213,7 +238,7 @@ async def audio_speech(request):
         hold_seconds(False, len(candidates)),
     )
     _, _, result = await call_with_fallbacks(candidates, meter, call)
-    meter.counted(len(data["input"]), UsageRecord.CHARACTERS)
+    meter.counted(characters, UsageRecord.CHARACTERS)
     await meter.save()
     return HttpResponse(result.audio, content_type=result.content_type)
 
@@ -259,12 +284,26 @@ OPENAI_CATEGORIES = [
 async def moderations(request):
     data = validate_body(ModerationSerializer, json_body(request)).validated_data
     model = await resolve_model(data["model"], request.api_key, "moderations")
-    meter = UsageMeter(request, model, "/v1/moderations", False, requested_model=data["model"])
+    # Each text's tokens as the gateway counts them, paid for if its call fails after
+    # the classifier may have read it.
+    prompt_tokens = [estimate_tokens(text) for text in data["input"]]
+    meter = UsageMeter(
+        request,
+        model,
+        "/v1/moderations",
+        False,
+        requested_model=data["model"],
+        prompt_tokens=sum(prompt_tokens),
+    )
 
     async def call(provider, candidate):
         return await _all(
-            provider.moderate(ModerationRequest(model=candidate.name, text=text))
-            for text in data["input"]
+            [
+                provider.moderate(ModerationRequest(model=candidate.name, text=text))
+                for text in data["input"]
+            ],
+            meter,
+            prompt_tokens,
         )
 
     candidates = fallback_chain(model, request.api_key, "moderations")
@@ -308,9 +347,10 @@ async def rerank(request):
     model = await resolve_model(data["model"], request.api_key, "rerank")
     documents = data["documents"]
     meter = UsageMeter(request, model, "/v1/rerank", False, requested_model=data["model"])
+    meter.counted(0, UsageRecord.DOCUMENTS)
 
     async def call(provider, candidate):
-        return await provider.rerank(
+        ranking = provider.rerank(
             RerankRequest(
                 model=candidate.name,
                 query=data["query"],
@@ -318,6 +358,7 @@ async def rerank(request):
                 top_n=data.get("top_n"),
             )
         )
+        return await _charged(ranking, meter, lambda: len(documents))
 
     await reserve(request, meter, worst_case.units([model], len(documents)), hold_seconds(False))
     # No fallbacks: another reranker's scores are on another scale.
@@ -339,3 +380,19 @@ async def rerank(request):
             "usage": {"documents": len(documents)},
         }
     )
+
+
+async def _charged(call, meter, consumed, made=False):
+    """Await a media call; if it fails after its provider may have read the input, or the
+    client leaves while it runs, first count `consumed()` of the meter's unit on it.
+
+    With `made`, consumed() counts what was made (images), charged whatever the failure.
+    """
+    try:
+        return await call
+    except asyncio.CancelledError:
+        meter.counted(consumed(), meter.unit)
+        raise
+    except GatewayError as error:
+        meter.counted(consumed() if made or error.prompt_spent else 0, meter.unit)
+        raise

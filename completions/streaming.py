@@ -20,9 +20,13 @@ def sse(payload):
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
-def sse_response(events):
-    """Answer with an async iterator of SSE events, each sent as soon as it is yielded."""
-    return EventStreamResponse(events)
+def sse_response(events, on_abandon):
+    """Answer with an async iterator of SSE events, each sent as soon as it is yielded.
+
+    `on_abandon(dropped)` is awaited instead of the events if the response is closed before
+    its first event was asked for (see EventStreamResponse).
+    """
+    return EventStreamResponse(events, on_abandon)
 
 
 # Tasks ending the events of closed responses, kept from garbage collection until done.
@@ -30,18 +34,23 @@ _ending = set()
 
 
 class EventStreamResponse(StreamingHttpResponse):
-    """A text/event-stream answer whose events generator ends when the response is closed.
+    """A text/event-stream answer whose events end when the response is closed.
 
     Django closes a response once it is done with it, but not the async generators inside
     it: when a client goes away mid-stream, a server whose send() was interrupted leaves
     the events generator, and the upstream request inside it, suspended until garbage
     collection. close() ends it at once instead, so that its `finally` closes the upstream
-    and records the usage. close() may be called from a worker thread (Django's ASGI
-    handler does so), so the generator is ended on the event loop that runs it.
+    and records the usage. A response closed before its first event was asked for (the
+    client left between the head and the body) never ran its generator, whose `finally`
+    would not run either: `on_abandon(dropped=False)` ends the stream in its place, without
+    reading the upstream any further. One made and then dropped for another answer (a
+    middleware failed after the view) is ended by drop(), `on_abandon(dropped=True)`.
+    close() may be called from a worker thread (Django's ASGI handler does so), so the
+    stream is ended on the event loop that runs it.
     """
 
-    def __init__(self, events):
-        self._events = _Events(events, on_end=self._ended)
+    def __init__(self, events, on_abandon):
+        self._events = _Events(events, on_end=self._ended, on_abandon=on_abandon)
         self._open = True
         metrics.OPEN_STREAMS.inc()
         self._loop = asyncio.get_running_loop()
@@ -50,7 +59,8 @@ class EventStreamResponse(StreamingHttpResponse):
         self["Cache-Control"] = "no-cache"
         # Tells nginx not to buffer the stream (see deploy notes).
         self["X-Accel-Buffering"] = "no"
-        # Closed by the middleware if the request is cancelled before this is sent.
+        # Closed by the middleware if the request is cancelled before this is sent, or
+        # dropped if another response is sent instead.
         track_stream(self)
 
     def _ended(self):
@@ -60,6 +70,14 @@ class EventStreamResponse(StreamingHttpResponse):
 
     def close(self):
         super().close()
+        self._end()
+
+    def drop(self):
+        """End a stream that will never be sent: the request was answered otherwise."""
+        self._events.dropped = True
+        self.close()
+
+    def _end(self):
         self._ended()
         if self._closing or self._events.finished:
             return
@@ -77,10 +95,13 @@ class EventStreamResponse(StreamingHttpResponse):
 class _Events:
     """An async iterator of events that remembers whether its first event was asked for."""
 
-    def __init__(self, events, on_end):
+    def __init__(self, events, on_end, on_abandon):
         self.events = events
         self.started = False
         self.on_end = on_end
+        self.on_abandon = on_abandon
+        # Whether the response was dropped for another answer rather than closed.
+        self.dropped = False
 
     def __aiter__(self):
         return self
@@ -100,16 +121,18 @@ class _Events:
         return getattr(self.events, "ag_frame", True) is None
 
     async def aclose(self):
-        """End the events, running their generator's cleanup even if it never started."""
+        """End the events; if they never started, end their stream with `on_abandon`."""
         self.on_end()
-        if self.finished or not hasattr(self.events, "aclose"):
+        if self.finished:
             return
         try:
             if not self.started:
-                # Closing a generator that never ran skips its `finally` clauses, and the
-                # upstream stream it was handed would stay open: run it to its first event.
+                # Closing a generator that never ran skips its `finally` clauses: the
+                # stream it was handed is ended, and its usage recorded, by on_abandon.
                 self.started = True
-                await anext(self.events, None)
+                await self.events.aclose()
+                await self.on_abandon(self.dropped)
+                return
             await self.events.aclose()
         except RuntimeError:
             # Still running in the task that serves it, which ends it itself.

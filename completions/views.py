@@ -408,9 +408,27 @@ async def _stream(candidates, meter, open_deltas, chunks, stop, before_finish=No
     chunks.model = _answering_name(chunks.model, candidates[0], answered)
     applies_stop = provider.applies_stop(answered, chat=isinstance(chunks, ChatChunks))
     stops = None if applies_stop else stop
+
+    async def abandon(dropped):
+        # Not one event was sent: the upstream's stream is closed, and the record keeps
+        # the prompt it read and what the upstream sent of its answer (`first`).
+        if first is not None:
+            if first.usage is not None:
+                meter.succeeded(first.usage)
+            # One token an event, as _events counts a stream.
+            meter.completion_tokens_seen += bool(first.text) + bool(first.reasoning)
+        if dropped:
+            # A failure of the gateway's own (status gateway_error): another answer was sent.
+            meter.failed(RuntimeError("The stream was dropped for another answer."))
+        else:
+            meter.client_closed()
+        await _end_stream(deltas, meter)
+
     # An open stream holds no database connection: nothing on the request path opens one
     # in the request's thread (gateway/db.py), and the usage writer has its own.
-    return sse_response(_events(deltas, first, meter, stops, chunks, before_finish))
+    return sse_response(
+        _events(deltas, first, meter, stops, chunks, before_finish), on_abandon=abandon
+    )
 
 
 async def _events(deltas, first, meter, stops, chunks, before_finish=None):

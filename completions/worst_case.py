@@ -5,7 +5,9 @@
                 PROMPT_OVERHEAD_TOKENS a call, and IMAGE_TOKENS an image instead of its bytes
     completion  the request's max_tokens (max_completion_tokens, max_output_tokens), else the
                 gateway's default, DEFAULT_MAX_TOKENS bounded by the model's context window
-    cost        those tokens at the model's prices; with fallbacks, at the dearest candidate
+    cost        those tokens at the model's prices; with fallbacks, at the dearest way
+                through the candidates: each one before the answering one fails after
+                reading its prompt, which is charged at its own prices (fallbacks.py)
 
 A BPE token (every model the gateway serves) stands for one byte or more, so the bytes of a
 text are at least its tokens; the JSON's quotes, keys and braces stand for the tokens a chat
@@ -81,13 +83,16 @@ def completion_cap(max_tokens, model):
 
 
 def generation(candidates, prompt_tokens, max_tokens, calls=1):
-    """Return the worst case of `calls` generations of one prompt size each, at the
-    dearest candidate."""
+    """Return the worst case of `calls` generations of one prompt size each: the candidates
+    before the one that answers read their prompts and fail, at the dearest answering one."""
     tokens, cost = 0, Decimal(0)
+    failed_tokens, failed_cost = 0, Decimal(0)
     for model in candidates:
         cap = completion_cap(max_tokens, model)
-        tokens = max(tokens, calls * (prompt_tokens + cap))
-        cost = max(cost, calls * cost_of(model, prompt_tokens, cap))
+        tokens = max(tokens, failed_tokens + calls * (prompt_tokens + cap))
+        cost = max(cost, failed_cost + calls * cost_of(model, prompt_tokens, cap))
+        failed_tokens += calls * prompt_tokens
+        failed_cost += calls * cost_of(model, prompt_tokens, 0)
     return WorstCase(tokens, cost)
 
 
@@ -114,8 +119,10 @@ def moderations(texts, candidates):
 
 
 def units(candidates, count):
-    """Return the worst case of a media request priced by `count` units of its own kind."""
-    return WorstCase(0, max(units_cost(model, count) for model in candidates))
+    """Return the worst case of a media request priced by `count` units of its own kind:
+    every candidate charged them, the ones before the last having failed after reading
+    the input."""
+    return WorstCase(0, sum(units_cost(model, count) for model in candidates))
 
 
 def audio_seconds(upload_bytes):

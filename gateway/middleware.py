@@ -41,25 +41,30 @@ class _ApiMiddleware:
 
 
 class AbandonedStreamMiddleware(_ApiMiddleware):
-    """Close the streams of a request that was cancelled before its response was sent.
+    """Close the streams of a request that were made and will never be sent.
 
     The handler cancels the request's task when the client goes away, and closes the
     response only once it has it. A streaming response made by the view and dropped on
-    its way out would keep its upstream request open until garbage collection; this
-    middleware closes it instead.
+    its way out (the request cancelled, or answered otherwise: a middleware inside this
+    one failed, and its error was answered instead) would keep its upstream request open
+    and its reservation held until garbage collection; this middleware ends it instead.
     """
 
     async def __call__(self, request):
         streams = []
         token = _streams.set(streams)
         try:
-            return await self.get_response(request)
+            response = await self.get_response(request)
         except asyncio.CancelledError:
-            for response in streams:
-                response.close()
+            for stream in streams:
+                stream.close()
             raise
         finally:
             _streams.reset(token)
+        for stream in streams:
+            if stream is not response:
+                stream.drop()
+        return response
 
 
 class RequestIdMiddleware(_ApiMiddleware):

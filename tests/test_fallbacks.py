@@ -1,12 +1,16 @@
 """Fallbacks: a model's fallbacks answer, in order, when its provider fails before answering."""
 
 import json
+from decimal import Decimal
 
 import pytest
 from asgiref.sync import sync_to_async
 
 from apikeys.models import ApiKey, UsageRecord
+from apikeys.usage import cost_of
+from completions import worst_case
 from completions.models import Model, ModelFallback
+from completions.providers.base import ChatRequest, estimate_prompt_tokens
 from tests.conftest import LLAMA, Persona
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -67,17 +71,80 @@ async def test_a_fallback_answers_when_the_provider_fails(api, alice, cloudflare
     assert _models_called(upstream) == [FAILING, LLAMA]
 
 
-async def test_one_record_names_the_model_that_answered_and_keeps_the_one_asked_for(
+async def test_the_record_of_the_answer_names_the_model_that_answered_and_the_one_asked_for(
     api, alice, cloudflare
 ):
     await sync_to_async(_fall_back)(FAILING, LLAMA)
 
     await _chat(api, alice, FAILING)
 
-    [record] = await _records()
+    # After the failed attempt's own record.
+    _, record = await _records()
     assert (record.model, record.requested_model) == (LLAMA, FAILING)
     assert record.status == UsageRecord.OK
     assert record.total_tokens == 5
+
+
+async def test_a_failed_candidate_that_read_the_prompt_leaves_its_own_record_at_its_price(
+    api, alice, cloudflare
+):
+    await sync_to_async(_fall_back)(FAILING, LLAMA)
+    await Model.objects.filter(name=FAILING).aupdate(input_price=Decimal("2000"))
+    await Model.objects.filter(name=LLAMA).aupdate(input_price=Decimal("1000"))
+
+    response = await _chat(api, alice, FAILING)
+
+    failed, answered = await _records()
+    assert (failed.model, failed.status, failed.http_status) == (
+        FAILING,
+        UsageRecord.UPSTREAM_ERROR,
+        502,
+    )
+    # The prompt as the gateway counts it, at the failed model's own price; no answer.
+    assert failed.prompt_tokens == await _prompt_estimate(FAILING)
+    assert failed.completion_tokens == 0
+    assert failed.tokens_estimated
+    assert failed.cost == failed.prompt_tokens * Decimal("2000") / 10**6
+    assert (answered.model, answered.status) == (LLAMA, UsageRecord.OK)
+    assert failed.request_id == answered.request_id == response["x-request-id"]
+    assert failed.requested_model == answered.requested_model == FAILING
+
+
+async def test_a_streams_failed_candidate_leaves_its_own_record(api, alice, cloudflare):
+    await sync_to_async(_fall_back)(FAILING, LLAMA)
+
+    response = await _chat(api, alice, FAILING, stream=True)
+    await _events(response)
+
+    failed, answered = await _records()
+    assert (failed.model, failed.status, failed.stream) == (
+        FAILING,
+        UsageRecord.UPSTREAM_ERROR,
+        True,
+    )
+    assert failed.prompt_tokens == await _prompt_estimate(FAILING)
+    assert (answered.model, answered.status) == (LLAMA, UsageRecord.OK)
+
+
+async def test_a_candidate_that_refused_before_reading_the_prompt_leaves_no_record(
+    api, alice, cloudflare
+):
+    # Workers AI's 3040 (a 429, out of capacity): the model never ran.
+    await sync_to_async(_fall_back)(LIMITED, LLAMA)
+
+    await _chat(api, alice, LIMITED)
+
+    [record] = await _records()
+    assert (record.model, record.status) == (LLAMA, UsageRecord.OK)
+
+
+async def _prompt_estimate(model):
+    @sync_to_async
+    def estimate():
+        chat = ChatRequest(model=model, messages=MESSAGES, params={})
+        return estimate_prompt_tokens(chat)
+
+    return await estimate()
 
 
 async def test_fallbacks_are_tried_in_order_of_position(api, alice, cloudflare, upstream):
@@ -129,8 +196,10 @@ async def test_when_every_model_fails_the_last_error_is_answered_and_recorded(
     # The rate-limited model answers Workers AI's 3040: out of capacity, a 503.
     assert response.status_code == 503
     assert _models_called(upstream) == [FAILING, LIMITED]
-    [record] = await _records()
+    # The failed attempt that read the prompt, then the request's own record.
+    _, record = await _records()
     assert record.status == UsageRecord.UPSTREAM_ERROR
+    assert record.http_status == 503
     assert (record.model, record.requested_model) == (FAILING, FAILING)
 
 
@@ -146,7 +215,7 @@ async def test_a_stream_falls_back_before_its_first_event(api, alice, cloudflare
         "Echo: hello there"
     )
     assert {c["model"] for c in chunks} == {LLAMA}
-    [record] = await _records()
+    _, record = await _records()
     assert (record.model, record.requested_model, record.stream) == (LLAMA, FAILING, True)
 
 
@@ -172,7 +241,7 @@ async def test_a_fallback_can_be_on_another_provider(
 
     assert response.status_code == 200
     assert response.json()["model"] == "gpt-test-mini"
-    [record] = await _records()
+    _, record = await _records()
     assert (record.model, record.provider) == ("gpt-test-mini", "openai-fake")
 
 
@@ -272,3 +341,18 @@ def test_the_admin_refuses_a_fallback_that_cannot_stand_in(
     assert response.status_code == 200
     assert message in response.content.decode()
     assert not ModelFallback.objects.exists()
+
+
+def test_a_chat_with_fallbacks_reserves_the_prompts_of_the_candidates_that_may_fail(cloudflare):
+    failing, llama = Model.objects.get(name=FAILING), Model.objects.get(name=LLAMA)
+    failing.input_price, failing.output_price = Decimal("2000"), Decimal("2000")
+    llama.input_price, llama.output_price = Decimal("1000"), Decimal("1000")
+    data = {"messages": MESSAGES, "max_tokens": 10}
+    prompt = worst_case.chat_prompt_tokens(data)
+
+    worst = worst_case.chat(data, [failing, llama])
+
+    # The dearer way: the failing model's prompt and then Llama's answer, rather than the
+    # failing model's whole answer.
+    assert worst.tokens == prompt + prompt + 10
+    assert worst.cost == cost_of(failing, prompt, 0) + cost_of(llama, prompt, 10)
