@@ -16,9 +16,11 @@ ran is charged nothing. Every record of a media endpoint is in the endpoint's un
 
 import asyncio
 import base64
+import io
 import math
 import time
 import uuid
+import wave
 
 from django.http import HttpResponse, JsonResponse
 
@@ -124,9 +126,11 @@ async def _transcribe(request, task, capability):
         request, model, f"/v1/audio/{capability}", False, requested_model=data["model"]
     )
     meter.counted(0, UsageRecord.AUDIO_SECONDS)
-    # The most seconds the upload may hold: what a call that fails after sending it pays,
-    # as the gateway cannot tell how much of it the model heard.
-    seconds = worst_case.audio_seconds(len(audio))
+    # What a call that fails after sending the upload pays: the seconds a WAV file's
+    # header tells, else nothing. The upload's size bounds a compressed file's length only
+    # loosely (at 500 bytes a second, a 128 kbit/s mp3 would pay 16 times its length).
+    # A header may claim more data than the file holds: never past the upload's bound.
+    heard = min(_wav_seconds(audio), worst_case.audio_seconds(len(audio)))
 
     async def call(provider, candidate):
         transcription = provider.transcribe(
@@ -139,11 +143,13 @@ async def _transcribe(request, task, capability):
                 input_schema=candidate.input_schema,
             )
         )
-        return await _charged(transcription, meter, lambda: seconds)
+        return await _charged(transcription, meter, lambda: heard)
 
     candidates = fallback_chain(model, request.api_key, capability)
+    # The most seconds the upload may hold is what is reserved.
+    most = worst_case.audio_seconds(len(audio))
     await reserve(
-        request, meter, worst_case.units(candidates, seconds), hold_seconds(False, len(candidates))
+        request, meter, worst_case.units(candidates, most), hold_seconds(False, len(candidates))
     )
     _, _, result = await call_with_fallbacks(candidates, meter, call)
     # Whole seconds, rounded up, as audio is billed by the started second; 0 when the model
@@ -152,6 +158,16 @@ async def _transcribe(request, task, capability):
     meter.counted(seconds, UsageRecord.AUDIO_SECONDS)
     await meter.save()
     return _transcription_response(result, data["response_format"], task, seconds)
+
+
+def _wav_seconds(audio):
+    """Return the started seconds of a WAV upload (frames over frame rate, from its
+    header), or 0 for any other kind of file."""
+    try:
+        with wave.open(io.BytesIO(audio)) as wav:
+            return math.ceil(wav.getnframes() / wav.getframerate())
+    except (wave.Error, EOFError, ZeroDivisionError):
+        return 0
 
 
 def _transcription_response(result, response_format, task, seconds):
