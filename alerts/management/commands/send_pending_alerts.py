@@ -1,0 +1,31 @@
+from asgiref.sync import async_to_sync
+from django.core.management.base import BaseCommand
+
+from alerts.delivery import MAX_ATTEMPTS, PENDING_SECONDS, alert_sender
+
+
+class Command(BaseCommand):
+    help = (
+        "Send the budget alerts a gateway process recorded but did not get to send (it "
+        "stopped first): those pending for longer than --older-than seconds, each by one "
+        "run at a time."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--older-than",
+            type=int,
+            default=PENDING_SECONDS,
+            metavar="SECONDS",
+            help=f"leave alerts recorded or claimed more recently (default {PENDING_SECONDS})",
+        )
+
+    def handle(self, *args, older_than, **options):
+        sweep = async_to_sync(alert_sender.send_pending)(older_than)
+        count = len(sweep.sent)
+        self.stdout.write(f"Sent {count} pending budget alert{'' if count == 1 else 's'}")
+        if sweep.given_up:
+            self.stderr.write(
+                f"{sweep.given_up} budget alerts are still pending after {MAX_ATTEMPTS} "
+                "attempts and are left as they are: see the admin's Budget alerts"
+            )
