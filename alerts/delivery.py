@@ -51,10 +51,10 @@ OUTCOME_FIELDS = [
 
 @dataclass
 class Sweep:
-    """What one send_pending did: the alerts it sent, and how many it leaves pending for
-    good (MAX_ATTEMPTS claims spent)."""
+    """What one send_pending did: the alerts it claimed and tried, and how many it leaves
+    pending for good (MAX_ATTEMPTS claims spent)."""
 
-    sent: list = field(default_factory=list)
+    tried: list = field(default_factory=list)
     given_up: int = 0
 
 
@@ -89,7 +89,7 @@ class AlertSender:
                 # Another sweep took it first, or it was sent meanwhile.
                 continue
             await self.send(*claimed)
-            sweep.sent.append(claimed[0])
+            sweep.tried.append(claimed[0])
         sweep.given_up = await _given_up()
         return sweep
 

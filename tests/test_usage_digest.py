@@ -178,3 +178,14 @@ def test_a_digest_left_unsent_by_a_run_that_died_is_sent_once_its_claim_is_old(
 
     assert len(mailoutbox) == 1
     assert DigestDelivery.objects.get().sent_at is not None
+
+
+def test_the_admin_lists_the_digests_sent_and_lets_no_one_change_them(acme, admin_client):
+    spend("dave", yesterday(), "1.00")
+    call_command("usage_digest", "--daily")
+
+    listing = admin_client.get("/admin/alerts/digestdelivery/")
+
+    assert listing.status_code == 200
+    assert "ops@acme.test" in listing.content.decode()
+    assert admin_client.get("/admin/alerts/digestdelivery/add/").status_code == 403
