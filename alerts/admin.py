@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from alerts.models import BudgetAlert
+from alerts.models import BudgetAlert, DigestDelivery
 from gateway.readonly_admin import ReadOnlyAdmin
 
 
@@ -20,6 +20,7 @@ class BudgetAlertAdmin(ReadOnlyAdmin, admin.ModelAdmin):
         "email_status",
         "webhook_status",
         "webhook_attempts",
+        "attempts",
     ]
     list_filter = ["scope", "period", "threshold", "email_status", "webhook_status", "team"]
     search_fields = ["holder_name", "email_recipients"]
@@ -32,3 +33,14 @@ class BudgetAlertAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     @admin.display(description="spent (USD)", ordering="spent")
     def spent_usd(self, alert):
         return f"{alert.spent:.2f}"
+
+
+@admin.register(DigestDelivery)
+class DigestDeliveryAdmin(ReadOnlyAdmin, admin.ModelAdmin):
+    """List the usage digests sent, one per team and period; made by usage_digest only."""
+
+    list_display = ["period_start", "period", "team", "sent_at", "recipients", "attempts"]
+    list_filter = ["period", "team"]
+    search_fields = ["team__name", "recipients"]
+    date_hierarchy = "period_start"
+    list_select_related = ["team"]

@@ -6,8 +6,9 @@ the key and its team have spent in each period they have a budget for, as the li
 it (apikeys/throttling.budget_status) and, for every threshold crossed
 (AlertContacts.thresholds(), percent of the budget), inserts a BudgetAlert. The insert
 decides who sends: its unique constraint lets one insert through, whichever process or task
-gets there first, and only that one sends. Budgets of zero alert nothing: they refuse every
-request by design.
+gets there first, and only that one, holding the alert's claim, sends it
+(alerts/delivery.py; send_pending_alerts sends what a process that died left pending).
+Budgets of zero alert nothing: they refuse every request by design.
 
 Who is told:
     a key's alert    the key's contact e-mails (else its team's), and its team's webhook
@@ -25,13 +26,11 @@ import asyncio
 import logging
 import time
 
-from django.core.mail import EmailMessage
 from django.db import IntegrityError, transaction
-from django.template.loader import render_to_string
 from django.utils import timezone
 
+from alerts.delivery import alert_sender
 from alerts.models import BudgetAlert
-from alerts.webhooks import WebhookSender
 from apikeys import periods
 from apikeys.models import ApiKey, Team
 from apikeys.throttling import budget_status
@@ -49,15 +48,15 @@ class BudgetAlerts:
     """Schedule checks of budgets and send the alerts they find.
 
     `timer` (seconds since the epoch) says which period is the current one, `clock` and
-    `interval` space the checks of a key, and `webhook_sender` posts to webhooks; all are
-    class attributes for tests to replace.
+    `interval` space the checks of a key, and `sender` sends; all are class attributes for
+    tests to replace.
     """
 
     timer = staticmethod(time.time)
     # What spaces the checks of a key (seconds, monotonic): not `timer`, which tests stop.
     clock = staticmethod(time.monotonic)
     interval = CHECK_INTERVAL_SECONDS
-    webhook_sender = WebhookSender
+    sender = alert_sender
 
     def __init__(self):
         # Checks and deliveries under way, kept so that the event loop does not drop them.
@@ -99,7 +98,7 @@ class BudgetAlerts:
                 self._last_check[key_id] = started
                 asyncio.get_running_loop().call_later(self.interval, self._forget, key_id, started)
                 for alert, holder, team in await _crossed(key_id, self.timer()):
-                    self._spawn(self._deliver(alert, holder, team))
+                    self._spawn(self.sender.send(alert, holder, team))
                 if not self._checking[key_id]:
                     break
         except Exception:
@@ -118,66 +117,6 @@ class BudgetAlerts:
         # Past the interval, a key's last check no longer delays its next.
         if self._last_check.get(key_id) == started:
             del self._last_check[key_id]
-
-    async def _deliver(self, alert, holder, team):
-        try:
-            await _send_mail(alert, holder, team)
-            await self._post_webhook(alert, holder, team)
-            if BudgetAlert.SENT in (alert.email_status, alert.webhook_status):
-                alert.sent_at = timezone.now()
-        except Exception:
-            logger.exception("Sending budget alert %s failed", alert.pk)
-        try:
-            await _save(alert)
-        except Exception:
-            logger.exception("Recording how budget alert %s was sent failed", alert.pk)
-
-    async def _post_webhook(self, alert, holder, team):
-        if team is None or not team.webhook_url:
-            alert.webhook_status = BudgetAlert.NONE
-            return
-        if not team.webhook_secret:
-            alert.webhook_status = BudgetAlert.FAILED
-            alert.error += "Webhook: the team's webhook secret is not set (or unreadable).\n"
-            return
-        delivery = await self.webhook_sender().post(
-            team.webhook_url, team.webhook_secret, payload(alert, holder, team), f"alert-{alert.pk}"
-        )
-        alert.webhook_attempts = delivery.attempts
-        if delivery.delivered:
-            alert.webhook_status = BudgetAlert.SENT
-        else:
-            alert.webhook_status = BudgetAlert.FAILED
-            alert.error += f"Webhook: {delivery.error}\n"
-            logger.warning(
-                "Budget alert %s not delivered to team %s's webhook after %d attempts: %s",
-                alert.pk,
-                team.name,
-                delivery.attempts,
-                delivery.error,
-            )
-
-
-def payload(alert, holder, team):
-    """Return the JSON body posted to a webhook for an alert (README, "Budget alerts")."""
-    return {
-        "id": f"alert-{alert.pk}",
-        "type": "budget.threshold_crossed",
-        "created": int(alert.created_at.timestamp()),
-        "scope": alert.scope,
-        "key": (
-            {"name": holder.name, "prefix": holder.prefix}
-            if alert.scope == BudgetAlert.KEY
-            else None
-        ),
-        "team": {"name": team.name} if team is not None else None,
-        "period": alert.period,
-        "period_start": alert.period_start.isoformat(),
-        "period_end": alert.period_end.isoformat() if alert.period_end else None,
-        "threshold_percent": alert.threshold,
-        "budget_usd": str(alert.budget),
-        "spent_usd": str(alert.spent.normalize()),
-    }
 
 
 @off_the_request_thread
@@ -241,58 +180,14 @@ def _crossed_by(holder, now):
                         threshold=threshold,
                         budget=budget,
                         spent=spend,
+                        # Claimed by this process, which sends it now.
+                        claimed_at=timezone.now(),
+                        attempts=1,
                     )
             except IntegrityError:
                 # Another process or task inserted it first: it sends.
                 continue
             yield alert
-
-
-@off_the_request_thread
-def _send_mail(alert, holder, team):
-    recipients = holder.contacts() or (team.contacts() if team is not None else [])
-    if not recipients:
-        alert.email_status = BudgetAlert.NONE
-        return
-    alert.email_recipients = ", ".join(recipients)
-    context = {
-        "alert": alert,
-        "holder": holder,
-        "is_team": alert.scope == BudgetAlert.TEAM,
-        "percent": round(alert.spent * 100 / alert.budget),
-        "zone": periods.zone(),
-        "period_start": _local(alert.period_start),
-        "period_end": _local(alert.period_end) if alert.period_end else None,
-    }
-    subject = render_to_string("alerts/alert_subject.txt", context).strip()
-    body = render_to_string("alerts/alert_body.txt", context)
-    try:
-        EmailMessage(subject, body, to=recipients).send()
-    except Exception as error:
-        alert.email_status = BudgetAlert.FAILED
-        alert.error += f"E-mail: {type(error).__name__}: {error}\n"
-        logger.warning("Budget alert %s not e-mailed: %s", alert.pk, error)
-    else:
-        alert.email_status = BudgetAlert.SENT
-
-
-def _local(moment):
-    """The moment as text in LIMITS_TIME_ZONE, which budget periods are counted in."""
-    return f"{moment.astimezone(periods.zone()):%Y-%m-%d %H:%M}"
-
-
-@off_the_request_thread
-def _save(alert):
-    alert.save(
-        update_fields=[
-            "sent_at",
-            "email_status",
-            "email_recipients",
-            "webhook_status",
-            "webhook_attempts",
-            "error",
-        ]
-    )
 
 
 budget_alerts = BudgetAlerts()

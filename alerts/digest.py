@@ -4,22 +4,37 @@ to its contacts (`manage.py usage_digest --daily`).
 The previous period is the calendar day or week (from Monday) before the one holding now,
 in LIMITS_TIME_ZONE, as budgets count them. A team is sent a digest when it has contacts
 and made requests in the period; a quiet team is not written to.
+
+Each team's digest of a period is sent once: a DigestDelivery row is claimed before the
+mail goes, and a second run, or two at once, finds it and sends nothing (alerts/claims.py).
+`force` sends again all the same.
 """
 
+import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 
 from django.core.mail import EmailMessage
-from django.db.models import Count, Sum
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Sum, TextField, Value
+from django.db.models.functions import Concat
 from django.template.loader import render_to_string
+from django.utils import timezone
 
+from alerts.claims import claim
+from alerts.models import DigestDelivery
 from apikeys import periods
 from apikeys.models import Team, UsageRecord
 from apikeys.spend import spent
 
+logger = logging.getLogger(__name__)
+
 # The digest's periods, by the budget period each is.
 PERIOD_WORDS = {"day": "daily", "week": "weekly"}
+# Seconds after which a run's claim on a digest it has not sent is taken to be a run that
+# died: far longer than one mail takes, so that a run still sending is not doubled.
+CLAIM_SECONDS = 15 * 60
 
 
 @dataclass
@@ -95,16 +110,73 @@ def team_digest(team, period, now):
     return Digest(team, period, start, end, rows, budgets)
 
 
-def send_digests(period, now):
-    """E-mail every team with contacts and usage its digest; return the teams written to."""
-    sent = []
+@dataclass
+class Outcome:
+    """What one run of the digest did: teams written to, teams already written to for the
+    period (or being written to by another run), and [(team, error)] of failed sends."""
+
+    sent: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+    failed: list = field(default_factory=list)
+
+
+def send_digests(period, now, force=False):
+    """E-mail every team with contacts and usage its digest, unless it was sent already for
+    the period (or `force`); return an Outcome."""
+    outcome = Outcome()
     for team in Team.objects.exclude(contact_emails=""):
         digest = team_digest(team, period, now)
         if not digest.rows:
             continue
+        delivery = _claimed(team, period, digest.start, force)
+        if delivery is None:
+            outcome.skipped.append(team)
+            continue
+        recipients = team.contacts()
         context = {"digest": digest, "zone": periods.zone(), "word": PERIOD_WORDS[period]}
         subject = render_to_string("alerts/digest_subject.txt", context).strip()
         body = render_to_string("alerts/digest_body.txt", context)
-        EmailMessage(subject, body, to=team.contacts()).send()
-        sent.append(team)
-    return sent
+        try:
+            EmailMessage(subject, body, to=recipients).send()
+        except Exception as error:
+            logger.warning(
+                "The %s digest of team %s not sent: %s", PERIOD_WORDS[period], team.name, error
+            )
+            # Let the claim go: the next run sends it.
+            DigestDelivery.objects.filter(pk=delivery.pk).update(
+                claimed_at=None,
+                error=Concat(
+                    "error",
+                    Value(f"{type(error).__name__}: {error}\n"),
+                    output_field=TextField(),
+                ),
+            )
+            outcome.failed.append((team, error))
+            continue
+        DigestDelivery.objects.filter(pk=delivery.pk).update(
+            sent_at=timezone.now(), recipients=", ".join(recipients)
+        )
+        outcome.sent.append(team)
+    return outcome
+
+
+def _claimed(team, period, start, force):
+    """Return the team's DigestDelivery of the period, claimed by this run, or None when
+    it is sent already or another run holds it."""
+    # The time of the claim, not of the run's start: a long run's last claims are fresh.
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            return DigestDelivery.objects.create(
+                team=team, period=period, period_start=start, claimed_at=now, attempts=1
+            )
+    except IntegrityError:
+        pass
+    delivery = DigestDelivery.objects.get(team=team, period=period, period_start=start)
+    if force:
+        rows = DigestDelivery.objects.all()
+        stale_before = now + timedelta(days=1)
+    else:
+        rows = DigestDelivery.objects.filter(sent_at__isnull=True)
+        stale_before = now - timedelta(seconds=CLAIM_SECONDS)
+    return delivery if claim(rows, delivery.pk, now, stale_before) else None

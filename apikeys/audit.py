@@ -7,12 +7,15 @@ object history pages read, and gains two of its own that Django's reader passes 
     [{"changed": {"fields": ["Rate limit"]}},                 Django's own
      {"values": [{"field": "rate_limit", "old": "100/h", "new": "5/m"}]},
      {"source": {"via": "admin", "address": "203.0.113.7"}}]  or {"via": "cli", "os_user": ...}
+                                                              or {"via": "sso", "address": ...}
 
 The admins of apikeys/admin.py and completions/admin.py write it through AuditedAdmin; the
-management commands that change those models through record_cli(). Values are what the
-database holds, shown as text, except secrets: digests never appear, not even in part (the
-field is named, its values are not). A provider stores no credential, only the name of the
-environment variable that holds one, and that name is logged like any other value.
+management commands that change those models through record_cli(); single sign-on
+(gateway/sso.py) logs the flags and teams a sign-in changed, as the user signing in. Values
+are what the database holds, shown as text, except secrets: digests never appear, not even
+in part (the field is named, its values are not). A provider stores no credential, only the
+name of the environment variable that holds one, and that name is logged like any other
+value.
 
 AuditLogAdmin lists the entries, read-only, with filters and a CSV export, for superusers
 and users given the permission admin.view_logentry.
@@ -124,6 +127,12 @@ def admin_source(request):
     return {"via": "admin", "address": client_address(request.META)}
 
 
+def sso_source(request):
+    """The source of a change single sign-on made at sign-in (gateway/sso.py), from the
+    groups the provider sent; the entry's user is the user signing in."""
+    return {"via": "sso", "address": client_address(request.META)}
+
+
 def cli_source():
     return {"via": "cli", "os_user": _os_user()}
 
@@ -163,8 +172,9 @@ def record(user, obj, action, values, source, django_message=()):
     )
 
 
-def record_change(user, obj, action, before, source):
-    """Log an action on obj by user, given its snapshot from before (None for an addition).
+def record_change(user, obj, action, before, source, after=None):
+    """Log an action on obj by user, given its snapshot from before (None for an addition)
+    and, for values snapshot() does not read, from after.
 
     For a deletion, call before deleting (obj.pk is needed). Nothing is logged for a change
     that changed nothing.
@@ -172,7 +182,7 @@ def record_change(user, obj, action, before, source):
     if action == DELETION:
         values = differences(before or snapshot(obj), {})
     else:
-        values = differences(before or {}, snapshot(obj))
+        values = differences(before or {}, after or snapshot(obj))
     if action == CHANGE and not values:
         return None
     django_message = []
@@ -190,7 +200,9 @@ def record_cli(obj, action, before=None):
 
 
 def _label(obj, field_name):
-    return str(obj._meta.get_field(field_name).verbose_name).capitalize()
+    field = obj._meta.get_field(field_name)
+    # A reverse relation (a user's teams) has no verbose name of its own.
+    return str(getattr(field, "verbose_name", field_name)).capitalize()
 
 
 class AuditedAdmin:
@@ -265,8 +277,8 @@ def _shown(value):
 def describe_source(source):
     if source.get("via") == "cli":
         return f"cli ({source.get('os_user', '?')})"
-    if source.get("via") == "admin":
-        return f"admin ({source.get('address', '?')})"
+    if source.get("via") in ("admin", "sso"):
+        return f"{source['via']} ({source.get('address', '?')})"
     return ""
 
 

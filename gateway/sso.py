@@ -7,7 +7,8 @@
               the code and verifier exchanged at the token endpoint (client secret),
               the ID token verified (RS256 against the provider's JWKS; issuer, audience,
               expiry, nonce), userinfo read, the user found or made, staff and superuser
-              flags and team memberships taken from the groups claim
+              flags and team memberships taken from the groups claim, and what that
+              changed written to the audit log (apikeys/audit.py, "via": "sso")
                 └─ the admin page first asked for
 
 Off while OIDC_ISSUER is unset: the views answer 404 and settings.py lists no such backend.
@@ -32,6 +33,7 @@ import jwt
 import requests
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.admin.models import ADDITION, CHANGE
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
 from django.db import transaction
@@ -46,6 +48,7 @@ from mozilla_django_oidc.views import (
     OIDCAuthenticationRequestView,
 )
 
+from apikeys import audit
 from apikeys.models import Team
 
 logger = logging.getLogger(__name__)
@@ -278,7 +281,7 @@ class OidcBackend(OIDCAuthenticationBackend):
     def create_user(self, claims):
         # No password: create_user marks it unusable, so the account opens only this way.
         user = self.UserModel.objects.create_user(username(claims))
-        return self._synchronize(user, claims)
+        return self._synchronize(user, claims, created=True)
 
     @transaction.atomic
     def update_user(self, user, claims):
@@ -291,11 +294,16 @@ class OidcBackend(OIDCAuthenticationBackend):
             )
         return self._synchronize(user, claims)
 
-    def _synchronize(self, user, claims):
+    def _synchronize(self, user, claims, created=False):
         named = groups(claims)
         prefix = settings.OIDC_TEAM_GROUP_PREFIX
         names = {name.removeprefix(prefix) for name in named if name.startswith(prefix)} - {""}
         teams = list(Team.objects.filter(name__in=names))
+        before = None if created else _user_snapshot(user)
+        # Teams joined or left, as they were: each gets its own audit entry, as when an
+        # operator changes a team's members in the admin.
+        old_teams = set() if created else set(user.teams.all())
+        teams_before = {team: audit.snapshot(team) for team in old_teams ^ set(teams)}
         user.is_superuser = bool(named & set(settings.OIDC_SUPERUSER_GROUPS))
         # A superuser who is not staff could not open the admin at all. A team's member is
         # staff too, with no model permissions: the admin shows them their teams' keys and
@@ -310,6 +318,11 @@ class OidcBackend(OIDCAuthenticationBackend):
                 setattr(user, field, value[:limit])
         user.save()
         user.teams.set(teams)
+        source = audit.sso_source(self.request)
+        action = ADDITION if created else CHANGE
+        audit.record_change(user, user, action, before, source, after=_user_snapshot(user))
+        for team, team_before in teams_before.items():
+            audit.record_change(user, team, CHANGE, team_before, source)
         unknown = names - {team.name for team in teams}
         if unknown:
             # Teams carry keys and budgets, so they are made by operators, not by a group.
@@ -319,6 +332,11 @@ class OidcBackend(OIDCAuthenticationBackend):
                 ", ".join(sorted(unknown)),
             )
         return user
+
+
+def _user_snapshot(user):
+    """Return the user's fields as the audit log shows them, with the teams they are in."""
+    return audit.snapshot(user) | {"teams": sorted(team.name for team in user.teams.all())}
 
 
 @method_decorator(never_cache, name="dispatch")

@@ -10,10 +10,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
 from django.contrib.auth.models import User
+from django.contrib.contenttypes.models import ContentType
 from django.core.cache import cache
 from django.test import Client
 
+from apikeys.audit import describe_source, entry_parts
 from apikeys.models import Team
 from gateway import sso
 from tests import fake_oidc
@@ -385,3 +388,64 @@ def test_with_password_login_off_an_open_password_session_ends(provider, setting
 
     assert answer.status_code == 302
     assert answer["Location"].startswith("/admin/login/")
+
+
+# The audit log
+
+
+def _entries(obj):
+    return list(
+        LogEntry.objects.filter(
+            content_type=ContentType.objects.get_for_model(obj), object_id=str(obj.pk)
+        ).order_by("pk")
+    )
+
+
+def _values(entry):
+    return {change["field"]: (change["old"], change["new"]) for change in entry_parts(entry)[0]}
+
+
+def test_a_first_sign_in_logs_the_account_made_with_its_flags_and_teams(provider, research):
+    _sign_in(Client(), provider, BOB)
+
+    bob = User.objects.get(username="bob")
+    [entry] = _entries(bob)
+    assert entry.action_flag == ADDITION
+    assert entry.user == bob
+    values = _values(entry)
+    assert values["is_staff"] == (None, True)
+    assert values["is_superuser"] == (None, False)
+    assert values["teams"] == (None, ["research"])
+    assert entry_parts(entry)[1] == {"via": "sso", "address": "127.0.0.1"}
+    [joined] = _entries(research)
+    assert (joined.action_flag, joined.user) == (CHANGE, bob)
+    assert _values(joined) == {"members": ([], ["bob"])}
+
+
+def test_flags_and_teams_changed_at_sign_in_are_logged_old_to_new(provider, research):
+    ops = Team.objects.create(name="ops")
+    _sign_in(Client(), provider, ALICE | {"groups": ["team:research"]})
+    alice = User.objects.get(username="alice")
+
+    _sign_in(Client(), provider, ALICE | {"groups": ["gateway-superusers", "team:ops"]})
+
+    entry = _entries(alice)[-1]
+    assert entry.action_flag == CHANGE
+    assert entry.user == alice
+    assert _values(entry) == {
+        "is_superuser": (False, True),
+        "teams": (["research"], ["ops"]),
+    }
+    assert entry_parts(entry)[1] == {"via": "sso", "address": "127.0.0.1"}
+    assert "sso (127.0.0.1)" in describe_source(entry_parts(entry)[1])
+    assert _values(_entries(research)[-1]) == {"members": (["alice"], [])}
+    assert _values(_entries(ops)[-1]) == {"members": ([], ["alice"])}
+
+
+def test_a_sign_in_that_changes_nothing_logs_nothing(provider, research):
+    _sign_in(Client(), provider, BOB)
+    logged = LogEntry.objects.count()
+
+    _sign_in(Client(), provider, BOB)
+
+    assert LogEntry.objects.count() == logged

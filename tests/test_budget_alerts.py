@@ -11,17 +11,20 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 from decimal import Decimal
+from io import StringIO
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from django.core import serializers
 from django.core.exceptions import ValidationError
+from django.core.management import call_command
 from django.db import connection
 from django.db.models import Sum
 from django.utils import timezone
 
 from alerts import budgets
 from alerts.budgets import BudgetAlerts, budget_alerts
+from alerts.delivery import AlertSender
 from alerts.models import BudgetAlert
 from alerts.webhooks import sign, verify
 from apikeys.models import ApiKey, Team, UsageRecord
@@ -455,3 +458,126 @@ def test_a_dump_of_the_teams_leaves_the_webhook_secret_out(db):
 
     assert WEBHOOK_SECRET not in dump
     assert '"webhook_secret": ""' in dump
+
+
+# Alerts left pending by a process that died
+
+
+# Seconds after which send_pending_alerts takes over an alert left pending, by default.
+PENDING_AFTER = 600
+
+
+async def chats_left_pending(api, headers, count):
+    """Make chats whose alerts are recorded as the gateway records them, then never sent:
+    the process died between recording them and sending."""
+
+    async def died(self, alert, holder, team):
+        return None
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(AlertSender, "send", died)
+        await chats(api, headers, count)
+
+
+async def sweep():
+    """Run `manage.py send_pending_alerts` in a thread of its own; return its output."""
+    out = StringIO()
+    await sync_to_async(call_command, thread_sensitive=False)("send_pending_alerts", stdout=out)
+    return out.getvalue()
+
+
+async def test_an_alert_left_pending_by_a_process_that_died_is_sent_once_by_the_sweep(
+    api, dear, alert_clock, loopback_webhooks, receiver, mailoutbox
+):
+    team = await sync_to_async(make_team)(
+        receiver, daily_budget=Decimal("0.01"), alert_thresholds="100"
+    )
+    dave = await key_in(team)
+    await chats_left_pending(api, dave, 1)
+    [alert] = await alerts()
+    assert (alert.email_status, alert.webhook_status) == ("pending", "pending")
+
+    # Too soon: the process that recorded it may still be sending it.
+    too_soon = await sweep()
+    sent_too_soon = (len(mailoutbox), len(receiver.deliveries))
+    alert_clock.advance(PENDING_AFTER + 1)
+    output = await sweep()
+    await sweep()
+
+    assert sent_too_soon == (0, 0)
+    assert "Sent 0 pending budget alerts" in too_soon
+    assert "Sent 1 pending budget alert" in output
+    assert [m.subject for m in mailoutbox] == ["Team acme has spent 100% of its daily budget"]
+    assert mailoutbox[0].to == ["ops@acme.test", "finance@acme.test"]
+    [delivery] = receiver.deliveries
+    assert delivery["signed"]
+    assert delivery["json"]["id"] == f"alert-{alert.pk}"
+    [alert] = await alerts()
+    assert (alert.email_status, alert.webhook_status) == ("sent", "sent")
+    assert alert.sent_at is not None
+    # Claimed twice: by the process that recorded it, and by the sweep.
+    assert alert.attempts == 2
+
+
+async def test_sweeps_running_at_once_send_each_pending_alert_once(
+    api, dear, alert_clock, loopback_webhooks, receiver, mailoutbox
+):
+    # Slow answers, so that the sweeps are all sending at the same time.
+    receiver.delay = 0.2
+    team = await sync_to_async(make_team)(
+        receiver, daily_budget=Decimal("0.04"), alert_thresholds="25,50,75,100"
+    )
+    dave = await key_in(team)
+    await chats_left_pending(api, dave, 4)
+    alert_clock.advance(PENDING_AFTER + 1)
+
+    await asyncio.gather(*(sweep() for _ in range(3)))
+
+    recorded = await alerts()
+    assert [alert.threshold for alert in recorded] == [25, 50, 75, 100]
+    posted = Counter(delivery["json"]["id"] for delivery in receiver.deliveries)
+    assert posted == Counter(f"alert-{alert.pk}" for alert in recorded)
+    subjects = Counter(message.subject for message in mailoutbox)
+    assert sorted(subjects.values()) == [1, 1, 1, 1]
+    for alert in recorded:
+        assert (alert.email_status, alert.webhook_status, alert.attempts) == ("sent", "sent", 2)
+
+
+async def test_the_sweep_sends_only_the_channels_still_pending(
+    api, dear, alert_clock, loopback_webhooks, receiver, mailoutbox
+):
+    team = await sync_to_async(make_team)(
+        receiver, daily_budget=Decimal("0.01"), alert_thresholds="100"
+    )
+    dave = await key_in(team)
+    await chats_left_pending(api, dave, 1)
+    # The process died after the e-mail went and was recorded, before the webhook.
+    await BudgetAlert.objects.aupdate(email_status=BudgetAlert.SENT)
+    alert_clock.advance(PENDING_AFTER + 1)
+
+    await sweep()
+
+    assert mailoutbox == []
+    assert len(receiver.deliveries) == 1
+    [alert] = await alerts()
+    assert (alert.email_status, alert.webhook_status) == ("sent", "sent")
+
+
+async def test_alerts_sent_or_failed_are_not_sent_again_by_the_sweep(
+    api, dear, alert_clock, loopback_webhooks, receiver, mailoutbox
+):
+    receiver.status = 500
+    team = await sync_to_async(make_team)(
+        receiver, daily_budget=Decimal("0.01"), alert_thresholds="100"
+    )
+    dave = await key_in(team)
+    await chats(api, dave, 1)
+    sent = (len(mailoutbox), len(receiver.deliveries))
+    alert_clock.advance(PENDING_AFTER + 1)
+
+    await sweep()
+
+    assert sent == (1, 5)
+    assert (len(mailoutbox), len(receiver.deliveries)) == sent
+    [alert] = await alerts()
+    assert (alert.email_status, alert.webhook_status, alert.attempts) == ("sent", "failed", 1)

@@ -2,11 +2,15 @@
 
 from datetime import timedelta
 from decimal import Decimal
+from smtplib import SMTPException
 
 import pytest
+from django.core.mail import EmailMessage
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from alerts.digest import previous_period
+from alerts.models import DigestDelivery
 from apikeys import periods
 from apikeys.models import ApiKey, Team, UsageRecord
 from tests.conftest import LLAMA
@@ -96,3 +100,92 @@ def test_the_weekly_digest_covers_the_week_before_this_one(acme, mailoutbox):
 def test_it_asks_for_daily_or_weekly():
     with pytest.raises(CommandError):
         call_command("usage_digest")
+
+
+def test_a_second_run_for_the_same_day_sends_nothing_again(acme, mailoutbox, capsys):
+    spend("dave", yesterday(), "1.00")
+    call_command("usage_digest", "--daily")
+
+    call_command("usage_digest", "--daily")
+
+    assert len(mailoutbox) == 1
+    output = capsys.readouterr().out
+    assert "Sent the daily digest to 0 teams" in output
+    assert "Already sent to 1 team: acme (--force sends it again)" in output
+
+
+def test_the_daily_and_the_weekly_digest_are_each_sent_once(acme, mailoutbox):
+    spend("dave", yesterday(), "1.00")
+    spend("dave", periods.start("week", timezone.now()) - timedelta(hours=1), "2.00")
+
+    for _ in range(2):
+        call_command("usage_digest", "--daily")
+        call_command("usage_digest", "--weekly")
+
+    subjects = sorted(message.subject for message in mailoutbox)
+    assert len(subjects) == 2
+    assert subjects[0].startswith("Usage of team acme in the week from")
+    assert subjects[1].startswith("Usage of team acme on")
+
+
+def test_force_sends_the_digest_again(acme, mailoutbox):
+    spend("dave", yesterday(), "1.00")
+    call_command("usage_digest", "--daily")
+
+    call_command("usage_digest", "--daily", "--force")
+
+    assert len(mailoutbox) == 2
+    assert mailoutbox[0].subject == mailoutbox[1].subject
+    [sent] = DigestDelivery.objects.all()
+    assert sent.attempts == 2
+
+
+def test_a_digest_whose_sending_failed_is_sent_by_the_next_run(acme, mailoutbox, monkeypatch):
+    spend("dave", yesterday(), "1.00")
+    send = EmailMessage.send
+
+    def refused(message, *args, **kwargs):
+        raise SMTPException("421 try again later")
+
+    monkeypatch.setattr(EmailMessage, "send", refused)
+    with pytest.raises(CommandError, match="acme: SMTPException: 421 try again later"):
+        call_command("usage_digest", "--daily")
+    monkeypatch.setattr(EmailMessage, "send", send)
+
+    call_command("usage_digest", "--daily")
+
+    [message] = mailoutbox
+    assert message.to == ["ops@acme.test"]
+    [sent] = DigestDelivery.objects.all()
+    assert sent.sent_at is not None
+    assert "421 try again later" in sent.error
+
+
+def test_a_digest_left_unsent_by_a_run_that_died_is_sent_once_its_claim_is_old(
+    acme, mailoutbox, capsys
+):
+    spend("dave", yesterday(), "1.00")
+    start, _ = previous_period("day", timezone.now())
+    # What a run leaves that dies between recording the digest and sending it.
+    DigestDelivery.objects.create(
+        team=acme, period="day", period_start=start, claimed_at=timezone.now(), attempts=1
+    )
+    call_command("usage_digest", "--daily")
+    assert mailoutbox == []
+    DigestDelivery.objects.update(claimed_at=timezone.now() - timedelta(hours=1))
+
+    call_command("usage_digest", "--daily")
+
+    assert len(mailoutbox) == 1
+    assert DigestDelivery.objects.get().sent_at is not None
+
+
+def test_the_admin_lists_the_digests_sent_and_lets_no_one_change_them(acme, admin_client):
+    spend("dave", yesterday(), "1.00")
+    call_command("usage_digest", "--daily")
+
+    listing = admin_client.get("/admin/alerts/digestdelivery/")
+
+    assert listing.status_code == 200
+    assert "ops@acme.test" in listing.content.decode()
+    assert admin_client.get("/admin/alerts/digestdelivery/add/").status_code == 403

@@ -35,6 +35,9 @@ class WebhookReceiver:
         # What every POST is answered with, after the statuses in `first_answers`, if any.
         self.status = status
         self.first_answers = []
+        # Seconds each POST waits before it is answered, so that senders running at once
+        # overlap.
+        self.delay = 0
         self.deliveries = []
         self._lock = threading.Lock()
         receiver = self
@@ -42,6 +45,7 @@ class WebhookReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                time.sleep(receiver.delay)
                 with receiver._lock:
                     receiver.deliveries.append(
                         {
