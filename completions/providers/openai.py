@@ -63,6 +63,8 @@ STREAM_FIELDS = {"stream": True, "stream_options": {"include_usage": True}}
 # `max_tokens`, the one name vLLM, llama.cpp, Ollama and LM Studio all take (Ollama and LM
 # Studio no other, ollama/ollama#7125). Legacy completions take only `max_tokens` anywhere.
 OPENAI_HOSTS = ("api.openai.com",)
+# The largest context window a Model row holds (a PositiveIntegerField), in tokens.
+MAX_WINDOW = 2**31 - 1
 AZURE_OPENAI_HOST_SUFFIX = ".openai.azure.com"
 
 
@@ -158,7 +160,12 @@ class OpenAIProvider(BaseProvider):
         # OpenAI's list says nothing of a model's task: an empty task keeps what an
         # operator set, and makes a new model a text-generation one.
         return [
-            {"name": item["id"], "task": "", "description": ""}
+            {
+                "name": item["id"],
+                "task": "",
+                "description": "",
+                "context_window": _context_window(item),
+            }
             for item in items or []
             if isinstance(item, dict) and isinstance(item.get("id"), str)
         ]
@@ -167,6 +174,20 @@ class OpenAIProvider(BaseProvider):
         if isinstance(data, dict) and isinstance(data.get("error"), dict):
             return data["error"].get("message")
         return None
+
+
+def _context_window(item):
+    """Return the window vLLM lists a model with (its ModelCard's `max_model_len`), else None.
+
+    It bounds the max_tokens a chat is sent (`_bounded`): vLLM refuses a request whose
+    prompt and max_tokens together pass it. OpenAI and Ollama list none; llama.cpp lists
+    the window a model was trained with (meta.n_ctx_train), not the one it serves, and
+    answers past neither. A count the column cannot hold is no window.
+    """
+    window = item.get("max_model_len")
+    if isinstance(window, int) and not isinstance(window, bool) and 0 < window <= MAX_WINDOW:
+        return window
+    return None
 
 
 def _bounded(request):
