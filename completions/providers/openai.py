@@ -5,7 +5,7 @@
     POST {base}/embeddings         embeddings
     GET  {base}/models             the catalogue
 
-Requests pass through under OpenAI's own names, with one addition: a chat that names no
+Requests pass through under OpenAI's own names, with one addition: a request that names no
 maximum is sent the one admission reserved (see `_bounded`), so that no answer runs past
 it. Streams always ask for usage
 (`stream_options.include_usage`) so that every stream is accounted for; the gateway
@@ -60,12 +60,12 @@ STREAM_FIELDS = {"stream": True, "stream_options": {"include_usage": True}}
 # OpenAI's own API and Azure OpenAI's take a chat's bound as `max_completion_tokens`:
 # `max_tokens` is deprecated there and refused by the o-series and gpt-5 models ("Unsupported
 # parameter: 'max_tokens' is not supported with this model"). Every other server is sent
-# `max_tokens`, the one name vLLM, llama.cpp, Ollama and LM Studio all take (Ollama and LM
-# Studio no other, ollama/ollama#7125). Legacy completions take only `max_tokens` anywhere.
+# `max_tokens`, the one name vLLM, llama.cpp and Ollama all take (Ollama no other:
+# ollama/ollama#7125). Legacy completions take only `max_tokens`, everywhere.
 OPENAI_HOSTS = ("api.openai.com",)
+AZURE_OPENAI_HOST_SUFFIX = ".openai.azure.com"
 # The largest context window a Model row holds (a PositiveIntegerField), in tokens.
 MAX_WINDOW = 2**31 - 1
-AZURE_OPENAI_HOST_SUFFIX = ".openai.azure.com"
 
 
 class OpenAIProvider(BaseProvider):
