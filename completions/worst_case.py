@@ -4,7 +4,8 @@
                 with their roles, tools, response_format; a prompt; texts to embed), plus
                 PROMPT_OVERHEAD_TOKENS a call, and IMAGE_TOKENS an image instead of its bytes
     completion  the request's max_tokens (max_completion_tokens, max_output_tokens), else the
-                gateway's default, DEFAULT_MAX_TOKENS bounded by the model's context window
+                gateway's default, DEFAULT_MAX_TOKENS bounded by the model's context window;
+                every provider sends the upstream that bound or less, so no answer passes it
     cost        those tokens at the model's prices; with fallbacks, at the dearest candidate
 
 A BPE token (every model the gateway serves) stands for one byte or more, so the bytes of a
