@@ -5,7 +5,7 @@
                 PROMPT_OVERHEAD_TOKENS a call, and IMAGE_TOKENS an image instead of its bytes
     completion  the request's max_tokens (max_completion_tokens, max_output_tokens), else the
                 gateway's default, DEFAULT_MAX_TOKENS bounded by the model's context window;
-                every provider sends the upstream that bound or less, so no answer passes it
+                Workers AI and OpenAI-compatible upstreams are sent that bound or less
     cost        those tokens at the model's prices; with fallbacks, at the dearest candidate
 
 A BPE token (every model the gateway serves) stands for one byte or more, so the bytes of a
