@@ -4,7 +4,8 @@
                 with their roles, tools, response_format; a prompt; texts to embed), plus
                 PROMPT_OVERHEAD_TOKENS a call, and IMAGE_TOKENS an image instead of its bytes
     completion  the request's max_tokens (max_completion_tokens, max_output_tokens), else the
-                gateway's default, DEFAULT_MAX_TOKENS bounded by the model's context window
+                gateway's default, DEFAULT_MAX_TOKENS bounded by the model's context window;
+                Workers AI and OpenAI-compatible upstreams are sent that bound or less
     cost        those tokens at the model's prices; with fallbacks, at the dearest way
                 through the candidates: each one before the answering one fails after
                 reading its prompt, which is charged at its own prices (fallbacks.py)

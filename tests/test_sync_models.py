@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from completions.models import Model, ModelAlias, Provider
 from completions.providers.cloudflare import CloudflareProvider
-from tests import workers_ai_models
+from tests import fake_upstream, workers_ai_models
 from tests.conftest import LLAMA
 from tests.fake_upstream import RETIRED_DAYS_AGO, RETIRED_MODEL, RETIRING_MODEL
 
@@ -344,6 +344,21 @@ def test_it_imports_an_openai_compatible_catalogue(openai_upstream):
 
     assert Model.objects.get(name="text-embed-test").provider == openai_upstream
     assert "openai-fake: 1 created, 0 updated, 1 unchanged, 2 missing, 0 skipped" in out
+
+
+def test_it_reads_a_vllm_models_max_model_len_as_its_context_window(openai_upstream, monkeypatch):
+    # vLLM's /v1/models lists each model with the window it serves (ModelCard.max_model_len).
+    served = [{**entry, "max_model_len": 8192} for entry in fake_upstream.OPENAI_MODELS]
+    served.append({"id": "no-window", "object": "model", "max_model_len": "8192"})
+    served.append({"id": "absurd-window", "object": "model", "max_model_len": 10**30})
+    monkeypatch.setattr(fake_upstream, "OPENAI_MODELS", served)
+
+    sync_models("--provider", "openai-fake")
+
+    assert Model.objects.get(name="gpt-test-mini").context_window == 8192
+    assert Model.objects.get(name="text-embed-test").context_window == 8192
+    assert Model.objects.get(name="no-window").context_window is None
+    assert Model.objects.get(name="absurd-window").context_window is None
 
 
 def test_without_provider_it_syncs_every_active_provider(cloudflare, openai_upstream, upstream):
