@@ -590,6 +590,30 @@ class RollupSums(models.Model):
     class Meta:
         abstract = True
 
+    @staticmethod
+    def group_constraint(time, name):
+        """The unique constraint on a rollup's group: the target of the writers' upsert.
+        NULL is not equal to NULL in a unique index, so a missing key or team counts as 0."""
+        return models.UniqueConstraint(
+            time,
+            Coalesce("api_key", 0),
+            "key_name",
+            Coalesce("team", 0),
+            "model",
+            "endpoint",
+            "status",
+            "unit",
+            name=name,
+        )
+
+    @staticmethod
+    def time_indexes(time, name):
+        """The indexes a report filtered by key, team or model reads a range of `time` by."""
+        return [
+            models.Index(fields=[field, time], name=name.format(label))
+            for field, label in [("api_key", "key"), ("team", "team"), ("model", "model")]
+        ]
+
 
 class UsageRollup(RollupSums):
     """The usage records of one UTC hour summed per key, team, model, endpoint, status and
@@ -604,26 +628,8 @@ class UsageRollup(RollupSums):
     hour = models.DateTimeField()
 
     class Meta:
-        constraints = [
-            # The target of the writers' upsert. NULL is not equal to NULL in a unique
-            # index, so a missing key or team counts as 0 here.
-            models.UniqueConstraint(
-                "hour",
-                Coalesce("api_key", 0),
-                "key_name",
-                Coalesce("team", 0),
-                "model",
-                "endpoint",
-                "status",
-                "unit",
-                name="apikeys_rollup_group",
-            ),
-        ]
-        indexes = [
-            models.Index(fields=["api_key", "hour"], name="apikeys_rollup_key_hour"),
-            models.Index(fields=["team", "hour"], name="apikeys_rollup_team_hour"),
-            models.Index(fields=["model", "hour"], name="apikeys_rollup_model_hour"),
-        ]
+        constraints = [RollupSums.group_constraint("hour", "apikeys_rollup_group")]
+        indexes = RollupSums.time_indexes("hour", "apikeys_rollup_{}_hour")
 
     def __str__(self):
         return f"{self.hour:%Y-%m-%d %H}h {self.key_name} {self.model} {self.status}"
@@ -641,24 +647,8 @@ class UsageDayRollup(RollupSums):
     day = models.DateTimeField()
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(
-                "day",
-                Coalesce("api_key", 0),
-                "key_name",
-                Coalesce("team", 0),
-                "model",
-                "endpoint",
-                "status",
-                "unit",
-                name="apikeys_day_rollup_group",
-            ),
-        ]
-        indexes = [
-            models.Index(fields=["api_key", "day"], name="apikeys_dayrollup_key_day"),
-            models.Index(fields=["team", "day"], name="apikeys_dayrollup_team_day"),
-            models.Index(fields=["model", "day"], name="apikeys_dayrollup_model_day"),
-        ]
+        constraints = [RollupSums.group_constraint("day", "apikeys_day_rollup_group")]
+        indexes = RollupSums.time_indexes("day", "apikeys_dayrollup_{}_day")
 
     def __str__(self):
         return f"{self.day:%Y-%m-%d} {self.key_name} {self.model} {self.status}"

@@ -18,28 +18,15 @@ from apikeys.reports import Period, PeriodUsage
 from apikeys.retention import prune
 from apikeys.rollups import day_of, next_day, usage_sums
 from apikeys.writer import DatabaseStore
-from tests.conftest import LLAMA
-from tests.test_usage_rollups import NOW, STATUSES, fields
+from tests.test_usage_rollups import NOW, fields, many
 
 pytestmark = pytest.mark.django_db
 
 DAYS = 40
 
 
-def spread(alice, bob, count, seed=11):
-    """Records of both keys over the last DAYS days, in random moments, models and outcomes."""
-    chance = random.Random(seed)
-    return [
-        fields(
-            chance.choice([alice, bob]),
-            at=NOW - timedelta(seconds=chance.randrange(DAYS * 24 * 3600)),
-            model=chance.choice([LLAMA, "echo"]),
-            status=chance.choice(STATUSES),
-            tokens=(chance.randrange(1, 5000), chance.randrange(0, 2000)),
-            cost=f"0.{chance.randrange(10**8):08d}",
-        )
-        for _ in range(count)
-    ]
+def spread(alice, bob, count):
+    return many(alice, bob, count, seed=11, days=DAYS)
 
 
 def records_by_day():

@@ -47,13 +47,14 @@ def fields(persona, *, at, model=LLAMA, status=UsageRecord.OK, tokens=(10, 5), c
     }
 
 
-def many(alice, bob, count, seed=7):
-    """Records of both keys over three days, in random hours, models and outcomes."""
+def many(alice, bob, count, seed=7, days=3):
+    """Records of both keys over the last `days` days, in random moments, models and
+    outcomes."""
     chance = random.Random(seed)
     return [
         fields(
             chance.choice([alice, bob]),
-            at=NOW - timedelta(seconds=chance.randrange(3 * 24 * 3600)),
+            at=NOW - timedelta(seconds=chance.randrange(days * 24 * 3600)),
             model=chance.choice([LLAMA, "echo"]),
             status=chance.choice(STATUSES),
             tokens=(chance.randrange(1, 5000), chance.randrange(0, 2000)),

@@ -5,13 +5,13 @@ Always on PostgreSQL: when the test run itself is on SQLite, the project's scrip
 starts it on loopback (as tests/integration/test_multiprocess.py does).
 """
 
-import os
 import subprocess
 import sys
 from collections import Counter
 
 import pytest
 
+from tests.integration.test_multiprocess import monkeypatch_module, production_stack  # noqa: F401
 from tests.live_server import ROOT, Database, gateway_env, manage
 from tests.webhook_receiver import WebhookReceiver
 
@@ -49,28 +49,6 @@ UsageRecord.objects.create(
 """
 
 
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
-
-
-@pytest.fixture(scope="module")
-def postgresql(monkeypatch_module):
-    """Make DATABASE_URL point at PostgreSQL, starting it if needed."""
-    if os.environ.get("DATABASE_URL", "").startswith("postgres"):
-        return
-    output = subprocess.run(
-        [str(ROOT / "scripts" / "services"), "start"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    for assignment in output.split():
-        name, _, value = assignment.partition("=")
-        monkeypatch_module.setenv(name, value)
-
-
 @pytest.fixture
 def receiver():
     with WebhookReceiver(SECRET) as server:
@@ -78,7 +56,7 @@ def receiver():
 
 
 @pytest.fixture
-def database(postgresql, tmp_path, receiver):
+def database(production_stack, tmp_path, receiver):  # noqa: F811
     database = Database(tmp_path)
     assert database.postgres
     env = gateway_env(
