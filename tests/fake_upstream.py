@@ -1218,7 +1218,7 @@ class FakeUpstream:
         # Schemas, as the fixture entries' `schema` holds them.
         name = request.query.get("model", "")
         if _fault(name) == "fail-500":
-            # The fake's own fault by name (see the module docstring), in the [doc] envelope.
+            # TEST CONTROL fail-500 (see the module docstring), in the [doc] envelope.
             return _cloudflare_error(500, 3043, "Internal server error")
         schema = model_schema(name)
         if schema is None:
