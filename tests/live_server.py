@@ -37,9 +37,10 @@ from tests import fake_upstream
 ROOT = Path(__file__).resolve().parent.parent
 # Seconds daphne may take to start listening.
 STARTUP_TIMEOUT = 30
-# Settings that change what `migrate` writes (completions.models.ensure_default_providers
-# adds a Cloudflare provider when both are set): left out of the migrated template, and
-# applied by the `migrate` each gateway runs again in its own environment.
+# Left out of the environment that migrates the template: the Cloudflare settings change
+# what `migrate` writes (completions.models.ensure_default_providers adds a provider when
+# both are set), which the `migrate` each gateway runs again in its own environment adds;
+# without REDIS_URL the template's migration touches no cache that tests share.
 MIGRATION_SENSITIVE = ("CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_API_TOKEN", "REDIS_URL")
 
 
@@ -57,7 +58,9 @@ class Database:
     production-stack leg tests daphne on PostgreSQL and Redis too. With `migrated`, it
     starts as a copy of a database migrated once in this test run: a `migrate` from nothing
     costs 3 to 10 s of a process each time; the one each gateway still runs then only adds
-    what its own settings add (MIGRATION_SENSITIVE).
+    what its own settings add (MIGRATION_SENSITIVE). Measured with migrate_and_run: entering
+    and leaving a small SQLite gateway took 25.6 s instead of 46.5 s (medians of 4,
+    interleaved, 2 cores under a load average of 8).
     """
 
     def __init__(self, folder, follow_run=True, migrated=False):
