@@ -3,34 +3,72 @@
 The server runs its own event loop in a daemon thread and listens on a real loopback port, so
 both in-process code and a separate gateway process (for example daphne) reach it over HTTP.
 
-Behaviour is chosen by substrings of the requested model name, because a gateway running in
-another process can only influence the upstream through the request it forwards:
+Sources are named as in tests/fixtures/workers-ai-rest.md ([doc] Cloudflare's documentation,
+[types] its generated types, [cf-sdk] its own client code, [3p] third parties, UNVERIFIED
+where no primary source was found), and [openai-python] for the openai package as pinned in
+requirements.txt, by its file under openai/ (its types and docstrings are OpenAI's API
+reference in code). Wording, token counts and contents that no source gives are this fake's
+own and say so.
 
-    fail-500      500 whose message contains the account id, base URL and token
-    rate-limited  429 with ``Retry-After: 7``
-    bad-request   400 "context too long"
-    unknown       400 "No such model" (Cloudflare) / 404 model_not_found (OpenAI)
-    cut-stream    streaming stops after 3 word events and the connection is dropped
-    bad-json      streaming sends 2 word events, one malformed event, then [DONE]
-    slow          0.5 s before answering, 0.05 s between stream events
-    drip          streams a "drip" word every 0.2 s, up to 100 events
-    hang          30 s before answering
+Test controls. Behaviour is chosen by substrings of the requested model name, because a
+gateway running in another process can only influence the upstream through the request it
+forwards. None of these switches is a behaviour of Workers AI or OpenAI: each provokes a
+fault for a test, and stands in for the real failure named beside it:
+
+    fail-500      500 whose message contains the account id, base URL and token: an
+                  upstream's internal error (Workers AI's 5xx codes are UNVERIFIED; 3043
+                  is the one other fakes use, workers-ai-rest.md section 1), whose message
+                  the gateway must never repeat
+    rate-limited  429 with ``Retry-After: 7``: Workers AI out of capacity, code 3040 ([doc]
+                  platform/errors.mdx; whether it sends Retry-After is UNVERIFIED); OpenAI's
+                  429, whose retry-after header the SDK reads ([openai-python]
+                  _base_client.py _parse_retry_after_header)
+    bad-request   400 "context too long": Workers AI's bad input, code 5006 ([3p] captures,
+                  section 1); OpenAI's 400 context_length_exceeded ("The request exceeds
+                  the model's context window": [openai-python]
+                  types/beta/session_turn_error.py)
+    unknown       400 "No such model ... or task", code 5007 ([doc] platform/errors.mdx) /
+                  404 (OpenAI: the SDK's NotFoundError, [openai-python] _client.py
+                  _make_status_error; the code model_not_found and the wording are this
+                  fake's)
+    cut-stream    streaming stops after 3 word events and the connection is dropped: a
+                  stream interrupted by the network ("If the stream is interrupted ... you
+                  may not receive the final usage chunk": [openai-python]
+                  types/chat/chat_completion_chunk.py)
+    bad-json      streaming sends 2 word events, one malformed event, then [DONE]: a
+                  corrupted event; no source shows an upstream sending one
+    slow          0.5 s before answering, 0.05 s between stream events: a slow model
+    drip          streams a "drip" word every 0.2 s, up to 100 events: a long generation,
+                  for tests that a client leaving closes the upstream (``drip_closed``,
+                  ``open_streams``)
+    hang          30 s before answering: an upstream that does not answer within the
+                  gateway's timeout (Workers AI's own 408, code 3007 "Request timeout",
+                  [doc] platform/errors.mdx, would come later if at all)
     gated         waits until the test opens the gate (``close_gate``, ``open_gate``), so
                   that requests sent together are all in flight at once; ``at_gate``
-                  counts those that arrived
-    no-usage      answers and streams without token counts
+                  counts those that arrived: many slow answers at once
+    no-usage      answers and streams without token counts: an answer with no usage, as
+                  llama-3.1-8b-instruct's output schema has none ([doc] its catalogue
+                  file) and an OpenAI stream without stream_options.include_usage sends
+                  none ([openai-python] types/chat/chat_completion_chunk.py)
     fail-500-later
                   not in a model's name but in a request's text (a prompt, a message, an
                   embedding input): 500 after SLOW_DELAY_SECONDS, so that the other calls
                   of a request split in several (a list of prompts, batches of embeddings)
-                  have answered before this one fails
+                  have answered before this one fails: one call of several failing
     absurd-usage-negative, -huge, -inf
-                  a hostile upstream's token counts: -1000, 10**30, infinity (ABSURD_USAGE)
+                  a hostile upstream's token counts: -1000, 10**30, infinity (ABSURD_USAGE);
+                  no real service is known to send them
+    cf-<code>     Workers AI's error answer with that code, as its source gives it
+                  (CLOUDFLARE_CODED_ERRORS): the control is the name, the answer is sourced
+
+Tests may also set ``upstream.schemas`` (a model's schemas instead of its catalogue file)
+and ``upstream.catalogue`` (the model search's entries); ``reset()`` restores both.
 
 Workers AI models that have a catalogue file in tests/fixtures/workers_ai_models/ (copied
 from Cloudflare's docs; or a schema a test puts in ``upstream.schemas``) behave as their
 file says, each behaviour citing its source beside the code (``WorkersAIModel``,
-``_cloudflare_chat``); sources are named as in tests/fixtures/workers-ai-rest.md:
+``_cloudflare_chat``):
 
 - the body is checked against the model's input schema; a mismatch is 400, code 5006
   ("AiError: Bad input: ..."): ranges (top_k 1-50, seed >= 1, penalties 0-2 on the older
@@ -45,23 +83,31 @@ file says, each behaviour citing its source beside the code (``WorkersAIModel``,
   "required" as advisory; glm streams a tool call's arguments before its name;
 - the older models stream digits as JSON numbers.
 
-Other behaviour follows the request, as the real services do:
+Other behaviour follows the request: its shapes are the services', its contents (what a
+model says, which tool it calls, what a token is) this fake's:
 
 - Cloudflare models without a file that are named with ``qwen3`` or ``gpt-oss`` answer in
   the newer OpenAI shape (``result`` is a chat.completion object, streams are
-  chat.completion.chunk events); the others in the older shape (``{"response": ...}``).
+  chat.completion.chunk events: [types] section 2c names both); the others in the older
+  shape (``{"response": ...}``, [types] section 2c).
 - Given ``tools`` after a user (not a tool) message, the model calls the first tool (or the
-  one ``tool_choice`` names) with ``{"text": <the user message>}``; Cloudflare's older shape
-  sends ``arguments`` as an object, and streams the call in pieces ending with an empty one.
+  one ``tool_choice`` names) with ``{"text": <the user message>}`` (this fake's choice);
+  Cloudflare's older shape sends ``arguments`` as an object with no id ([doc]
+  function-calling/traditional.mdx), and streams the call in pieces ending with an empty
+  one ([cf-sdk] streaming.ts emitToolCallDeltas); OpenAI's shape sends them as a JSON text
+  ([openai-python] types/chat/chat_completion_message_function_tool_call.py).
 - Given ``response_format`` (other than text), the answer is ``{"echo": <the message>}``:
-  the object itself in Cloudflare's ``response``, a JSON text elsewhere. Cloudflare refuses
-  JSON mode in a stream, as Workers AI does not stream it.
-- The answer echoes the last user or tool message: "Echo: <message>".
+  the object itself in Cloudflare's ``response`` ([doc] features/json-mode.mdx), a JSON
+  text elsewhere. Cloudflare refuses JSON mode in a stream, as Workers AI does not stream
+  it ([doc] json-mode.mdx; the 400 it answers instead is UNVERIFIED, this fake's).
+- The answer echoes the last user or tool message: "Echo: <message>"; a token is a word.
 - Cloudflare embedding models (``bge`` or ``embedding`` in the name) take ``{"text": ...}``,
-  at most 100 texts, and answer ``{"shape": [n, dim], "data": [...]}`` with no usage; the
-  OpenAI ``/embeddings`` answers with usage (a token is a word). Vectors come from
+  at most 100 texts, and answer ``{"shape": [n, dim], "data": [...]}`` with no usage
+  ([types] and [doc] section 3); the OpenAI ``/embeddings`` answers with usage
+  ([openai-python] types/create_embedding_response.py). Vectors come from
   ``embedding_vector(text, dimensions)``.
-- OpenAI's legacy ``/completions`` echoes the prompt: "Echo: <prompt>".
+- OpenAI's legacy ``/completions`` ([openai-python] types/completion.py) echoes the
+  prompt: "Echo: <prompt>".
 
 Usage::
 
@@ -97,6 +143,7 @@ CLOUDFLARE_TOKEN = "cf-test-token"
 CLOUDFLARE_ACCOUNT = "acc-test-123"
 OPENAI_KEY = "oa-test-key"
 
+# TEST CONTROLS' figures (see the module docstring): none is a service's.
 RETRY_AFTER_SECONDS = 7
 SLOW_DELAY_SECONDS = 0.5
 SLOW_EVENT_INTERVAL_SECONDS = 0.05
@@ -105,24 +152,31 @@ DRIP_MAX_EVENTS = 100
 HANG_SECONDS = 30.0
 CUT_STREAM_AFTER_EVENTS = 3
 BAD_JSON_AFTER_EVENTS = 2
+# The model search's page size when none is asked for; the real default is UNVERIFIED
+# (workers-ai-rest.md section 4).
 DEFAULT_PER_PAGE = 20
-# Workers AI's limit on texts in one embeddings call.
+# Workers AI's limit on texts in one embeddings call (`maxItems: 100`, [types] section 3).
 EMBEDDING_BATCH_LIMIT = 100
+# The catalogue's output_dimensions ([doc] section 3).
 EMBEDDING_DIMENSIONS = {
     "@cf/baai/bge-small-en-v1.5": 384,
     "@cf/baai/bge-base-en-v1.5": 768,
     "@cf/baai/bge-large-en-v1.5": 1024,
 }
-# Dimensions of other embedding models, Cloudflare's and OpenAI's.
+# Dimensions of other embedding models, Cloudflare's and OpenAI's: this fake's, small.
 DEFAULT_EMBEDDING_DIMENSIONS = 16
-# Cloudflare model names that answer in the newer, OpenAI-shaped format.
+# Cloudflare model names that answer in the newer, OpenAI-shaped format ([types] section
+# 2c: qwen3-30b-a3b, gpt-oss).
 OPENAI_SHAPED_MARKERS = ("qwen3", "gpt-oss")
 
 # Handlers still sleeping (hang, drip) are cancelled after this long when the server stops, so
 # stop() never waits for them to finish on their own.
 SHUTDOWN_TIMEOUT_SECONDS = 0.5
 
+# Streams end with `data: [DONE]` ([cf-sdk] streaming.ts, section 2d; [openai-python]
+# _streaming.py stops there).
 DONE_EVENT = b"data: [DONE]\n\n"
+# TEST CONTROL bad-json's corrupted event.
 MALFORMED_EVENT = b"data: {not json\n\n"
 
 # The Cloudflare catalogue (GET .../ai/models/search). Its entries are Cloudflare's own, as
@@ -148,6 +202,7 @@ SYNTHETIC_SCHEMA_OF = {
 # grace window after the date; three months taken here as 90 days.
 DEPRECATION_GRACE = datetime.timedelta(days=90)
 
+# Model objects as [openai-python] types/model.py has them; the models are this fake's.
 OPENAI_MODELS = [
     {"id": "gpt-test-mini", "object": "model", "created": 1700000000, "owned_by": "fake"},
     {"id": "text-embed-test", "object": "model", "created": 1700000000, "owned_by": "fake"},
@@ -227,6 +282,8 @@ def _content_text(content: Any) -> str:
 
 
 def _sse(payload: dict[str, Any]) -> bytes:
+    """A server-sent event, `data: <json>` and a blank line ([cf-sdk] streaming.ts, section
+    2d; [openai-python] _streaming.py)."""
     return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
 
 
@@ -240,16 +297,20 @@ def _json_body(raw: bytes) -> Any:
 
 
 def _bearer_token(request: web.Request) -> str | None:
+    # `Authorization: Bearer <token>` on both services ([doc] section 0; [openai-python]
+    # lib/_client_auth.py).
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" else None
 
 
-# A request whose text holds this fails with a 500, late (see the module docstring).
+# TEST CONTROL: a request whose text holds this fails with a 500, late (see the module
+# docstring): one call of several failing while the others succeed.
 FAIL_LATER = "fail-500-later"
 
 
 async def _failed_later(body: Any) -> web.Response | None:
-    """The late 500 a request whose text holds FAIL_LATER is answered with, if it does."""
+    """The late 500 a request whose text holds FAIL_LATER is answered with, if it does
+    (TEST CONTROL; the body is OpenAI's error object, as _openai_error's)."""
     if FAIL_LATER not in json.dumps(body):
         return None
     await asyncio.sleep(SLOW_DELAY_SECONDS)
@@ -259,18 +320,19 @@ async def _failed_later(body: Any) -> web.Response | None:
 
 
 def _fault(model: str) -> str | None:
-    """The error fault a model name asks for, if any; checked before anything is answered."""
+    """The TEST CONTROL fault a model name asks for, if any; checked before anything is
+    answered (the module docstring names the real failure each stands in for)."""
     for name in ("unknown", "fail-500", "rate-limited", "bad-request"):
         if name in model:
             return name
     return None
 
 
-# A hostile upstream's fault, not a Workers AI or OpenAI behaviour: usage counts no real
-# service sends (negative, beyond any context window, infinite), asked for by a model name
-# holding the marker. Every count of the usage object is the marker's value. JSON has no
-# infinity: Python's json writes float("inf") as Infinity, which json.loads reads as it
-# reads 1e999.
+# TEST CONTROL: a hostile upstream's fault, not a Workers AI or OpenAI behaviour: usage
+# counts no real service sends (negative, beyond any context window, infinite), asked for by
+# a model name holding the marker. Every count of the usage object is the marker's value.
+# JSON has no infinity: Python's json writes float("inf") as Infinity, which json.loads
+# reads as it reads 1e999.
 ABSURD_USAGE: dict[str, int | float] = {
     "absurd-usage-negative": -1000,
     "absurd-usage-huge": 10**30,
@@ -286,7 +348,8 @@ def _absurd_usage(model: str) -> int | float | None:
     return None
 
 
-# Workers AI's error answers by code, asked for by a model name holding "cf-<code>": each is
+# Workers AI's error answers by code, asked for by a model name holding "cf-<code>" (the name
+# is a TEST CONTROL, the answers are sourced): each is
 # (HTTP status, code, message) as its source gives them. Sources (workers-ai-rest.md
 # section 1): [doc] platform/errors.mdx @0309c8b, the table of codes, statuses and
 # descriptions, which is the message unless noted; [doc] features/reject-if-busy.mdx
@@ -366,6 +429,8 @@ class Answer:
     absurd_count: int | float | None = None
 
     def usage(self) -> dict[str, Any]:
+        """The usage object of both services ([types] section 2c; [openai-python]
+        types/completion_usage.py), cached tokens under prompt_tokens_details."""
         if self.absurd_count is not None:
             kinds = ("prompt_tokens", "completion_tokens", "total_tokens")
             return dict.fromkeys(kinds, self.absurd_count)
@@ -429,7 +494,10 @@ def _answer(
     stream: bool,
     reasoning: list[str] | None = None,
 ) -> Answer:
-    """The answer, cut at max_tokens; reasoning comes first and spends the budget first."""
+    """The answer, cut at max_tokens; reasoning comes first and spends the budget first.
+
+    Its words and counts are this fake's: it echoes, and a token is a word.
+    """
     contents = [_content_text(m.get("content")) for m in messages if isinstance(m, dict)]
     prompt_tokens = sum(len(text.split()) for text in contents)
     if stream and "drip" in model:
@@ -454,7 +522,9 @@ def _answer(
 
 
 def _apply_stop(answer: Answer, stop: Any) -> Answer:
-    """The answer up to its first stop sequence, as OpenAI applies `stop` (Workers AI does not)."""
+    """The answer up to its first stop sequence, as OpenAI applies `stop`: "The returned text
+    will not contain the stop sequence" ([openai-python] types/chat/completion_create_params.py).
+    The older Workers AI schemas have no `stop` (section 2a)."""
     stops = [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else []
     text = answer.text
     cuts = [text.find(s) for s in stops if isinstance(s, str) and s and s in text]
@@ -474,7 +544,12 @@ def _last_turn(messages: list[Any]) -> tuple[str, str]:
 
 
 def _tool_call(body: dict[str, Any], messages: list[Any]) -> tuple[str, dict[str, str]] | None:
-    """The tool the model calls and its arguments, or None if it answers with text."""
+    """The tool the model calls and its arguments, or None if it answers with text.
+
+    Which tool and what arguments are this fake's choice; "`none` means the model will not
+    call any tool" ([openai-python] types/chat/completion_create_params.py tool_choice), and
+    a named tool_choice is the one called ([cf-sdk] workers-ai-provider CHANGELOG #575).
+    """
     tools = body.get("tools")
     role, text = _last_turn(messages)
     last_role = messages[-1].get("role") if messages and isinstance(messages[-1], dict) else None
@@ -521,7 +596,9 @@ def _openai_completion(
     json_mode: bool,
     include_usage: bool = True,
 ) -> dict[str, Any]:
-    """A chat.completion object, as OpenAI and Cloudflare's newer models answer."""
+    """A chat.completion object, as OpenAI and Cloudflare's newer models answer ([openai-python]
+    types/chat/chat_completion.py; [types] section 2c): finish_reason "length" when cut at
+    max_tokens, "tool_calls" with a call, "stop" otherwise, as its docstring says."""
     message: dict[str, Any] = {"role": "assistant", "content": answer.text}
     finish_reason = "length" if answer.truncated else "stop"
     if tool is not None:
@@ -563,7 +640,9 @@ def _json_text(answer: Answer) -> str:
 
 
 def _tool_call_pieces(name: str, arguments: dict[str, str]) -> list[dict[str, Any]]:
-    """OpenAI's streamed tool call: the name first, then the arguments in two pieces."""
+    """OpenAI's streamed tool call: the name first, then the arguments in two pieces
+    ([openai-python] types/chat/chat_completion_chunk.py ChoiceDeltaToolCall; [cf-sdk]
+    streaming.ts emitToolCallDeltas, section 2d); two pieces are this fake's choice."""
     text = json.dumps(arguments)
     middle = len(text) // 2
     return [
@@ -691,6 +770,7 @@ def _native_parts(piece: str) -> list[Any]:
 
 
 def _text_completion(model: str, answer: Answer, include_usage: bool) -> dict[str, Any]:
+    """A text_completion object ([openai-python] types/completion.py, completion_choice.py)."""
     completion: dict[str, Any] = {
         "id": f"cmpl-{uuid.uuid4().hex}",
         "object": "text_completion",
@@ -720,6 +800,8 @@ class FakeUpstream:
         # Input/output schemas standing in for a model's catalogue file, by model name.
         self.schemas: dict[str, dict[str, Any]] = {}
         self.prefix_cache = PrefixCache()
+        # TEST CONTROLS (see the module docstring): what the drip model tells tests, and the
+        # gate of the gated model.
         # Only changed on the server's event loop thread, so reads from tests are safe enough.
         self.open_streams = 0
         self.drip_closed = threading.Event()
@@ -794,6 +876,10 @@ class FakeUpstream:
         self.stop()
 
     async def _serve(self) -> None:
+        # Workers AI's paths: [doc] section 2 (ai/run), [types] section 4 (models/search) and
+        # _cloudflare_model_schema (models/schema); OpenAI's, under /openai/v1, as
+        # [openai-python] resources/ (chat/completions, completions, embeddings, models)
+        # post or get them.
         app = web.Application(middlewares=[self._record_and_render_http_errors])
         app.router.add_post("/client/v4/accounts/{account}/ai/run/{model:.+}", self._cloudflare_run)
         app.router.add_get(
@@ -845,6 +931,9 @@ class FakeUpstream:
                 message = f"Method {request.method} not allowed for {request.path}"
             else:
                 message = f"No route for {request.path}"
+            # The statuses are HTTP's; code 7000 and the wording are this fake's: what
+            # Cloudflare answers a path that is no route is UNVERIFIED (the nearest is [3p]
+            # 7003 "Could not route to ...", section 1, CLOUDFLARE_CODED_ERRORS).
             if request.path.startswith("/client/v4"):
                 return _cloudflare_error(error.status, 7000, message)
             if request.path.startswith("/openai"):
@@ -852,6 +941,7 @@ class FakeUpstream:
             return web.json_response({"error": message}, status=error.status)
 
     async def _wait_before_answering(self, model: str) -> None:
+        """TEST CONTROLS gated, hang and slow (see the module docstring)."""
         if "gated" in model:
             with self._requests_lock:
                 self.at_gate += 1
@@ -870,7 +960,8 @@ class FakeUpstream:
         word_events: list[bytes],
         closing: list[bytes],
     ) -> web.StreamResponse:
-        """Send an SSE stream, applying the stream faults the model name asks for."""
+        """Send an SSE stream, applying the TEST CONTROL stream faults the model name asks
+        for (slow, drip, cut-stream, bad-json: see the module docstring)."""
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
@@ -914,6 +1005,8 @@ class FakeUpstream:
     # Cloudflare Workers AI
 
     def _cloudflare_auth_error(self, request: web.Request) -> web.Response | None:
+        # Cloudflare's generic API code 10000 "Authentication error", on 401 and 403 ([3p]
+        # section 1); which of the two a wrong account draws is this fake's choice.
         if _bearer_token(request) != CLOUDFLARE_TOKEN:
             return _cloudflare_error(401, 10000, "Authentication error")
         if request.match_info.get("account") != CLOUDFLARE_ACCOUNT:
@@ -926,11 +1019,13 @@ class FakeUpstream:
         model = request.match_info["model"]
         body = _json_body(await request.read())
         if not isinstance(body, dict):
+            # 5006, Workers AI's bad input ([3p] section 1); the wording is this fake's.
             return _cloudflare_error(400, 5006, "AiError: Bad input: body must be a JSON object")
         if coded_error := _cloudflare_coded_error(model, request.match_info["account"]):
             return coded_error
         if failed := await _failed_later(body):
             return failed
+        # TEST CONTROLS by name; each answer's source is in the module docstring.
         fault = _fault(model)
         if fault == "unknown":
             return _cloudflare_error(400, 5007, f"No such model {model} or task")
@@ -966,10 +1061,13 @@ class FakeUpstream:
             # with code 5006 "AiError: Bad input: ..." ([doc] platform/errors.mdx; the
             # message's wording here is the validator's, not Cloudflare's).
             return _cloudflare_error(400, 5006, f"AiError: Bad input: {error}")
+        # The input is `oneOf` Prompt or Messages ([types] section 2a); a prompt is read as
+        # one user message, as Workers AI wraps it in the model's chat template (2a).
         messages = body.get("messages")
         if messages is None and isinstance(body.get("prompt"), str):
             messages = [{"role": "user", "content": body["prompt"]}]
         if not isinstance(messages, list):
+            # 5006 as for any bad input ([3p] section 1); the wording is this fake's.
             return _cloudflare_error(400, 5006, "AiError: Bad input: missing messages")
         # Workers AI takes images only inline: "image uri with data (e.g.
         # data:image/jpeg;base64,/9j/...). HTTP URL will not be accepted" ([types]
@@ -1023,6 +1121,7 @@ class FakeUpstream:
                 # "required" is advisory on these models and fails open ([cf-sdk]
                 # workers-ai-provider CHANGELOG #575): this fake answers with text.
                 tool = None
+        # TEST CONTROL no-usage (see the module docstring).
         with_usage = "no-usage" not in model
         if openai_shaped:
             answer.cached_tokens = self.prefix_cache.cached_tokens(
@@ -1060,6 +1159,8 @@ class FakeUpstream:
             pieces.append({"id": None, "type": None, "function": {"name": None}})
             word_events = [_sse({"response": "", "tool_calls": [piece]}) for piece in pieces]
         else:
+            # Native events: `response` pieces with `p` padding ([3p] captures, section 2d),
+            # then one with usage and an empty response.
             word_events = [
                 _sse({"response": part, "p": "abc"})
                 for piece in answer.pieces
@@ -1117,7 +1218,7 @@ class FakeUpstream:
         # Schemas, as the fixture entries' `schema` holds them.
         name = request.query.get("model", "")
         if _fault(name) == "fail-500":
-            # The fake's own fault by name (see the module docstring), in the [doc] envelope.
+            # TEST CONTROL fail-500 (see the module docstring), in the [doc] envelope.
             return _cloudflare_error(500, 3043, "Internal server error")
         schema = model_schema(name)
         if schema is None:
@@ -1129,6 +1230,10 @@ class FakeUpstream:
     # OpenAI
 
     def _openai_fault(self, model: str) -> web.Response | None:
+        """OpenAI's answer to a TEST CONTROL fault: the error object ([openai-python]
+        _client.py reads `error`, _exceptions.py its message, type, param and code) with
+        the SDK's statuses; types other than those the SDK lists and the wording are this
+        fake's."""
         fault = _fault(model)
         if fault == "unknown":
             return _openai_error(
@@ -1163,6 +1268,8 @@ class FakeUpstream:
             return _openai_invalid_key(token)
         body = _json_body(await request.read())
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            # `messages` is required ([openai-python] types/chat/completion_create_params.py);
+            # the wording is this fake's.
             return _openai_error(
                 400, "'messages' is a required property", "invalid_request_error", None
             )
@@ -1172,6 +1279,8 @@ class FakeUpstream:
 
         await self._wait_before_answering(model)
         stream = bool(body.get("stream"))
+        # max_tokens "is now deprecated in favor of `max_completion_tokens`" ([openai-python]
+        # types/chat/completion_create_params.py): the newer one wins.
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
         answer = _apply_stop(_answer(body["messages"], max_tokens, model, stream), body.get("stop"))
         tool = _tool_call(body, body["messages"])
@@ -1180,6 +1289,8 @@ class FakeUpstream:
             return web.json_response(
                 _openai_completion(model, answer, tool, _wants_json(body), with_usage)
             )
+        # Usage in a stream only when stream_options.include_usage asks for it
+        # ([openai-python] types/chat/chat_completion_stream_options_param.py).
         stream_options = body.get("stream_options")
         include_usage = (
             with_usage
@@ -1200,7 +1311,11 @@ class FakeUpstream:
         json_mode: bool = False,
         arguments_first: bool = False,
     ) -> web.StreamResponse:
-        """Stream chat.completion.chunk events, as OpenAI and Cloudflare's newer models do.
+        """Stream chat.completion.chunk events, as OpenAI and Cloudflare's newer models do
+        ([openai-python] types/chat/chat_completion_chunk.py; [types] section 2d): a first
+        chunk with the assistant's role, the deltas, one with the finish reason, and with
+        include_usage a last chunk whose `choices` is empty and `usage` set
+        ([openai-python] types/chat/chat_completion_stream_options_param.py).
 
         With arguments_first, a tool call's argument pieces come before the piece that
         names its function (see _cloudflare_chat).
@@ -1216,7 +1331,8 @@ class FakeUpstream:
                 "model": model,
                 "choices": choices,
             }
-            # OpenAI adds "usage": null to every chunk once usage was asked for.
+            # "All other chunks will also include a `usage` field, but with a null value"
+            # ([openai-python] types/chat/chat_completion_stream_options_param.py).
             if include_usage:
                 payload["usage"] = usage
             return _sse(payload)
@@ -1263,6 +1379,9 @@ class FakeUpstream:
         token = _bearer_token(request)
         if token != OPENAI_KEY:
             return _openai_invalid_key(token)
+        # OpenAI's legacy completions ([openai-python] types/completion.py,
+        # completion_choice.py, completion_create_params.py); a prompt that is not one
+        # string (a list, token ids) is refused here, the wording this fake's.
         body = _json_body(await request.read())
         if not isinstance(body, dict) or not isinstance(body.get("prompt"), str):
             return _openai_error(
@@ -1319,6 +1438,10 @@ class FakeUpstream:
             return _openai_invalid_key(token)
         body = _json_body(await request.read())
         texts = body.get("input") if isinstance(body, dict) else None
+        # `input`: a string or an array of strings (token arrays are refused here, this
+        # fake's wording); `dimensions` shortens the vectors ([openai-python]
+        # types/embedding_create_params.py). The answer: [openai-python]
+        # types/create_embedding_response.py and embedding.py.
         if isinstance(texts, str):
             texts = [texts]
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
@@ -1351,13 +1474,17 @@ class FakeUpstream:
         token = _bearer_token(request)
         if token != OPENAI_KEY:
             return _openai_invalid_key(token)
+        # A list page: `object` "list" and `data` ([openai-python] pagination.py SyncPage).
         return web.json_response({"object": "list", "data": copy.deepcopy(OPENAI_MODELS)})
 
 
 def _cloudflare_result(
     answer: Answer, tool: tuple[str, dict[str, str]] | None, json_mode: bool, with_usage: bool
 ) -> dict[str, Any]:
-    """The older shape of Workers AI's result."""
+    """The older shape of Workers AI's result ([types] section 2c): `response`, `usage`,
+    and `tool_calls` whose arguments are an object, with no id ([doc]
+    function-calling/traditional.mdx); in JSON mode `response` is the object itself ([doc]
+    json-mode.mdx). `response` null beside tool calls is this fake's choice."""
     result: dict[str, Any] = {"response": answer.text}
     if tool is not None:
         name, arguments = tool
@@ -1370,6 +1497,9 @@ def _cloudflare_result(
 
 
 def _cloudflare_embeddings(model: str, body: dict[str, Any]) -> web.Response:
+    """Workers AI's embeddings ([types], [doc] section 3): `text` a string or at most 100
+    strings; `{"shape", "data", "pooling"}` with no usage. The errors' wording is this
+    fake's, their code 5006 Workers AI's bad input ([3p] section 1)."""
     texts = body.get("text")
     if isinstance(texts, str):
         texts = [texts]
@@ -1486,6 +1616,7 @@ def _cloudflare_media(model: str, body: dict[str, Any]) -> web.StreamResponse | 
 
 
 def _cloudflare_ok(result: dict[str, Any]) -> web.Response:
+    # Workers AI's success envelope ([doc], [types] section 1).
     return web.json_response({"result": result, "success": True, "errors": [], "messages": []})
 
 
@@ -1543,13 +1674,16 @@ async def _send(response: web.StreamResponse, event: bytes) -> None:
 
 
 def _drop_connection(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
-    """Close the socket without the final chunk, so the client sees a truncated body."""
+    """Close the socket without the final chunk, so the client sees a truncated body
+    (TEST CONTROL cut-stream)."""
     if request.transport is not None:
         request.transport.close()
     return response
 
 
 def _positive_int(value: str | None, default: int) -> int:
+    # A page number that is not a positive integer is read as the default: this fake's
+    # choice, what Cloudflare answers is UNVERIFIED.
     try:
         number = int(value) if value is not None else default
     except ValueError:
@@ -1560,6 +1694,8 @@ def _positive_int(value: str | None, default: int) -> int:
 def _cloudflare_error(
     status: int, code: int, message: str, headers: dict[str, str] | None = None
 ) -> web.Response:
+    """Workers AI's error envelope ([doc] section 1). `result` is null, as other fakes send
+    it; the [3p] captures show {}, and the gateway reads `errors`."""
     return web.json_response(
         {
             "result": None,
@@ -1579,6 +1715,8 @@ def _openai_error(
     code: str | None,
     headers: dict[str, str] | None = None,
 ) -> web.Response:
+    """OpenAI's error object under `error` ([openai-python] _client.py _make_status_error,
+    _exceptions.py APIError)."""
     return web.json_response(
         {"error": {"message": message, "type": error_type, "param": None, "code": code}},
         status=status,
@@ -1587,5 +1725,7 @@ def _openai_error(
 
 
 def _openai_invalid_key(token: str | None) -> web.Response:
+    # 401, the SDK's AuthenticationError ([openai-python] _client.py _make_status_error);
+    # the code and wording are this fake's.
     message = "You didn't provide an API key." if token is None else "Incorrect API key provided."
     return _openai_error(401, message, "invalid_request_error", "invalid_api_key")

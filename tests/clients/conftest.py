@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests import fake_upstream
-from tests.live_server import ROOT, Database, daphne, gateway_env, manage
+from tests.live_server import ROOT, LiveGateway
 
 RESULTS = ROOT / "var" / "client-compat.json"
 LLAMA = "@cf/meta/llama-3.1-8b-instruct"
@@ -67,13 +67,6 @@ for name, fields in [
 """
 
 
-class Gateway:
-    def __init__(self, base_url, secrets):
-        self.base_url = base_url
-        self.api_base = f"{base_url}/v1"
-        self.secrets = secrets
-
-
 def pytest_configure(config):
     config.addinivalue_line("markers", "compat(client, feature): a cell of the README's table")
     _offline_tiktoken()
@@ -106,34 +99,22 @@ def client_upstream():
 
 @pytest.fixture(scope="session")
 def gateway(tmp_path_factory, client_upstream):
-    folder = tmp_path_factory.mktemp("clients-gateway")
-    database = Database(folder)
     extra = {}
     if os.environ.get("REDIS_URL"):
         # Database 2 of the same Redis: tests/integration's gateway counts in database 1,
         # with key ids that may be the same as these.
         extra["REDIS_URL"] = os.environ["REDIS_URL"].rsplit("/", 1)[0] + "/2"
-    env = gateway_env(database, **extra)
-    try:
-        manage(env, "migrate", "--no-input", "-v0")
-        output = manage(
-            env,
-            "shell",
-            "-c",
-            SETUP.format(
-                cloudflare=client_upstream.cloudflare_base_url,
-                account=fake_upstream.CLOUDFLARE_ACCOUNT,
-                llama=LLAMA,
-                chat=CHAT_MODEL,
-                embeddings=EMBEDDING_MODEL,
-                reasoning=REASONING_MODEL,
-            ),
-        )
-        secrets = dict(line.split() for line in output.splitlines() if line.count(" ") == 1)
-        with daphne(env, folder / "daphne.log") as base_url:
-            yield Gateway(base_url, secrets)
-    finally:
-        database.drop()
+    setup = SETUP.format(
+        cloudflare=client_upstream.cloudflare_base_url,
+        account=fake_upstream.CLOUDFLARE_ACCOUNT,
+        llama=LLAMA,
+        chat=CHAT_MODEL,
+        embeddings=EMBEDDING_MODEL,
+        reasoning=REASONING_MODEL,
+    )
+    folder = tmp_path_factory.mktemp("clients-gateway")
+    with LiveGateway(folder, setup, on_run_stack=True, **extra) as live:
+        yield live
 
 
 @pytest.fixture

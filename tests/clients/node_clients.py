@@ -22,7 +22,7 @@ def run_scenarios(gateway, names):
         raise RuntimeError("tests/clients/node/node_modules is missing: run `make install`")
     config = {
         "baseURL": gateway.api_base,
-        "keys": {name: gateway.secrets[name] for name in ("alice", "bob", "dave")},
+        "keys": {name: gateway.printed[name] for name in ("alice", "bob", "dave")},
         "models": {
             "chat": CHAT_MODEL,
             "embeddings": EMBEDDING_MODEL,

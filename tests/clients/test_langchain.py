@@ -24,7 +24,7 @@ def lookup(text: str) -> str:
 
 
 def chat_model(gateway, key="alice", **settings):
-    secret = gateway.secrets.get(key, key)
+    secret = gateway.printed.get(key, key)
     return ChatOpenAI(model=CHAT_MODEL, base_url=gateway.api_base, api_key=secret, **settings)
 
 
@@ -67,7 +67,7 @@ def test_it_gets_structured_output(gateway):
 def test_it_embeds_sending_token_ids_at_its_defaults(gateway, compat_detail):
     compat_detail("sends tiktoken cl100k ids, decoded by the gateway")
     embeddings = OpenAIEmbeddings(
-        model=EMBEDDING_MODEL, base_url=gateway.api_base, api_key=gateway.secrets["alice"]
+        model=EMBEDDING_MODEL, base_url=gateway.api_base, api_key=gateway.printed["alice"]
     )
 
     vectors = embeddings.embed_documents(["first text", "second"])

@@ -32,7 +32,7 @@ def complete(gateway, key="alice", model=CHAT_MODEL, **params):
     return litellm.completion(
         model=f"openai/{model}",
         api_base=gateway.api_base,
-        api_key=gateway.secrets.get(key, key),
+        api_key=gateway.printed.get(key, key),
         **{"messages": [{"role": "user", "content": USER}], **params},
     )
 
@@ -79,7 +79,7 @@ def test_it_embeds(gateway):
         model=f"openai/{EMBEDDING_MODEL}",
         input=["first text", "second"],
         api_base=gateway.api_base,
-        api_key=gateway.secrets["alice"],
+        api_key=gateway.printed["alice"],
     )
 
     assert [len(item["embedding"]) for item in result.data] == [384, 384]
@@ -108,7 +108,7 @@ def test_it_lists_the_servers_models(gateway):
         check_provider_endpoint=True,
         custom_llm_provider="openai",
         api_base=gateway.api_base,
-        api_key=gateway.secrets["alice"],
+        api_key=gateway.printed["alice"],
     )
 
     assert {CHAT_MODEL, EMBEDDING_MODEL} <= set(models)

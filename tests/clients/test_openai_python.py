@@ -39,7 +39,7 @@ class Echo(BaseModel):
 
 @pytest.fixture
 def client(gateway):
-    return openai.OpenAI(base_url=gateway.api_base, api_key=gateway.secrets["alice"])
+    return openai.OpenAI(base_url=gateway.api_base, api_key=gateway.printed["alice"])
 
 
 @pytest.mark.compat(CLIENT, "models")
@@ -118,10 +118,10 @@ def error_request(gateway, status):
     """The key, model and extra parameters that earn each status."""
     return {
         401: ("sk-gw-not-a-key", CHAT_MODEL, {}),
-        403: (gateway.secrets["bob"], CHAT_MODEL, {}),
-        404: (gateway.secrets["alice"], "no-such-model", {}),
-        429: (gateway.secrets["dave"], CHAT_MODEL, {}),
-        400: (gateway.secrets["alice"], CHAT_MODEL, {"temperature": 5}),
+        403: (gateway.printed["bob"], CHAT_MODEL, {}),
+        404: (gateway.printed["alice"], "no-such-model", {}),
+        429: (gateway.printed["dave"], CHAT_MODEL, {}),
+        400: (gateway.printed["alice"], CHAT_MODEL, {"temperature": 5}),
     }[status]
 
 

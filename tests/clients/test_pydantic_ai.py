@@ -23,7 +23,7 @@ class Looked(BaseModel):
 
 
 def provider(gateway, key="alice"):
-    return OpenAIProvider(base_url=gateway.api_base, api_key=gateway.secrets.get(key, key))
+    return OpenAIProvider(base_url=gateway.api_base, api_key=gateway.printed.get(key, key))
 
 
 def agent(gateway, key="alice", model=CHAT_MODEL, **options):

@@ -44,7 +44,7 @@ def _value(result):
 
 @pytest.mark.compat("openai-python", "reasoning")
 def test_openai_python_keeps_the_reasoning_as_an_extra_field(gateway):
-    client = openai.OpenAI(base_url=gateway.api_base, api_key=gateway.secrets["alice"])
+    client = openai.OpenAI(base_url=gateway.api_base, api_key=gateway.printed["alice"])
 
     message = client.chat.completions.create(model=REASONING_MODEL, messages=MESSAGES)
     chunks = client.chat.completions.create(model=REASONING_MODEL, messages=MESSAGES, stream=True)
@@ -74,7 +74,7 @@ def test_litellm_reads_reasoning_content_plain_and_streamed(gateway):
     params = {
         "model": f"openai/{REASONING_MODEL}",
         "api_base": gateway.api_base,
-        "api_key": gateway.secrets["alice"],
+        "api_key": gateway.printed["alice"],
         "messages": MESSAGES,
     }
 
@@ -91,7 +91,7 @@ def test_litellm_reads_reasoning_content_plain_and_streamed(gateway):
 
 @pytest.mark.compat("pydantic-ai", "reasoning")
 def test_pydantic_ai_reads_the_reasoning_as_a_thinking_part(gateway):
-    provider = OpenAIProvider(base_url=gateway.api_base, api_key=gateway.secrets["alice"])
+    provider = OpenAIProvider(base_url=gateway.api_base, api_key=gateway.printed["alice"])
     agent = Agent(OpenAIChatModel(REASONING_MODEL, provider=provider))
 
     response = agent.run_sync(USER).all_messages()[-1]

@@ -45,4 +45,4 @@ def status_line(gateway, key, body):
 def test_the_status_line_names_the_status(gateway, key, change, line):
     body = {"model": CHAT_MODEL, "messages": [{"role": "user", "content": USER}], **change}
 
-    assert status_line(gateway, gateway.secrets[key], body) == line
+    assert status_line(gateway, gateway.printed[key], body) == line

@@ -52,7 +52,7 @@ def gateway(provider, tmp_path_factory):
 
 
 def _teams_of(gateway, username):
-    with sqlite3.connect(gateway.database) as db:
+    with sqlite3.connect(gateway.database.path) as db:
         rows = db.execute(
             "SELECT team.name FROM apikeys_team AS team"
             " JOIN apikeys_team_members AS member ON member.team_id = team.id"

@@ -56,7 +56,7 @@ def gateway(tmp_path_factory):
 
 def keys_by_team(gateway):
     """Return {key name: team name} as the gateway stored them."""
-    with sqlite3.connect(gateway.database) as db:
+    with sqlite3.connect(gateway.database.path) as db:
         rows = db.execute(
             "SELECT k.name, t.name FROM apikeys_apikey k "
             "LEFT JOIN apikeys_team t ON t.id = k.team_id"

@@ -1,4 +1,5 @@
-"""A real gateway: daphne in a subprocess on a free port, with its own SQLite file.
+"""A real gateway for the session: daphne in a subprocess on a free port, on a database of
+its own of the run's kind (tests/live_server.py).
 
 The fake upstream runs in the test process; the gateway reaches it over loopback, as it
 would reach Cloudflare.
@@ -8,7 +9,7 @@ import openai
 import pytest
 
 from tests import fake_upstream
-from tests.live_server import Database, daphne, gateway_env, manage
+from tests.live_server import LiveGateway
 
 LLAMA = "@cf/meta/llama-3.1-8b-instruct"
 # A Workers AI model that answers in OpenAI's shape.
@@ -57,18 +58,6 @@ for name, fields in [("alice", {{}}), ("bob", {{"permissions": "read"}})]:
 """
 
 
-class Gateway:
-    def __init__(self, base_url, database, secrets):
-        self.base_url = base_url
-        self.api_base = f"{base_url}/v1"
-        self.database = database
-        self.secrets = secrets
-
-    def usage_records(self):
-        """Return the usage records the server wrote, oldest first, as dicts."""
-        return self.database.rows("SELECT * FROM apikeys_usagerecord ORDER BY id")
-
-
 @pytest.fixture(scope="session")
 def upstream_for_gateway():
     with fake_upstream.FakeUpstream().start() as server:
@@ -77,40 +66,25 @@ def upstream_for_gateway():
 
 @pytest.fixture(scope="session")
 def gateway(tmp_path_factory, upstream_for_gateway):
-    folder = tmp_path_factory.mktemp("gateway")
-    database = Database(folder)
-    env = gateway_env(database)
-    try:
-        manage(env, "migrate", "--no-input", "-v0")
-        output = manage(
-            env,
-            "shell",
-            "-c",
-            SETUP.format(
-                cloudflare=upstream_for_gateway.cloudflare_base_url,
-                account=fake_upstream.CLOUDFLARE_ACCOUNT,
-                llama=LLAMA,
-                newer=NEWER,
-                workers_ai_models=list(WORKERS_AI_MODELS),
-            ),
-        )
-        secrets = dict(
-            line.split() for line in output.splitlines() if line.startswith(("alice", "bob"))
-        )
-        with daphne(env, folder / "daphne.log") as base_url:
-            yield Gateway(base_url, database, secrets)
-    finally:
-        database.drop()
+    setup = SETUP.format(
+        cloudflare=upstream_for_gateway.cloudflare_base_url,
+        account=fake_upstream.CLOUDFLARE_ACCOUNT,
+        llama=LLAMA,
+        newer=NEWER,
+        workers_ai_models=list(WORKERS_AI_MODELS),
+    )
+    with LiveGateway(tmp_path_factory.mktemp("gateway"), setup, on_run_stack=True) as live:
+        yield live
 
 
 # The official SDK as Alice (read-write); no retries, so that each test sees the first answer.
 @pytest.fixture
 def client(gateway):
-    return openai.OpenAI(base_url=gateway.api_base, api_key=gateway.secrets["alice"], max_retries=0)
+    return openai.OpenAI(base_url=gateway.api_base, api_key=gateway.printed["alice"], max_retries=0)
 
 
 @pytest.fixture
 def async_client(gateway):
     return openai.AsyncOpenAI(
-        base_url=gateway.api_base, api_key=gateway.secrets["alice"], max_retries=0
+        base_url=gateway.api_base, api_key=gateway.printed["alice"], max_retries=0
     )

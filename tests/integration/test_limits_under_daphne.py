@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import LLAMA
-from tests.live_server import gateway_env, manage
+from tests.live_server import manage
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +34,7 @@ Model.objects.get_or_create(
 
 @pytest.fixture(scope="module")
 def env(gateway):
-    env = gateway_env(gateway.database)
+    env = gateway.env
     manage(env, "shell", "-c", SETUP)
     return env
 

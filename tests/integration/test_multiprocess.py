@@ -13,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.live_server import ROOT, Database, daphne, gateway_env, manage
+from tests.live_server import ROOT, LiveGateway
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +21,10 @@ SETUP = """
 from apikeys.models import ApiKey
 for name, rate in [("limited", "10/d"), ("streamer", "1000/h")]:
     key, secret = ApiKey.objects.create_key(name=name, rate_limit=rate)
-    print(secret)
+    print(name, secret)
+# Rate counters of an earlier run must not count against this one.
+from django.core.cache import cache
+cache.clear()
 """
 
 
@@ -50,19 +53,18 @@ def monkeypatch_module():
 @pytest.fixture(scope="module")
 def two_gateways(production_stack, tmp_path_factory):
     folder = tmp_path_factory.mktemp("multiprocess")
-    database = Database(folder)
     metrics_folder = folder / "metrics"
     metrics_folder.mkdir()
-    env = gateway_env(database, ECHO_STREAM_DELAY="0", PROMETHEUS_MULTIPROC_DIR=str(metrics_folder))
-    try:
-        manage(env, "migrate", "--no-input", "-v0")
-        secrets = manage(env, "shell", "-c", SETUP).split()[-2:]
-        # Rate counters of an earlier run must not count against this one.
-        manage(env, "shell", "-c", "from django.core.cache import cache; cache.clear()")
-        with daphne(env, folder / "one.log") as one, daphne(env, folder / "two.log") as two:
-            yield [one, two], secrets, database
-    finally:
-        database.drop()
+    with LiveGateway(
+        folder,
+        SETUP,
+        on_run_stack=True,
+        processes=2,
+        ECHO_STREAM_DELAY="0",
+        PROMETHEUS_MULTIPROC_DIR=str(metrics_folder),
+    ) as live:
+        secrets = [live.printed["limited"], live.printed["streamer"]]
+        yield live.base_urls, secrets, live.database
 
 
 async def test_a_key_limited_to_10_a_day_gets_exactly_10_of_30_across_two_processes(

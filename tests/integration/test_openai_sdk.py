@@ -94,7 +94,7 @@ def test_it_refuses_a_wrong_key(gateway):
 
 
 def test_it_refuses_chat_to_a_read_key(gateway):
-    client = openai.OpenAI(base_url=gateway.api_base, api_key=gateway.secrets["bob"], max_retries=0)
+    client = openai.OpenAI(base_url=gateway.api_base, api_key=gateway.printed["bob"], max_retries=0)
     assert client.models.list().data
 
     with pytest.raises(openai.PermissionDeniedError):

@@ -17,7 +17,7 @@ from completions.worst_case import chat_prompt_tokens
 from tests import fake_upstream
 from tests.integration.test_multiprocess import monkeypatch_module, production_stack
 from tests.limited_keys import MAX_TOKENS, MESSAGES
-from tests.live_server import Database, daphne, gateway_env, manage
+from tests.live_server import LiveGateway
 
 pytestmark = pytest.mark.integration
 
@@ -51,30 +51,23 @@ Model.objects.create(
 for name, (field, _, limit) in {limits}.items():
     key, secret = ApiKey.objects.create_key(name=name, rate_limit="1000/m", **{{field: limit}})
     print(name, secret)
+from django.core.cache import cache
+cache.clear()
 """
 
 
 @pytest.fixture(scope="module")
 def two_gateways(production_stack, upstream, tmp_path_factory):
+    setup = SETUP.format(
+        base_url=upstream.cloudflare_base_url,
+        account=fake_upstream.CLOUDFLARE_ACCOUNT,
+        gated=GATED,
+        price=PRICE,
+        limits={name: (field, k, str(limit)) for name, (field, k, limit) in LIMITS.items()},
+    )
     folder = tmp_path_factory.mktemp("reservations")
-    database = Database(folder)
-    env = gateway_env(database)
-    try:
-        manage(env, "migrate", "--no-input", "-v0")
-        setup = SETUP.format(
-            base_url=upstream.cloudflare_base_url,
-            account=fake_upstream.CLOUDFLARE_ACCOUNT,
-            gated=GATED,
-            price=PRICE,
-            limits={name: (field, k, str(limit)) for name, (field, k, limit) in LIMITS.items()},
-        )
-        output = manage(env, "shell", "-c", setup)
-        secrets = dict(line.split() for line in output.splitlines() if line.count(" ") == 1)
-        manage(env, "shell", "-c", "from django.core.cache import cache; cache.clear()")
-        with daphne(env, folder / "one.log") as one, daphne(env, folder / "two.log") as two:
-            yield [one, two], secrets, database
-    finally:
-        database.drop()
+    with LiveGateway(folder, setup, on_run_stack=True, processes=2) as live:
+        yield live.base_urls, live.printed, live.database
 
 
 async def _send_together(servers, secret, upstream):

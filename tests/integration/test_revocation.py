@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.integration.test_multiprocess import monkeypatch_module, production_stack
-from tests.live_server import Database, daphne, gateway_env, manage
+from tests.live_server import LiveGateway, manage
 
 __all__ = ["monkeypatch_module", "production_stack"]
 
@@ -20,7 +20,7 @@ SETUP = """
 from apikeys.models import ApiKey
 for name in ["carol", "dave"]:
     key, secret = ApiKey.objects.create_key(name=name, rate_limit="1000/m")
-    print(secret)
+    print(name, secret)
 """
 BODY = {"model": "echo", "messages": [{"role": "user", "content": "hello"}]}
 
@@ -28,16 +28,10 @@ BODY = {"model": "echo", "messages": [{"role": "user", "content": "hello"}]}
 @pytest.fixture(scope="module")
 def two_gateways(production_stack, tmp_path_factory):
     folder = tmp_path_factory.mktemp("revocation")
-    database = Database(folder)
-    env = gateway_env(database, REGISTRY_CACHE_SECONDS="60")
-    try:
-        manage(env, "migrate", "--no-input", "-v0")
-        printed = manage(env, "shell", "-c", SETUP).split()[-2:]
-        secrets = dict(zip(["carol", "dave"], printed, strict=True))
-        with daphne(env, folder / "one.log") as one, daphne(env, folder / "two.log") as two:
-            yield [one, two], secrets, env
-    finally:
-        database.drop()
+    with LiveGateway(
+        folder, SETUP, on_run_stack=True, processes=2, REGISTRY_CACHE_SECONDS="60"
+    ) as live:
+        yield live.base_urls, live.printed, live.env
 
 
 def _statuses(servers, secret):

@@ -10,7 +10,7 @@ import pytest
 
 from tests import fake_upstream
 from tests.fake_upstream import tiny_mp3
-from tests.live_server import Database, daphne, gateway_env, manage
+from tests.live_server import LiveGateway
 from tests.media_models import (
     AURA,
     EMBEDDING_GEMMA,
@@ -47,39 +47,26 @@ for name, fields in [("alice", {{}}), ("bob", {{"permissions": "read"}})]:
 
 @pytest.fixture(scope="module")
 def media_gateway(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("media-gateway")
-    database = Database(folder)
-    env = gateway_env(database)
     with fake_upstream.FakeUpstream().start() as upstream:
-        try:
-            manage(env, "migrate", "--no-input", "-v0")
-            output = manage(
-                env,
-                "shell",
-                "-c",
-                SETUP.format(
-                    cloudflare=upstream.cloudflare_base_url,
-                    account=fake_upstream.CLOUDFLARE_ACCOUNT,
-                    flux=FLUX,
-                    sdxl=SDXL,
-                    whisper=WHISPER_TURBO,
-                    aura=AURA,
-                    guard=LLAMA_GUARD,
-                    gemma=EMBEDDING_GEMMA,
-                ),
-            )
-            secrets = dict(
-                line.split() for line in output.splitlines() if line.startswith(("alice", "bob"))
-            )
-            with daphne(env, folder / "daphne.log") as base_url:
-                yield base_url, database, secrets
-        finally:
-            database.drop()
+        setup = SETUP.format(
+            cloudflare=upstream.cloudflare_base_url,
+            account=fake_upstream.CLOUDFLARE_ACCOUNT,
+            flux=FLUX,
+            sdxl=SDXL,
+            whisper=WHISPER_TURBO,
+            aura=AURA,
+            guard=LLAMA_GUARD,
+            gemma=EMBEDDING_GEMMA,
+        )
+        folder = tmp_path_factory.mktemp("media-gateway")
+        with LiveGateway(folder, setup, on_run_stack=True) as live:
+            yield live
 
 
 def _client(media_gateway, persona):
-    base_url, _, secrets = media_gateway
-    return openai.OpenAI(base_url=f"{base_url}/v1", api_key=secrets[persona], max_retries=0)
+    return openai.OpenAI(
+        base_url=media_gateway.api_base, api_key=media_gateway.printed[persona], max_retries=0
+    )
 
 
 @pytest.fixture
@@ -94,8 +81,7 @@ def bob(media_gateway):
 
 @pytest.fixture
 def last_record(media_gateway):
-    _, database, _ = media_gateway
-    return lambda: database.rows("SELECT * FROM apikeys_usagerecord ORDER BY id")[-1]
+    return lambda: media_gateway.usage_records()[-1]
 
 
 def _cost(record):

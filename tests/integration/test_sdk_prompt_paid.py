@@ -7,7 +7,7 @@ from decimal import Decimal
 import openai
 import pytest
 
-from tests.live_server import gateway_env, manage
+from tests.live_server import manage
 
 pytestmark = pytest.mark.integration
 
@@ -42,12 +42,12 @@ for name in {[SLOW, CUT]!r}:
 
 @pytest.fixture(scope="module")
 def priced(gateway):
-    manage(gateway_env(gateway.database), "shell", "-c", SETUP)
+    manage(gateway.env, "shell", "-c", SETUP)
     # The server sees new models once its catalogue is older than REGISTRY_CACHE_SECONDS
     # (5 s by default): another process's change reaches it no sooner on the in-process
     # cache.
     client = openai.OpenAI(
-        base_url=gateway.api_base, api_key=gateway.secrets["alice"], max_retries=0
+        base_url=gateway.api_base, api_key=gateway.printed["alice"], max_retries=0
     )
     deadline = time.monotonic() + RECORD_TIMEOUT
     while True:

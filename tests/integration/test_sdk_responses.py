@@ -115,7 +115,7 @@ def test_it_retrieves_and_deletes_a_stored_response(client):
 
 
 def test_it_refuses_a_read_key_and_a_built_in_tool(gateway, client):
-    bob = openai.OpenAI(base_url=gateway.api_base, api_key=gateway.secrets["bob"], max_retries=0)
+    bob = openai.OpenAI(base_url=gateway.api_base, api_key=gateway.printed["bob"], max_retries=0)
 
     with pytest.raises(openai.PermissionDeniedError):
         bob.responses.create(model=LLAMA, input="hello")

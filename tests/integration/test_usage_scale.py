@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from tests.integration.test_multiprocess import monkeypatch_module, production_stack  # noqa: F401
-from tests.live_server import ROOT, Database, gateway_env, manage
+from tests.live_server import ROOT, Database, gateway_env, manage, migrate_and_run
 
 pytestmark = pytest.mark.integration
 
@@ -158,12 +158,11 @@ print(json.dumps(plans))
 
 @pytest.fixture(scope="module")
 def postgres(production_stack, tmp_path_factory):  # noqa: F811
-    database = Database(tmp_path_factory.mktemp("usage-scale"))
+    database = Database(tmp_path_factory.mktemp("usage-scale"), migrated=True)
     assert database.postgres
     env = gateway_env(database)
     try:
-        manage(env, "migrate", "--no-input", "-v0")
-        manage(env, "shell", "-c", SETUP)
+        migrate_and_run(env, SETUP)
         yield database, env
     finally:
         database.drop()
