@@ -7,7 +7,7 @@ admin, the budget alerts). The ledger keeps the current period only, so a figure
 moment past (the usage digest's last moment of the previous day or week) is summed here.
 """
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django.utils import timezone
 
@@ -22,7 +22,7 @@ def spent(holder, period, now=None):
 
     Read from the daily and hourly rollups and the records of the partial hours
     (apikeys/rollups.usage_sums), so that a lifetime budget costs what its days hold, not
-    its records; nothing made at or after `now` counts. A team's spend is that of the usage
+    its records; nothing made after `now` counts. A team's spend is that of the usage
     made under it, so a key moved to another team leaves its past spend with the team it
     had.
     """
@@ -31,10 +31,12 @@ def spent(holder, period, now=None):
         # Epoch seconds, the limits' clock (apikeys/throttling.timer).
         now = datetime.fromtimestamp(now, UTC)
     since = periods.start(period, now)
+    # `now` included: the span's end is exclusive.
+    until = now + timedelta(microseconds=1)
     if isinstance(holder, Team):
-        sums = usage_sums(team=holder, since=since, until=now)
+        sums = usage_sums(team=holder, since=since, until=until)
     elif isinstance(holder, ApiKey):
-        sums = usage_sums(api_key=holder, since=since, until=now)
+        sums = usage_sums(api_key=holder, since=since, until=until)
     else:
         raise TypeError(f"Spend is kept for keys and teams, not {type(holder).__name__}")
     return sums["cost"]
