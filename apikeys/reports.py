@@ -19,8 +19,8 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 
 from apikeys import retention
-from apikeys.models import UsageDayRollup, UsageRecord, UsageRollup
-from apikeys.rollups import Span, hour_of
+from apikeys.models import UsageRecord, UsageRollup
+from apikeys.rollups import TIME_FIELD, Span, hour_of
 
 # The periods offered, by the value that names them in a URL.
 PRESETS = {
@@ -237,13 +237,12 @@ class PeriodUsage:
         """
         trunc = TruncHour if self.period.bucket == "hour" else TruncDay
         team_name = F("team__name")
-        times = {UsageRecord: "created_at", UsageRollup: "hour", UsageDayRollup: "day"}
         return [
             row
             for queryset in self.span
             for row in self._rows(
                 queryset.annotate(
-                    bucket=trunc(times[queryset.model], tzinfo=UTC), team_name=team_name
+                    bucket=trunc(TIME_FIELD[queryset.model], tzinfo=UTC), team_name=team_name
                 ),
                 "bucket",
                 *self.GROUPS,

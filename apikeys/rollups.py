@@ -35,6 +35,8 @@ DAY = timedelta(days=1)
 GROUP_FIELDS = ("api_key_id", "key_name", "team_id", "model", "endpoint", "status", "unit")
 GROUP = ("hour", *GROUP_FIELDS)
 DAY_GROUP = ("day", *GROUP_FIELDS)
+# The moment each source of a span is filed under (`Span`).
+TIME_FIELD = {UsageRecord: "created_at", UsageRollup: "hour", UsageDayRollup: "day"}
 SUMS = (
     "requests",
     "errors",
@@ -86,12 +88,12 @@ class Span:
         last_hour = hour_of(end if end is not None else now or timezone.now())
         hours = UsageRollup.objects.none()
         days = UsageDayRollup.objects.none()
-        # Each partial hour as a range of its own: a range around both with the hours
-        # between filtered out would make the database read every record between them.
-        tail = Q(created_at__gte=max(start, last_hour))
-        if end is not None:
-            tail &= Q(created_at__lt=end)
         if first_hour < last_hour:
+            # Each partial hour as a range of its own: a range around both with the hours
+            # between filtered out would make the database read every record between them.
+            tail = Q(created_at__gte=last_hour)
+            if end is not None:
+                tail &= Q(created_at__lt=end)
             records = UsageRecord.objects.filter(
                 Q(created_at__gte=start, created_at__lt=first_hour) | tail
             )

@@ -17,8 +17,8 @@ from django.db.models import Count, DecimalField, Sum, Value
 from django.db.models.functions import Coalesce, TruncDay, TruncHour
 
 from apikeys import periods, throttling
-from apikeys.models import Team, UsageDayRollup, UsageRecord, UsageRollup
-from apikeys.rollups import Span
+from apikeys.models import Team, UsageRecord
+from apikeys.rollups import TIME_FIELD, Span
 from gateway.errors import InvalidRequest
 
 # What /v1/usage may group by, each a UsageRecord field.
@@ -98,10 +98,9 @@ def usage_buckets(key, start, end, bucket, group_by=()):
         sources = list(Span(start, end, by_day=False))
     else:
         sources = [UsageRecord.objects.filter(created_at__gte=start, created_at__lt=end)]
-    times = {UsageRecord: "created_at", UsageRollup: "hour", UsageDayRollup: "day"}
     merged = {}
     for queryset in sources:
-        time = times[queryset.model]
+        time = TIME_FIELD[queryset.model]
         trunc = TruncDay(time, tzinfo=zone) if bucket == "day" else TruncHour(time, tzinfo=UTC)
         sums = _SUMS if queryset.model is UsageRecord else _ROLLUP_SUMS
         rows = (

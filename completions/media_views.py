@@ -331,7 +331,11 @@ async def moderations(request):
         hold_seconds(False, len(candidates), rounds),
     )
     answered, _, results = await call_with_fallbacks(candidates, meter, call)
-    meter.succeeded(sum((r.usage or Usage() for r in results), Usage()))
+    # A classifier that reports no usage is charged the gateway's count, as a failed call is.
+    usage = Usage()
+    for tokens, result in zip(prompt_tokens, results, strict=True):
+        usage += result.usage or Usage(prompt_tokens=tokens, estimated=True)
+    meter.succeeded(usage)
     await meter.save()
     return JsonResponse(
         {

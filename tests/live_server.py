@@ -317,10 +317,6 @@ class LiveGateway:
         return f"{self.base_url}/v1"
 
     @property
-    def log_path(self):
-        return self.log_paths[0]
-
-    @property
     def log(self):
         """What every process wrote, the first's first."""
         return "".join(path.read_text() for path in self.log_paths if path.exists())

@@ -167,11 +167,7 @@ async def test_a_transcription_the_provider_refused_is_charged_nothing(api, alic
     model = await sync_to_async(_failing)(cloudflare, WHISPER_TURBO, fault="bad-request")
     upload = SimpleUploadedFile("speech.wav", _wav(3.2), content_type="audio/wav")
 
-    response = await api.post(
-        "/v1/audio/transcriptions",
-        data={"model": model.name, "file": upload},
-        headers=alice.headers,
-    )
+    response = await _transcribe(api, alice, model, upload)
 
     assert response.status_code == 400
     record = await _record()

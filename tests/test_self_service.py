@@ -525,6 +525,8 @@ def test_days_of_a_zone_of_whole_hours_agree_with_the_records(client, alice, set
     body = get_usage(client, alice, start="2026-10-21", end="2026-11-06").json()
 
     zone = periods.zone()
+    # 21 October to 5 November, both included, in New York.
+    assert len(body["data"]) == 16
     for bucket in body["data"]:
         first = datetime.fromtimestamp(bucket["start_time"], UTC)
         following = datetime.fromtimestamp(bucket["end_time"], UTC)
