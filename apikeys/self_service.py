@@ -9,7 +9,6 @@ Reading these spends nothing: no usage record is written and no token or budget 
 counted; the request itself counts against the key's request rate like any read endpoint.
 """
 
-import math
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -190,8 +189,8 @@ def _window(window, now):
         "used": window.used,
         "remaining": window.remaining,
         "resets_in_seconds": round(window.resets_in, 3),
-        # To the whole second: the window's own edges are whole seconds of its clock.
-        "resets_at": datetime.fromtimestamp(math.ceil(now + window.resets_in), UTC),
+        # To the nearest whole second: the window's own edges are whole seconds of its clock.
+        "resets_at": datetime.fromtimestamp(round(now + window.resets_in), UTC),
     }
 
 

@@ -217,14 +217,15 @@ def request_window(key, increment=True):
     if usage is None:
         return None
     # time_left counts whole seconds to the window's last second, which is still in it: the
-    # window ends when that second does.
+    # window ends when that second does. django-ratelimit reads its clock twice; when a
+    # second ends between the two, time_left is one less and the window has just ended.
     now = timer()
     return Window(
         "requests",
         PERIOD_NAMES[key.rate_limit[-1]],
         usage["limit"],
         usage["count"],
-        usage["time_left"] + 1 - now % 1,
+        max(0.0, usage["time_left"] + 1 - now % 1),
     )
 
 

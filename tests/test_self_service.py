@@ -1,17 +1,20 @@
 """GET /v1/key and GET /v1/usage: a key holder reads their own key, limits and usage."""
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from io import StringIO
 
+import django_ratelimit.core
 import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from apikeys import periods, retention, self_service
+from apikeys import periods, retention, self_service, throttling
 from apikeys.models import ApiKey, Team, UsageRecord
 from apikeys.writer import DatabaseStore
+from tests.clock import FakeClock
 from tests.conftest import LLAMA
 
 pytestmark = pytest.mark.django_db
@@ -548,3 +551,32 @@ def _iso(moment):
         moment = datetime.fromtimestamp(moment, UTC)
     text = moment.isoformat()
     return text.removesuffix("+00:00") + "Z" if text.endswith("+00:00") else text
+
+
+class _TickingClock(FakeClock):
+    """A clock that django-ratelimit sees move on each time it reads it."""
+
+    def time(self):
+        self.advance(0.002)
+        return self.now
+
+
+def test_a_window_that_ends_while_it_is_read_resets_now_not_in_the_past(client, alice, monkeypatch):
+    # django-ratelimit reads the clock twice (the window, then the time left): when a second
+    # ends between the two, it says the window ended a second ago. The CI's fuzzer saw
+    # "resets_in_seconds": -0.001 from a key limited per second.
+    ApiKey.objects.filter(pk=alice.key.pk).update(rate_limit="100/s")
+    # Its fourth reading is the first of the next second: the second of the two that
+    # /v1/key's own look at the window makes (admission made the first two).
+    edge = time.time() // 60 * 60 + 1
+    ticking = _TickingClock(edge - 0.007)
+    monkeypatch.setattr(throttling, "timer", ticking)
+    monkeypatch.setattr(ApiKey, "timer", ticking)
+    monkeypatch.setattr(django_ratelimit.core, "time", ticking)
+
+    window = get_key(client, alice).json()["request_window"]
+
+    assert window["per"] == "second"
+    # The window it counted in ended at the edge just passed.
+    assert window["resets_in_seconds"] == 0
+    assert window["resets_at"] == _iso(edge)
