@@ -3,11 +3,14 @@ to its contacts (`manage.py usage_digest --daily`).
 
 The previous period is the calendar day or week (from Monday) before the one holding now,
 in LIMITS_TIME_ZONE, as budgets count them. A team is sent a digest when it has contacts
-and made requests in the period; a quiet team is not written to.
+and made requests in the period; a quiet team is not written to. Both the table and the
+budget lines are read from the usage rollups (apikeys/reports.PeriodUsage,
+apikeys/spend.py), so that a period older than USAGE_RETENTION_DAYS, whose records are
+pruned, is reported all the same.
 
 Each team's digest of a period is sent once: a DigestDelivery row is claimed before the
-mail goes, and a second run, or two at once, finds it and sends nothing (alerts/claims.py).
-`force` sends again all the same.
+digest is built, and a second run, or two at once, finds it and neither builds nor sends
+it (alerts/claims.py). `force` sends again all the same.
 """
 
 import logging
@@ -17,7 +20,7 @@ from decimal import Decimal
 
 from django.core.mail import EmailMessage
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Sum, TextField, Value
+from django.db.models import Q, TextField, Value
 from django.db.models.functions import Concat
 from django.template.loader import render_to_string
 from django.utils import timezone
@@ -25,7 +28,9 @@ from django.utils import timezone
 from alerts.claims import claim
 from alerts.models import DigestDelivery
 from apikeys import periods
-from apikeys.models import Team, UsageRecord
+from apikeys.models import Team
+from apikeys.reports import Period, PeriodUsage
+from apikeys.rollups import Span
 from apikeys.spend import spent
 
 logger = logging.getLogger(__name__)
@@ -94,12 +99,11 @@ def previous_period(period, now):
 def team_digest(team, period, now):
     """Return the team's Digest for the period before the one holding `now`."""
     start, end = previous_period(period, now)
-    records = UsageRecord.objects.filter(team=team, created_at__gte=start, created_at__lt=end)
+    # Through the rollups, as the budget lines below: the period's records may be pruned.
+    usage = PeriodUsage(Period(start, end, PERIOD_WORDS[period]), team=team, now=now)
     rows = [
-        Row(row["key_name"], row["model"], row["requests"], row["tokens"], row["cost"])
-        for row in records.values("key_name", "model")
-        .annotate(requests=Count("id"), tokens=Sum("total_tokens"), cost=Sum("cost"))
-        .order_by("key_name", "model")
+        Row(row["key_name"], row["model"], row["requests"], row["total_tokens"], row["cost"])
+        for row in usage.by_key_and_model()
     ]
     # Each budget's period that holds the digest's last moment, spent so far.
     last = end - timedelta(microseconds=1)
@@ -124,14 +128,14 @@ def send_digests(period, now, force=False):
     """E-mail every team with contacts and usage its digest, unless it was sent already for
     the period (or `force`); return an Outcome."""
     outcome = Outcome()
-    for team in Team.objects.exclude(contact_emails=""):
-        digest = team_digest(team, period, now)
-        if not digest.rows:
-            continue
-        delivery = _claimed(team, period, digest.start, force)
+    start, end = previous_period(period, now)
+    for team in _teams_to_tell(start, end):
+        delivery = _claimed(team, period, start, force)
         if delivery is None:
             outcome.skipped.append(team)
             continue
+        # Built once claimed: a digest sent already, or being sent by another run, is not.
+        digest = team_digest(team, period, now)
         recipients = team.contacts()
         context = {"digest": digest, "zone": periods.zone(), "word": PERIOD_WORDS[period]}
         subject = render_to_string("alerts/digest_subject.txt", context).strip()
@@ -158,6 +162,15 @@ def send_digests(period, now, force=False):
         )
         outcome.sent.append(team)
     return outcome
+
+
+def _teams_to_tell(start, end):
+    """Return the teams with contacts that made requests in [start, end), in one query."""
+    made_requests = Q()
+    for usage in Span(start, end):
+        # The records of the partial hours at either end, the hourly and the daily rollups.
+        made_requests |= Q(pk__in=usage.filter(team__isnull=False).values("team_id"))
+    return Team.objects.exclude(contact_emails="").filter(made_requests).order_by("name")
 
 
 def _claimed(team, period, start, force):

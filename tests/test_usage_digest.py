@@ -9,10 +9,12 @@ from django.core.mail import EmailMessage
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from alerts import digest
 from alerts.digest import previous_period
 from alerts.models import DigestDelivery
-from apikeys import periods
+from apikeys import periods, retention
 from apikeys.models import ApiKey, Team, UsageRecord
+from apikeys.writer import DatabaseStore
 from tests.conftest import LLAMA
 
 pytestmark = pytest.mark.django_db
@@ -30,16 +32,19 @@ def acme():
 
 def spend(key_name, when, cost, model=LLAMA, tokens=100):
     key = ApiKey.objects.get(name=key_name)
-    UsageRecord.objects.create(
-        api_key=key,
-        key_name=key.name,
-        team=key.team,
-        model=model,
-        endpoint="chat.completions",
-        total_tokens=tokens,
-        cost=Decimal(cost),
-        request_id=f"req_{key_name}_{when.timestamp()}",
-        created_at=when,
+    # Through the usage writer's store, which adds the rollups as the gateway does.
+    DatabaseStore().add_one(
+        dict(
+            api_key=key,
+            key_name=key.name,
+            team=key.team,
+            model=model,
+            endpoint="chat.completions",
+            total_tokens=tokens,
+            cost=Decimal(cost),
+            request_id=f"req_{key_name}_{when.timestamp()}",
+            created_at=when,
+        )
     )
 
 
@@ -189,3 +194,40 @@ def test_the_admin_lists_the_digests_sent_and_lets_no_one_change_them(acme, admi
     assert listing.status_code == 200
     assert "ops@acme.test" in listing.content.decode()
     assert admin_client.get("/admin/alerts/digestdelivery/add/").status_code == 403
+
+
+def test_a_second_run_builds_no_digest_for_a_team_already_sent_it(acme, mailoutbox, monkeypatch):
+    spend("dave", yesterday(), "1.00")
+    call_command("usage_digest", "--daily")
+    built = []
+    build = digest.team_digest
+
+    def counted(team, *args, **kwargs):
+        built.append(team.name)
+        return build(team, *args, **kwargs)
+
+    monkeypatch.setattr(digest, "team_digest", counted)
+
+    call_command("usage_digest", "--daily")
+
+    assert built == []
+    assert len(mailoutbox) == 1
+
+
+def test_a_digest_of_a_day_whose_records_were_pruned_still_shows_its_usage(
+    acme, mailoutbox, settings
+):
+    spend("dave", yesterday(9), "1.25")
+    spend("erin", yesterday(15), "2.00")
+    # The records are pruned; their rollups are kept (USAGE_ROLLUP_RETENTION_DAYS unset).
+    settings.USAGE_RETENTION_DAYS = 1
+    retention.prune(now=timezone.now() + timedelta(days=2))
+    assert not UsageRecord.objects.exists()
+
+    call_command("usage_digest", "--daily")
+
+    [message] = mailoutbox
+    day = f"{yesterday():%Y-%m-%d}"
+    assert message.subject == f"Usage of team acme on {day}: 3.25 USD"
+    assert f"  dave  {LLAMA}  1 request  100 tokens  1.2500 USD" in message.body
+    assert f"  erin  {LLAMA}  1 request  100 tokens  2.0000 USD" in message.body
