@@ -17,12 +17,18 @@ and dies before recording it leaves the row unsent, and the next claim sends it 
 from django.db.models import F, Q
 
 
+def claimable(unsent, stale_before):
+    """Return the rows of the queryset `unsent` (the rows still to send) whose claim is
+    older than `stale_before` or was let go: those a caller may take over."""
+    return unsent.filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=stale_before))
+
+
 def claim(unsent, pk, now, stale_before):
     """Take over the row `pk` of the queryset `unsent` (the rows still to send) when its
     claim is older than `stale_before` or let go; return whether this caller got it."""
     taken = (
-        unsent.filter(pk=pk)
-        .filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=stale_before))
+        claimable(unsent, stale_before)
+        .filter(pk=pk)
         .update(claimed_at=now, attempts=F("attempts") + 1)
     )
     return taken == 1

@@ -9,6 +9,13 @@ had not recorded pending: `send_pending` (`manage.py send_pending_alerts`, on a 
 claims alerts pending for longer than its `older_than`, once per run and one run at a time
 per alert, and tries what is still pending.
 
+An alert is about its budget period: once the period is over (period_end passed), "80% of
+this month's budget" is news of a month gone, and the budget has started afresh. The
+sweep sends no alert of a period over: it marks the channels still pending expired, with
+the reason in `error`. That covers the alerts left pending before alerts/0002 (never
+claimed) and those left by an outage longer than the rest of their period. Lifetime
+budgets have no end, and their alerts are sent however late.
+
 The trade-off: a channel sent by a process that died before saving that it was sent is
 sent again by the sweep; a channel recorded as sent is never sent again.
 """
@@ -18,11 +25,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.core.mail import EmailMessage
-from django.db.models import Q
+from django.db.models import Case, F, Q, TextField, Value, When
+from django.db.models.functions import Concat
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from alerts.claims import claim
+from alerts.claims import claim, claimable
 from alerts.models import BudgetAlert
 from alerts.webhooks import WebhookSender
 from apikeys import periods
@@ -51,10 +59,12 @@ OUTCOME_FIELDS = [
 
 @dataclass
 class Sweep:
-    """What one send_pending did: the alerts it claimed and tried, and how many it leaves
-    pending for good (MAX_ATTEMPTS claims spent)."""
+    """What one send_pending did: the alerts it claimed and tried, how many it expired
+    unsent (their budget period over), and how many it leaves pending for good
+    (MAX_ATTEMPTS claims spent)."""
 
     tried: list = field(default_factory=list)
+    expired: int = 0
     given_up: int = 0
 
 
@@ -83,10 +93,12 @@ class AlertSender:
         """Claim each alert pending for more than `older_than` seconds, send what it has
         pending, one alert after another; return a Sweep."""
         sweep = Sweep()
+        sweep.expired = await _expire(older_than)
         for alert_id in await _stale(older_than):
             claimed = await _claim(alert_id, older_than)
             if claimed is None:
-                # Another sweep took it first, or it was sent meanwhile.
+                # Another sweep took it first, it was sent meanwhile, or its period ended
+                # since _stale (the next sweep expires it).
                 continue
             await self.send(*claimed)
             sweep.tried.append(claimed[0])
@@ -142,25 +154,55 @@ def payload(alert, holder, team):
     }
 
 
-def _claimable(older_than):
-    stale_before = timezone.now() - timedelta(seconds=older_than)
+def _sendable(now):
+    """The alerts still to send at `now`: pending, of a period not over, with claims left."""
     return BudgetAlert.pending().filter(
-        Q(claimed_at__isnull=True) | Q(claimed_at__lt=stale_before), attempts__lt=MAX_ATTEMPTS
+        Q(period_end__isnull=True) | Q(period_end__gt=now), attempts__lt=MAX_ATTEMPTS
+    )
+
+
+def _expired_channel(channel):
+    # The channel's status, expired where it is still pending.
+    return Case(
+        When(**{channel: BudgetAlert.PENDING}, then=Value(BudgetAlert.EXPIRED)),
+        default=F(channel),
+    )
+
+
+@off_the_request_thread
+def _expire(older_than):
+    """Expire the pending channels of the alerts whose budget period is over; return how
+    many alerts. Only alerts claimable as the sweep claims them: one a process holds a
+    fresh claim on is its to finish. One conditional UPDATE, as a claim is (alerts/claims.py),
+    whatever the alert's attempts: one given up on leaves the count of those pending."""
+    now = timezone.now()
+    over = BudgetAlert.pending().filter(period_end__lte=now)
+    return claimable(over, now - timedelta(seconds=older_than)).update(
+        email_status=_expired_channel("email_status"),
+        webhook_status=_expired_channel("webhook_status"),
+        error=Concat(
+            "error",
+            Value("Not sent: its "),
+            "period",
+            Value(" budget period had ended when send_pending_alerts found it pending.\n"),
+            output_field=TextField(),
+        ),
     )
 
 
 @off_the_request_thread
 def _stale(older_than):
-    return list(_claimable(older_than).order_by("pk").values_list("pk", flat=True))
+    now = timezone.now()
+    stale = claimable(_sendable(now), now - timedelta(seconds=older_than))
+    return list(stale.order_by("pk").values_list("pk", flat=True))
 
 
 @off_the_request_thread
 def _claim(alert_id, older_than):
     """Claim the alert for this process; return (alert, holder, team), or None when
-    another process holds it or it is no longer pending."""
+    another process holds it, it is no longer pending or its period is over."""
     now = timezone.now()
-    pending = BudgetAlert.pending().filter(attempts__lt=MAX_ATTEMPTS)
-    if not claim(pending, alert_id, now, now - timedelta(seconds=older_than)):
+    if not claim(_sendable(now), alert_id, now, now - timedelta(seconds=older_than)):
         return None
     alert = BudgetAlert.objects.select_related("team").get(pk=alert_id)
     team = alert.team

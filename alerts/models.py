@@ -9,7 +9,8 @@ class BudgetAlert(models.Model):
     of the processes and tasks that see the threshold crossed together insert it: that
     one claims it (claimed_at) and sends. A process that dies before a channel's outcome is
     recorded leaves that channel pending; `manage.py send_pending_alerts` claims alerts
-    left pending longer than its --older-than and sends what is left (alerts/claims.py).
+    left pending longer than its --older-than and sends what is left (alerts/claims.py),
+    unless the alert's budget period is over: then its pending channels expire unsent.
     """
 
     KEY = "key"
@@ -19,11 +20,14 @@ class BudgetAlert(models.Model):
     SENT = "sent"
     FAILED = "failed"
     NONE = "none"
+    EXPIRED = "expired"
     STATUS_CHOICES = [
         (PENDING, "pending"),
         (SENT, "sent"),
         (FAILED, "failed"),
         (NONE, "nowhere to send"),
+        # Left pending until its budget period was over (alerts/delivery.py): too late.
+        (EXPIRED, "period over, not sent"),
     ]
 
     scope = models.CharField(max_length=4, choices=SCOPE_CHOICES)

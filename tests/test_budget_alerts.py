@@ -9,7 +9,7 @@ that checks each signature with its own code (tests/webhook_receiver.py).
 import asyncio
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from io import StringIO
 
@@ -27,6 +27,7 @@ from alerts.budgets import BudgetAlerts, budget_alerts
 from alerts.delivery import AlertSender
 from alerts.models import BudgetAlert
 from alerts.webhooks import sign, verify
+from apikeys import periods
 from apikeys.models import ApiKey, Team, UsageRecord
 from completions.models import Model
 from tests.conftest import LLAMA
@@ -53,7 +54,12 @@ def dear(cloudflare):
 @pytest.fixture
 def alert_clock(clock, monkeypatch):
     """The limits' clock, also the alerts' and the usage records' (they are stamped with
-    timezone.now()), so that moving it a day on starts a new budget day everywhere."""
+    timezone.now()), so that moving it a day on starts a new budget day everywhere.
+
+    Stopped at the last noon (UTC, the tests' LIMITS_TIME_ZONE), one second in: a test
+    that moves it on by the sweep's delay stays in the budget day it started in.
+    """
+    clock.now = (clock.now - DAY // 2) // DAY * DAY + DAY // 2 + 1
     monkeypatch.setattr(BudgetAlerts, "timer", clock)
     monkeypatch.setattr(timezone, "now", lambda: datetime.fromtimestamp(clock.now, UTC))
     return clock
@@ -581,3 +587,72 @@ async def test_alerts_sent_or_failed_are_not_sent_again_by_the_sweep(
     assert (len(mailoutbox), len(receiver.deliveries)) == sent
     [alert] = await alerts()
     assert (alert.email_status, alert.webhook_status, alert.attempts) == ("sent", "failed", 1)
+
+
+def left_pending_before_the_sweep_existed(team, period_start, period="day", threshold=80):
+    """Record a team's alert as a process did before alerts/0002: pending, never claimed."""
+    return BudgetAlert.objects.create(
+        scope=BudgetAlert.TEAM,
+        holder_id=team.pk,
+        holder_name=team.name,
+        team=team,
+        period=period,
+        period_start=period_start,
+        period_end=periods.end(period, period_start),
+        threshold=threshold,
+        budget=Decimal("1.00"),
+        spent=Decimal("0.80"),
+        created_at=period_start,
+    )
+
+
+async def test_the_sweep_sends_no_alert_of_a_budget_period_already_over(alert_clock, mailoutbox):
+    team = await sync_to_async(make_team)(daily_budget=Decimal("1.00"))
+    today = periods.start("day", timezone.now())
+    last_week = today - timedelta(days=7)
+    old = await sync_to_async(left_pending_before_the_sweep_existed)(team, last_week)
+    current = await sync_to_async(left_pending_before_the_sweep_existed)(team, today)
+
+    output = await sweep()
+    await sweep()
+
+    assert [m.subject for m in mailoutbox] == ["Team acme has spent 80% of its daily budget"]
+    assert f"from {today:%Y-%m-%d}" in mailoutbox[0].body
+    await current.arefresh_from_db()
+    assert (current.email_status, current.webhook_status) == ("sent", "none")
+    await old.arefresh_from_db()
+    assert (old.email_status, old.webhook_status) == ("expired", "expired")
+    assert old.sent_at is None
+    assert "its day budget period had ended" in old.error
+    assert "Sent 1 pending budget alert" in output
+    assert "1 pending budget alert was not sent: its budget period had ended" in output
+
+
+async def test_an_alert_left_pending_until_its_day_is_over_is_not_sent_by_the_sweep(
+    api, dear, alert_clock, loopback_webhooks, receiver, mailoutbox
+):
+    team = await sync_to_async(make_team)(
+        receiver, daily_budget=Decimal("0.01"), alert_thresholds="100"
+    )
+    dave = await key_in(team)
+    await chats_left_pending(api, dave, 1)
+    # The gateway's sweeps stopped for a day (an outage), then came back.
+    alert_clock.advance(DAY)
+
+    await sweep()
+
+    assert (len(mailoutbox), len(receiver.deliveries)) == (0, 0)
+    [alert] = await alerts()
+    assert (alert.email_status, alert.webhook_status) == ("expired", "expired")
+
+
+def test_the_admin_says_which_alerts_expired_unsent(admin_client, db):
+    team = make_team()
+    alert = left_pending_before_the_sweep_existed(team, datetime(2026, 11, 1, tzinfo=UTC))
+
+    call_command("send_pending_alerts", stdout=StringIO())
+
+    listing = admin_client.get("/admin/alerts/budgetalert/?email_status=expired")
+    page = admin_client.get(f"/admin/alerts/budgetalert/{alert.pk}/change/")
+    assert "period over, not sent" in listing.content.decode()
+    assert "its day budget period had ended" in page.content.decode()

@@ -9,7 +9,8 @@ class Command(BaseCommand):
     help = (
         "Send the budget alerts a gateway process recorded but did not get to send (it "
         "stopped first): those pending for longer than --older-than seconds, each by one "
-        "run at a time."
+        "run at a time. Those whose budget period is over are not sent, but marked "
+        "expired."
     )
 
     def add_arguments(self, parser):
@@ -25,6 +26,15 @@ class Command(BaseCommand):
         sweep = async_to_sync(alert_sender.send_pending)(older_than)
         count = len(sweep.tried)
         self.stdout.write(f"Sent {count} pending budget alert{'' if count == 1 else 's'}")
+        if sweep.expired:
+            self.stdout.write(
+                f"{sweep.expired} pending budget alert was not sent: its budget period had "
+                "ended (see the admin's Budget alerts, status: period over, not sent)"
+                if sweep.expired == 1
+                else f"{sweep.expired} pending budget alerts were not sent: their budget "
+                "periods had ended (see the admin's Budget alerts, status: period over, "
+                "not sent)"
+            )
         failed = [
             alert
             for alert in sweep.tried
