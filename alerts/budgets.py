@@ -25,6 +25,7 @@ last check sees the last record.
 import asyncio
 import logging
 import time
+from decimal import Decimal
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -42,6 +43,8 @@ logger = logging.getLogger(__name__)
 # reads its and its team's budgets; a key writing hundreds of records a second pays that once
 # a second, and an alert is sent at most this late after the record that crossed it.
 CHECK_INTERVAL_SECONDS = 1.0
+# The places of a budget (USD), as Limits and BudgetAlert store it.
+CENTS = Decimal("0.01")
 
 
 class BudgetAlerts:
@@ -149,10 +152,10 @@ def _has_budgets(key):
 def _crossed_by(holder, now):
     scope = BudgetAlert.TEAM if isinstance(holder, Team) else BudgetAlert.KEY
     thresholds = holder.thresholds()
-    # Budgets as set (Decimal of the field's places), for the alert's record and payload.
-    budgets = holder.budgets()
     for status in budget_status(holder, now):
-        period, budget, spend = status.period, budgets[status.period], status.spent
+        # The budget as set, to the cent, for the alert's record and payload: the limit
+        # holds it in whole 10^-8 USD, so that a budget of cents comes back exact.
+        period, budget, spend = status.period, status.limit.quantize(CENTS), status.spent
         if budget <= 0:
             continue
         crossed = [t for t in thresholds if spend * 100 >= budget * t]
