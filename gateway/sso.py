@@ -299,11 +299,13 @@ class OidcBackend(OIDCAuthenticationBackend):
         prefix = settings.OIDC_TEAM_GROUP_PREFIX
         names = {name.removeprefix(prefix) for name in named if name.startswith(prefix)} - {""}
         teams = list(Team.objects.filter(name__in=names))
-        before = None if created else _user_snapshot(user)
+        # The user's teams, read once: for the audit entry's "before" and for what changes.
+        old_teams = [] if created else list(user.teams.all())
+        before = None if created else _user_snapshot(user, old_teams)
         # Teams joined or left, as they were: each gets its own audit entry, as when an
         # operator changes a team's members in the admin.
-        old_teams = set() if created else set(user.teams.all())
-        teams_before = {team: audit.snapshot(team) for team in old_teams ^ set(teams)}
+        joined, left = set(teams) - set(old_teams), set(old_teams) - set(teams)
+        teams_before = {team: audit.snapshot(team) for team in joined | left}
         user.is_superuser = bool(named & set(settings.OIDC_SUPERUSER_GROUPS))
         # A superuser who is not staff could not open the admin at all. A team's member is
         # staff too, with no model permissions: the admin shows them their teams' keys and
@@ -317,10 +319,13 @@ class OidcBackend(OIDCAuthenticationBackend):
                 limit = self.UserModel._meta.get_field(field).max_length
                 setattr(user, field, value[:limit])
         user.save()
-        user.teams.set(teams)
+        # The difference, rather than teams.set(), which would read the teams again.
+        user.teams.remove(*left)
+        user.teams.add(*joined)
         source = audit.sso_source(self.request)
         action = ADDITION if created else CHANGE
-        audit.record_change(user, user, action, before, source, after=_user_snapshot(user))
+        after = _user_snapshot(user, teams)
+        audit.record_change(user, user, action, before, source, after=after)
         for team, team_before in teams_before.items():
             audit.record_change(user, team, CHANGE, team_before, source)
         unknown = names - {team.name for team in teams}
@@ -334,9 +339,9 @@ class OidcBackend(OIDCAuthenticationBackend):
         return user
 
 
-def _user_snapshot(user):
-    """Return the user's fields as the audit log shows them, with the teams they are in."""
-    return audit.snapshot(user) | {"teams": sorted(team.name for team in user.teams.all())}
+def _user_snapshot(user, teams):
+    """Return the user's fields as the audit log shows them, with `teams`, those they are in."""
+    return audit.snapshot(user) | {"teams": sorted(team.name for team in teams)}
 
 
 @method_decorator(never_cache, name="dispatch")

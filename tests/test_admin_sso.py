@@ -14,7 +14,9 @@ from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
 from django.contrib.auth.models import User
 from django.contrib.contenttypes.models import ContentType
 from django.core.cache import cache
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from apikeys.audit import describe_source, entry_parts
 from apikeys.models import Team
@@ -449,3 +451,22 @@ def test_a_sign_in_that_changes_nothing_logs_nothing(provider, research):
     _sign_in(Client(), provider, BOB)
 
     assert LogEntry.objects.count() == logged
+
+
+def test_a_sign_in_reads_the_users_teams_once(provider, research):
+    Team.objects.create(name="ops")
+    _sign_in(Client(), provider, ALICE | {"groups": ["team:research"]})
+
+    with CaptureQueriesContext(connection) as queries:
+        _sign_in(Client(), provider, ALICE | {"groups": ["gateway-superusers", "team:ops"]})
+
+    alice = User.objects.get(username="alice")
+    reads = [
+        query["sql"]
+        for query in queries.captured_queries
+        if query["sql"].startswith("SELECT")
+        and f'"apikeys_team_members"."user_id" = {alice.pk}' in query["sql"]
+    ]
+    assert len(reads) == 1, reads
+    assert [team.name for team in alice.teams.all()] == ["ops"]
+    assert _values(_entries(alice)[-1])["teams"] == (["research"], ["ops"])
