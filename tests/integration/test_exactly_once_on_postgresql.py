@@ -27,7 +27,8 @@ from decimal import Decimal
 from django.utils import timezone
 from alerts.models import BudgetAlert
 from apikeys import periods
-from apikeys.models import ApiKey, Team, UsageRecord
+from apikeys.models import ApiKey, Team
+from apikeys.writer import DatabaseStore
 
 team = Team.objects.create(
     name="acme", contact_emails="ops@acme.test", webhook_url="{url}", webhook_secret="{secret}"
@@ -38,14 +39,23 @@ now = timezone.now()
 for threshold in range(1, {alerts} + 1):
     BudgetAlert.objects.create(
         scope="team", holder_id=team.pk, holder_name="acme", team=team, period="day",
-        period_start=periods.start("day", now), threshold=threshold, budget=Decimal("10"),
-        spent=Decimal("5"), claimed_at=now - timedelta(hours=1), attempts=1,
+        period_start=periods.start("day", now), period_end=periods.end("day", now),
+        threshold=threshold, budget=Decimal("10"), spent=Decimal("5"),
+        claimed_at=now - timedelta(hours=1), attempts=1,
     )
-UsageRecord.objects.create(
+# One left pending before alerts/0002 (never claimed), of a day long over: sent by none.
+last_week = periods.start("day", now) - timedelta(days=7)
+BudgetAlert.objects.create(
+    scope="team", holder_id=team.pk, holder_name="acme", team=team, period="day",
+    period_start=last_week, period_end=periods.end("day", last_week), threshold=100,
+    budget=Decimal("10"), spent=Decimal("10"),
+)
+# Through the usage writer's store, which adds the rollups the digest reads.
+DatabaseStore().add_one(dict(
     api_key=key, key_name="dave", team=team, model="echo", endpoint="chat.completions",
     total_tokens=10, cost=Decimal("1.00"), request_id="req_yesterday",
     created_at=periods.start("day", now) - timedelta(hours=12),
-)
+))
 """
 
 
@@ -102,10 +112,20 @@ def test_sweeps_run_at_once_send_each_pending_alert_once(database, receiver):
     )
     assert len(mails) == ALERTS
     assert set(mails.values()) == {1}
-    rows = database.rows("SELECT email_status, webhook_status, attempts FROM alerts_budgetalert")
-    assert {(r["email_status"], r["webhook_status"], r["attempts"]) for r in rows} == {
+    rows = database.rows(
+        "SELECT threshold, email_status, webhook_status, attempts, error FROM alerts_budgetalert"
+    )
+    current = [r for r in rows if r["threshold"] <= ALERTS]
+    assert {(r["email_status"], r["webhook_status"], r["attempts"]) for r in current} == {
         ("sent", "sent", 2)
     }
+    [over] = [r for r in rows if r["threshold"] > ALERTS]
+    assert (over["email_status"], over["webhook_status"], over["attempts"]) == (
+        "expired",
+        "expired",
+        0,
+    )
+    assert over["error"].count("budget period had ended") == 1
 
 
 def test_digests_run_at_once_send_each_teams_digest_once(database):
