@@ -16,7 +16,7 @@ import random
 import re
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -150,10 +150,17 @@ class ChatRequest:
     session_affinity: str | None = None
     # The client's own prompt_cache_key, passed to OpenAI-compatible upstreams as given.
     prompt_cache_key: str | None = None
+    # The prompt's estimate once made (estimate_prompt_tokens). Not an argument, so that
+    # dataclasses.replace, which may change the prompt, never copies it.
+    _prompt_tokens: int | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def max_tokens(self):
         return self.params.get("max_tokens")
+
+    def with_max_tokens(self, limit):
+        """Return a copy that asks for at most `limit` tokens, its prompt estimate kept."""
+        return _with_max_tokens(self, limit)
 
 
 @dataclass
@@ -165,10 +172,23 @@ class CompletionRequest:
     params: dict = field(default_factory=dict)
     schema: object = None
     context_window: int | None = None
+    # As ChatRequest's.
+    _prompt_tokens: int | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def max_tokens(self):
         return self.params.get("max_tokens")
+
+    def with_max_tokens(self, limit):
+        """Return a copy that asks for at most `limit` tokens, its prompt estimate kept."""
+        return _with_max_tokens(self, limit)
+
+
+def _with_max_tokens(request, limit):
+    bounded = replace(request, params={**request.params, "max_tokens": limit})
+    # A bound is no part of the prompt (a completion's suffix, in params too, is).
+    bounded._prompt_tokens = request._prompt_tokens
+    return bounded
 
 
 @dataclass
@@ -970,14 +990,22 @@ def prompt_text(request):
 
 
 def estimate_prompt_tokens(request):
-    """Estimate the tokens of the prompt a chat or completion request sends the model."""
-    return estimate_tokens(prompt_text(request))
+    """Estimate the tokens of the prompt a chat or completion request sends the model.
+
+    Counted once a request object and kept on it: the prompt is read whole to count it
+    (its messages flattened, its tools serialized), and a provider call asks twice, for
+    the bound it sends (completions/providers/bounds.py) and for the usage of an answer
+    that reported none.
+    """
+    if request._prompt_tokens is None:
+        request._prompt_tokens = estimate_tokens(prompt_text(request))
+    return request._prompt_tokens
 
 
 def estimate_usage(request, completion_text):
     """Return an estimated Usage, for an upstream that reported none."""
     return Usage(
-        prompt_tokens=estimate_tokens(prompt_text(request)),
+        prompt_tokens=estimate_prompt_tokens(request),
         completion_tokens=estimate_tokens(completion_text),
         estimated=True,
     )
