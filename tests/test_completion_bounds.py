@@ -14,7 +14,7 @@ import pytest
 
 from completions.models import Model, Provider
 from completions.providers import get_provider
-from completions.providers.base import ChatRequest
+from completions.providers.types import ChatRequest
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -12,7 +12,7 @@ from asgiref.sync import sync_to_async
 from apikeys.models import UsageRecord
 from completions.media_views import LLAMA_GUARD_CATEGORIES, OPENAI_CATEGORIES
 from completions.models import Model
-from completions.providers.base import estimate_tokens
+from completions.providers.estimates import estimate_tokens
 from tests import media_models, workers_ai_models
 from tests.conftest import LLAMA
 from tests.media_models import LLAMA_GUARD

@@ -13,7 +13,7 @@ with the limits of the key that asked for it.
 
 from django.conf import settings
 
-from completions.providers.base import estimate_prompt_tokens
+from completions.providers.estimates import estimate_prompt_tokens
 
 
 def default_max_tokens(configured, context_window, prompt_tokens):

@@ -27,28 +27,26 @@ from django.conf import settings
 
 from completions.image_urls import decode_data_uri
 from completions.providers import cloudflare_errors, cloudflare_media
-from completions.providers.base import (
-    BaseProvider,
-    ChatRequest,
-    ChatResult,
-    Delta,
-    EmbeddingResult,
-    Usage,
-    deltas_of_result,
-    estimate_usage,
-    finish_reason_for,
-    first_image_message,
-    flatten_content,
-    iter_sse_data,
-    whole_tool_calls,
-)
+from completions.providers.base import BaseProvider
 from completions.providers.bounds import bounded
+from completions.providers.content import first_image_message, flatten_content
+from completions.providers.estimates import estimate_usage, finish_reason_for
 from completions.providers.openai import (
     chat_event_deltas,
     chat_result_from_openai,
     completion_event_deltas,
     completion_result_from_openai,
     read_openai_stream,
+)
+from completions.providers.sse import iter_sse_data
+from completions.providers.tool_calls import whole_tool_calls
+from completions.providers.types import (
+    ChatRequest,
+    ChatResult,
+    Delta,
+    EmbeddingResult,
+    Usage,
+    deltas_of_result,
 )
 from completions.providers.workers_ai_schema import check_params, schema_of
 from gateway.errors import InvalidRequest, UpstreamError

@@ -21,20 +21,12 @@ import json
 from urllib.parse import urlsplit
 
 from completions.providers.answers import embeddings_answer_limit
-from completions.providers.base import (
-    BaseProvider,
-    ChatResult,
-    Delta,
-    EmbeddingResult,
-    ToolCallPieces,
-    Usage,
-    estimate_usage,
-    finish_reason_for,
-    iter_sse_data,
-    parse_event,
-    whole_tool_calls,
-)
+from completions.providers.base import BaseProvider
 from completions.providers.bounds import bounded
+from completions.providers.estimates import estimate_usage, finish_reason_for
+from completions.providers.sse import iter_sse_data, parse_event
+from completions.providers.tool_calls import ToolCallPieces, whole_tool_calls
+from completions.providers.types import ChatResult, Delta, EmbeddingResult, Usage
 from gateway.errors import UpstreamError
 
 PASSED_PARAMS = (
