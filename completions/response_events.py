@@ -1,6 +1,6 @@
 """The Responses API's answer: a chat answer's pieces as Response output items and events.
 
-ResponseEvents takes what a provider streams (completions/providers/base.py `Delta`: text,
+ResponseEvents takes what a provider streams (completions/providers/types.py `Delta`: text,
 reasoning, tool-call pieces) and builds OpenAI's Response object and the typed events of its
 stream, the shapes the `openai` SDK parses (openai/types/responses/):
 

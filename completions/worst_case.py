@@ -29,7 +29,7 @@ from decimal import Decimal
 from django.conf import settings
 
 from apikeys.usage import cost_of, units_cost
-from completions.providers.workers_ai_schema import default_max_tokens
+from completions.providers.bounds import default_max_tokens
 
 # Tokens a chat template or system header may add to one call beyond the JSON's own bytes
 # (Llama 3.1 adds a dated system header of about 25 tokens).

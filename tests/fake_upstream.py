@@ -50,7 +50,9 @@ fault for a test, and stands in for the real failure named beside it:
     no-usage      answers and streams without token counts: an answer with no usage, as
                   llama-3.1-8b-instruct's output schema has none ([doc] its catalogue
                   file) and an OpenAI stream without stream_options.include_usage sends
-                  none ([openai-python] types/chat/chat_completion_chunk.py)
+                  none ([openai-python] types/chat/chat_completion_chunk.py); a Llama
+                  Guard verdict without usage, which its output schema allows (`usage`
+                  is not required: [doc] llama-guard-3-8b's catalogue file)
     fail-500-later
                   not in a model's name but in a request's text (a prompt, a message, an
                   embedding input): 500 after SLOW_DELAY_SECONDS, so that the other calls
@@ -1537,7 +1539,7 @@ def _cloudflare_embeddings(model: str, body: dict[str, Any]) -> web.Response:
 #                   audio, audio/mpeg unless `encoding` asks otherwise.
 #   Llama Guard     "unsafe" with S1 for a text with "kill", S10 for one with "hate", else
 #                   "safe"; {safe, categories} in JSON mode, "unsafe\nS1" text otherwise,
-#                   with usage (a token is a word).
+#                   with usage (a token is a word) unless TEST CONTROL no-usage.
 #   Reranker        {response: [{id, score}]}, best first, cut at top_k; a score is the share
 #                   of the query's words found in the context.
 
@@ -1599,7 +1601,7 @@ def _cloudflare_media(model: str, body: dict[str, Any]) -> web.StreamResponse | 
     if spec is not None and (error := spec.input_error(body)):
         return _cloudflare_error(400, 5006, f"AiError: Bad input: {error}")
     if guard:
-        return _cloudflare_ok(_llama_guard(body))
+        return _cloudflare_ok(_llama_guard(body, with_usage="no-usage" not in model))
     if task == "Text-to-Image":
         if (spec.schema.get("output") or {}).get("contentType") == "image/png":
             return web.Response(body=tiny_png(), content_type="image/png")
@@ -1643,13 +1645,16 @@ def _heard(body: dict[str, Any], segmented: bool) -> dict[str, Any]:
     }
 
 
-def _llama_guard(body: dict[str, Any]) -> dict[str, Any]:
+def _llama_guard(body: dict[str, Any], with_usage: bool) -> dict[str, Any]:
     text = " ".join(str(m.get("content", "")) for m in body["messages"] if isinstance(m, dict))
     categories = [code for word, code in HAZARD_WORDS.items() if word in text.lower()]
     if isinstance(body.get("response_format"), dict):
         response: Any = {"safe": not categories, "categories": categories}
     else:
         response = "unsafe\n" + ",".join(categories) if categories else "safe"
+    if not with_usage:
+        # TEST CONTROL no-usage (see the module docstring).
+        return {"response": response}
     words = len(text.split())
     return {
         "response": response,

@@ -13,6 +13,8 @@ import httpx
 import pytest
 
 from completions.models import Model, Provider
+from completions.providers import get_provider
+from completions.providers.types import ChatRequest
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -182,3 +184,28 @@ async def test_it_sends_openai_itself_a_legacy_completions_max_tokens_under_that
     assert response.status_code == 200
     [sent] = openai_itself
     assert (sent["max_tokens"], "max_completion_tokens" in sent) == (16, False)
+
+
+class _CountedMessage(dict):
+    """A chat message that counts how often its content is read."""
+
+    reads = 0
+
+    def get(self, key, default=None):
+        if key == "content":
+            self.reads += 1
+        return super().get(key, default)
+
+
+async def test_a_call_reads_its_prompt_once_for_its_bound_and_its_estimated_usage(
+    openai_upstream,
+):
+    message = _CountedMessage(role="user", content="hello there")
+    chat = ChatRequest(model="gpt-test-no-usage", messages=[message], context_window=100)
+
+    result = await get_provider(openai_upstream).chat(chat)
+
+    assert result.usage.estimated
+    # A long prompt is read whole to estimate it: once a call, not once for the bound it
+    # is sent and again for the usage the upstream did not report.
+    assert message.reads == 1

@@ -1,7 +1,7 @@
 """POST /v1/moderations through Llama Guard 3: its S1-S14 verdict in OpenAI's categories.
 
 The fake's Llama Guard finds S1 (violent crimes) in a text with "kill" and S10 (hate) in
-one with "hate".
+one with "hate"; named with "no-usage", it answers without token counts.
 """
 
 from decimal import Decimal
@@ -12,7 +12,8 @@ from asgiref.sync import sync_to_async
 from apikeys.models import UsageRecord
 from completions.media_views import LLAMA_GUARD_CATEGORIES, OPENAI_CATEGORIES
 from completions.models import Model
-from tests import media_models
+from completions.providers.estimates import estimate_tokens
+from tests import media_models, workers_ai_models
 from tests.conftest import LLAMA
 from tests.media_models import LLAMA_GUARD
 
@@ -108,3 +109,35 @@ async def test_it_records_the_classifiers_tokens_at_its_token_prices(api, alice,
     assert (record.prompt_tokens, record.completion_tokens) == (5, 4)
     assert record.units == 9
     assert record.cost == Decimal("0.00000252")
+
+
+def _guard_without_usage(provider):
+    """Create a Llama Guard whose answers carry no token counts (the fake's no-usage)."""
+    entry = workers_ai_models.entry(LLAMA_GUARD)
+    return Model.objects.create(
+        name="@cf/test/llama-guard-3-8b-no-usage",
+        provider=provider,
+        task=entry["task"]["name"],
+        input_schema=entry["schema"]["input"],
+        output_schema=entry["schema"]["output"],
+        input_price=Decimal("0.48"),
+        output_price=Decimal("0.03"),
+    )
+
+
+async def test_it_charges_the_gateways_count_when_the_classifier_reports_no_usage(
+    api, alice, cloudflare
+):
+    model = await sync_to_async(_guard_without_usage)(cloudflare)
+    texts = ["one two three", "four five"]
+
+    response = await _moderate(api, alice, model=model.name, input=texts)
+
+    assert response.status_code == 200
+    assert [r["flagged"] for r in response.json()["results"]] == [False, False]
+    [record] = await sync_to_async(list)(UsageRecord.objects.all())
+    counted = sum(estimate_tokens(text) for text in texts)
+    assert (record.prompt_tokens, record.completion_tokens) == (counted, 0)
+    assert record.tokens_estimated
+    # The input price is per million tokens.
+    assert record.cost == counted * Decimal("0.48") / 1_000_000

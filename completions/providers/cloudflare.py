@@ -18,7 +18,6 @@ Embedding models take {"text": [...]}, at most 100 texts a call, and answer
 """
 
 import asyncio
-import dataclasses
 import datetime
 import json
 from decimal import Decimal
@@ -28,23 +27,10 @@ from django.conf import settings
 
 from completions.image_urls import decode_data_uri
 from completions.providers import cloudflare_errors, cloudflare_media
-from completions.providers.base import (
-    BaseProvider,
-    ChatRequest,
-    ChatResult,
-    Delta,
-    EmbeddingResult,
-    Usage,
-    deltas_of_result,
-    estimate_tokens,
-    estimate_usage,
-    finish_reason_for,
-    first_image_message,
-    flatten_content,
-    iter_sse_data,
-    prompt_text,
-    whole_tool_calls,
-)
+from completions.providers.base import BaseProvider
+from completions.providers.bounds import bounded
+from completions.providers.content import first_image_message, flatten_content
+from completions.providers.estimates import estimate_usage, finish_reason_for
 from completions.providers.openai import (
     chat_event_deltas,
     chat_result_from_openai,
@@ -52,11 +38,17 @@ from completions.providers.openai import (
     completion_result_from_openai,
     read_openai_stream,
 )
-from completions.providers.workers_ai_schema import (
-    check_params,
-    default_max_tokens,
-    schema_of,
+from completions.providers.sse import iter_sse_data
+from completions.providers.tool_calls import whole_tool_calls
+from completions.providers.types import (
+    ChatRequest,
+    ChatResult,
+    Delta,
+    EmbeddingResult,
+    Usage,
+    deltas_of_result,
 )
+from completions.providers.workers_ai_schema import check_params, schema_of
 from gateway.errors import InvalidRequest, UpstreamError
 
 # OpenAI parameters that Workers AI text generation takes under the same name; top_k is
@@ -349,23 +341,18 @@ class CloudflareProvider(BaseProvider):
 
 
 def _with_max_tokens(request, chat=True):
-    """Return the request with the max_tokens the gateway sends, the client's or its own.
+    """Return the request with the max_tokens the gateway sends (bounds.bounded), unless the
+    model's schema has no field for it.
 
     Workers AI's older models stop at 256 tokens when a request has none (each model's
     schema: `max_tokens` default 256), and say nothing of having stopped; most OpenAI
-    clients send none. The gateway's default (DEFAULT_MAX_TOKENS, bounded by the context
-    window) goes in the request itself, so that an answer that stops there is reported
-    with finish_reason "length".
+    clients send none. The gateway's bound goes in the request itself, so that an answer
+    that stops there is reported with finish_reason "length".
     """
     schema = request.schema
-    if request.params.get("max_tokens") is not None:
+    if request.max_tokens is None and schema is not None and not schema.has("max_tokens", chat):
         return request
-    if schema is not None and not schema.has("max_tokens", chat):
-        return request
-    limit = default_max_tokens(
-        settings.DEFAULT_MAX_TOKENS, request.context_window, estimate_tokens(prompt_text(request))
-    )
-    return dataclasses.replace(request, params={**request.params, "max_tokens": limit})
+    return bounded(request)
 
 
 def _params(request, chat):

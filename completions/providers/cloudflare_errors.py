@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from completions.providers.base import retry_after_seconds
+from completions.providers.retries import retry_after_seconds
 from gateway.errors import (
     InvalidRequest,
     PayloadTooLarge,

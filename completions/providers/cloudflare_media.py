@@ -22,7 +22,6 @@ and answer schemas in its catalogue entry):
 import base64
 import binascii
 
-from completions.providers.base import Usage
 from completions.providers.media import (
     ImageResult,
     ModerationResult,
@@ -32,6 +31,7 @@ from completions.providers.media import (
     TranscriptionResult,
     Word,
 )
+from completions.providers.types import Usage
 from gateway.errors import InvalidRequest, UpstreamError
 
 

@@ -20,17 +20,11 @@ import random
 from django.conf import settings
 
 from completions.models import ECHO_DESCRIPTION, Model
-from completions.providers.base import (
-    BaseProvider,
-    ChatResult,
-    Delta,
-    EmbeddingResult,
-    Usage,
-    deltas_of_tool_calls,
-    finish_reason_for,
-    flatten_content,
-    new_tool_call_id,
-)
+from completions.providers.base import BaseProvider
+from completions.providers.content import flatten_content
+from completions.providers.estimates import finish_reason_for
+from completions.providers.tool_calls import deltas_of_tool_calls, new_tool_call_id
+from completions.providers.types import ChatResult, Delta, EmbeddingResult, Usage
 
 EMBEDDING_DIMENSIONS = 16
 

@@ -7,7 +7,7 @@ completions/media_views.py renders in OpenAI's (or, for reranking, Cohere's) for
 
 from dataclasses import dataclass, field
 
-from completions.providers.base import Usage
+from completions.providers.types import Usage
 
 
 @dataclass

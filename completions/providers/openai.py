@@ -6,39 +6,27 @@
     GET  {base}/models             the catalogue
 
 Requests pass through under OpenAI's own names, with one addition: a request that names no
-maximum is sent the one admission reserved (see `_bounded`), so that no answer runs past
-it. Streams always ask for usage
-(`stream_options.include_usage`) so that every stream is accounted for; the gateway
-shows the usage chunk to a client only if the client asked for it. Where a server
-reports no usage at all, the counts are estimated and marked so.
+maximum is sent the one admission reserved (completions/providers/bounds.py), so that no
+answer runs past it. Streams always ask for usage (`stream_options.include_usage`) so that
+every stream is accounted for; the gateway shows the usage chunk to a client only if the
+client asked for it. Where a server reports no usage at all, the counts are estimated and
+marked so.
 
 Cloudflare's newer models answer in these same shapes, so the readers at the bottom of
 this module serve both providers.
 """
 
-import dataclasses
+import functools
 import json
 from urllib.parse import urlsplit
 
-from django.conf import settings
-
 from completions.providers.answers import embeddings_answer_limit
-from completions.providers.base import (
-    BaseProvider,
-    ChatResult,
-    Delta,
-    EmbeddingResult,
-    ToolCallPieces,
-    Usage,
-    estimate_tokens,
-    estimate_usage,
-    finish_reason_for,
-    iter_sse_data,
-    parse_event,
-    prompt_text,
-    whole_tool_calls,
-)
-from completions.providers.workers_ai_schema import default_max_tokens
+from completions.providers.base import BaseProvider
+from completions.providers.bounds import bounded
+from completions.providers.estimates import estimate_usage, finish_reason_for
+from completions.providers.sse import iter_sse_data, parse_event
+from completions.providers.tool_calls import ToolCallPieces, whole_tool_calls
+from completions.providers.types import ChatResult, Delta, EmbeddingResult, Usage
 from gateway.errors import UpstreamError
 
 PASSED_PARAMS = (
@@ -82,14 +70,16 @@ class OpenAIProvider(BaseProvider):
         key = self.row.get_api_key()
         return {"Authorization": f"Bearer {key}"} if key else {}
 
+    @functools.cached_property
     def _takes_max_completion_tokens(self):
+        # Decided once a provider object: its row's base URL does not change under it.
         host = urlsplit(self.row.get_base_url()).hostname or ""
         return host in OPENAI_HOSTS or host.endswith(AZURE_OPENAI_HOST_SUFFIX)
 
     def _chat_body(self, request, stream):
         body = {"model": request.model, "messages": request.messages}
         body.update({k: request.params[k] for k in CHAT_PARAMS if k in request.params})
-        if "max_tokens" in body and self._takes_max_completion_tokens():
+        if "max_tokens" in body and self._takes_max_completion_tokens:
             body["max_completion_tokens"] = body.pop("max_tokens")
         for name in ("tools", "tool_choice", "response_format", "prompt_cache_key"):
             if getattr(request, name) is not None:
@@ -106,26 +96,26 @@ class OpenAIProvider(BaseProvider):
         return body
 
     async def chat(self, request):
-        request = _bounded(request)
+        request = bounded(request)
         data = await self.request_json(
             "POST", self._url("chat/completions"), self._headers(), self._chat_body(request, False)
         )
         return chat_result_from_openai(data, request)
 
     def stream_chat(self, request):
-        request = _bounded(request)
+        request = bounded(request)
         body = self._chat_body(request, True)
         return self._stream(self._url("chat/completions"), body, request, chat_event_deltas)
 
     async def complete(self, request):
-        request = _bounded(request)
+        request = bounded(request)
         data = await self.request_json(
             "POST", self._url("completions"), self._headers(), self._completion_body(request, False)
         )
         return completion_result_from_openai(data, request)
 
     def stream_complete(self, request):
-        request = _bounded(request)
+        request = bounded(request)
         body = self._completion_body(request, True)
         return self._stream(self._url("completions"), body, request, completion_event_deltas)
 
@@ -179,35 +169,15 @@ class OpenAIProvider(BaseProvider):
 def _context_window(item):
     """Return the window vLLM lists a model with (its ModelCard's `max_model_len`), else None.
 
-    It bounds the max_tokens a chat is sent (`_bounded`): vLLM refuses a request whose
-    prompt and max_tokens together pass it. OpenAI and Ollama list none; llama.cpp lists
-    the window a model was trained with (meta.n_ctx_train), not the one it serves, and
-    answers past neither. A count the column cannot hold is no window.
+    It bounds the max_tokens a chat is sent (completions/providers/bounds.py): vLLM
+    refuses a request whose prompt and max_tokens together pass it. OpenAI and Ollama list
+    none; llama.cpp lists the window a model was trained with (meta.n_ctx_train), not the
+    one it serves, and answers past neither. A count the column cannot hold is no window.
     """
     window = item.get("max_model_len")
     if isinstance(window, int) and not isinstance(window, bool) and 0 < window <= MAX_WINDOW:
         return window
     return None
-
-
-def _bounded(request):
-    """Return the request with the completion bound it is sent: the client's, else the one
-    admission reserved.
-
-    A request that names no maximum has DEFAULT_MAX_TOKENS reserved, bounded by the model's
-    context window (completions/worst_case.py); an OpenAI-compatible server sent none
-    answers up to its own limit, past what was reserved. What is sent is further bounded by
-    what the window leaves after the prompt's estimate, as vLLM refuses a request whose
-    prompt and max_tokens pass its window, where without one it would have answered: never
-    more than the reservation. It is sent whatever the key's limits, so that an answer does
-    not change with the limits of the key that asked for it.
-    """
-    if request.params.get("max_tokens") is not None:
-        return request
-    limit = default_max_tokens(
-        settings.DEFAULT_MAX_TOKENS, request.context_window, estimate_tokens(prompt_text(request))
-    )
-    return dataclasses.replace(request, params={**request.params, "max_tokens": limit})
 
 
 def chat_result_from_openai(data, request):

@@ -219,14 +219,3 @@ def check_params(schema, model_name, params, chat=True):
             )
         kept[name] = value
     return kept
-
-
-def default_max_tokens(configured, context_window, prompt_tokens):
-    """Return the max_tokens to send when the client gave none.
-
-    The configured default, bounded by what the context window leaves after the prompt
-    (at least 1, so a prompt that fills the window is refused by the model, not here).
-    """
-    if context_window:
-        return max(1, min(configured, context_window - prompt_tokens))
-    return configured
