@@ -13,6 +13,14 @@ either end, the hourly rows of its partial days, and the daily rows of its whole
 month then reads about 30 rows a group rather than 720: the cost of a report follows the
 groups of its period, not its hours nor the records the table holds.
 
+What is summed is the same from records and rollups (`sums`), and rows of a span's three
+sources are added up in one place (`merge`). `requests` counts the client's requests: a
+fallback candidate that failed after reading the prompt leaves a record of its own
+(UsageRecord.attempt), whose tokens, units and cost count under its model, but which is
+neither a request, an error nor a latency of its own; the request's own record is all of
+those. So a request whose first candidate failed is one request, and its cost includes
+the prompt that candidate read.
+
 `rebuild()` (manage.py rebuild_rollups) recomputes the hours whose records are all kept,
 then the days from the hours; older hours, whose records are pruned
 (apikeys/retention.py), keep their rollups.

@@ -1,5 +1,7 @@
 """Usage records: one for every request that reached a provider, whatever its outcome, and
-one more for each fallback attempt that spent something before failing (attempt_failed).
+one more for each fallback attempt that spent something before failing (attempt_failed),
+marked `attempt`: the reports count its tokens and cost, but not as a request
+(apikeys/rollups.sums).
 
 The record carries the request's cost, from the answering model's prices; once it is
 written, its tokens and cost settle the request's reservation (apikeys/throttling.py).

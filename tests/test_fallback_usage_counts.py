@@ -13,6 +13,9 @@ from io import StringIO
 import pytest
 from asgiref.sync import sync_to_async
 from django.core.management import call_command
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+from django.db.models import Sum
 from django.utils import timezone
 
 from apikeys import rollups
@@ -204,3 +207,51 @@ async def test_the_rollups_equal_the_records_after_a_rebuild(api, alice):
 
     assert await sync_to_async(_rollup_rows)() == written
     assert sum(row[2] for row in written[UsageRollup]) == 2
+
+
+def test_the_migration_marks_the_attempts_recorded_before_it_and_sums_the_rollups_again(alice):
+    before, after = [("apikeys", "0011_usage_day_rollups")], [("apikeys", "0012_usage_sums")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    try:
+        old = executor.loader.project_state(before).apps
+        record = old.get_model("apikeys", "UsageRecord")
+        at = timezone.now() - timedelta(days=2)
+        fields = {"api_key_id": alice.key.pk, "key_name": "alice", "endpoint": "chat.completions"}
+        for model, status, request_id, cost in [
+            (FAILING, UsageRecord.UPSTREAM_ERROR, "req-fell-back", "0.5"),
+            (LLAMA, UsageRecord.OK, "req-fell-back", "0.25"),
+            # A request that failed with no fallback: its own record, an error.
+            (LLAMA, UsageRecord.UPSTREAM_ERROR, "req-failed", "0.125"),
+        ]:
+            record.objects.create(
+                **fields,
+                model=model,
+                status=status,
+                request_id=request_id,
+                cost=cost,
+                created_at=at,
+            )
+        hour, day = (
+            old.get_model("apikeys", "UsageRollup"),
+            old.get_model("apikeys", "UsageDayRollup"),
+        )
+        rollups.hours_from_records(record, hour, rollups.hour_of(at))
+        rollups.days_from_hours(hour, day, rollups.day_of(at))
+        assert hour.objects.aggregate(n=Sum("requests"))["n"] == 3
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(after)
+        # And on to the latest of every app, as the other tests expect.
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
+
+    assert set(UsageRecord.objects.filter(attempt=True).values_list("request_id", "model")) == {
+        ("req-fell-back", FAILING)
+    }
+    for rows in (UsageRollup.objects, UsageDayRollup.objects):
+        assert rows.aggregate(requests=Sum("requests"), errors=Sum("errors"), cost=Sum("cost")) == {
+            "requests": 2,
+            "errors": 1,
+            "cost": Decimal("0.875"),
+        }

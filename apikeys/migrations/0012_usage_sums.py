@@ -38,7 +38,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='usagerecord',
             name='attempt',
-            field=models.BooleanField(db_default=False, default=False),
+            field=models.BooleanField(db_default=False, default=False, help_text='A fallback candidate that failed: its tokens and cost count, not as a request'),
         ),
         migrations.RunPython(mark_attempts, migrations.RunPython.noop),
     ]
