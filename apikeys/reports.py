@@ -227,7 +227,7 @@ class PeriodUsage:
 
     def _grouped(self, *fields):
         # By the team's current name where grouped by team; usage of no team sorts first
-        # (_sortable puts None first).
+        # (apikeys/rollups.merge puts None first).
         return [_named(row) for row in merge(fields, self._finest)]
 
     @staticmethod
