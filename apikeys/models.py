@@ -532,6 +532,15 @@ class UsageRecord(models.Model):
     latency_ms = models.PositiveIntegerField(default=0)
     time_to_first_token_ms = models.PositiveIntegerField(null=True, blank=True)
     request_id = models.CharField(max_length=64, db_index=True)
+    # A fallback candidate that failed after reading the prompt (UsageMeter.attempt_failed),
+    # recorded under the request's id beside the request's own record: its tokens and cost
+    # count, but it is not a request of the client's, nor an error of one (apikeys/rollups.py
+    # sums). A default in the database too, for rows written by SQL (bench/usage.py).
+    attempt = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="A fallback candidate that failed: its tokens and cost count, not as a request",
+    )
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:

@@ -11,16 +11,14 @@ period hold, whether the table holds a thousand records or ten million.
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
-from operator import itemgetter
 
-from django.db.models import Case, Count, F, IntegerField, Q, Sum, When
+from django.db.models import F
 from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
 from django.utils.functional import cached_property
 
 from apikeys import retention
-from apikeys.models import UsageRecord, UsageRollup
-from apikeys.rollups import TIME_FIELD, Span, hour_of
+from apikeys.rollups import TIME_FIELD, Span, hour_of, merge, sums
 
 # The periods offered, by the value that names them in a URL.
 PRESETS = {
@@ -42,6 +40,19 @@ SUM_FIELDS = [
     "errors",
     "latency_ms",
 ]
+# What each row of a report sums (apikeys/rollups.sums): latency_ms is the sum of the
+# requests' latencies until _named() averages it, counted_units its `units`.
+REPORT_SUMS = (
+    "requests",
+    "prompt_tokens",
+    "cached_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cost",
+    "errors",
+    "latency_ms",
+    "counted_units",
+)
 # What a spreadsheet takes as the start of a formula in a cell it opens from CSV (OWASP,
 # "CSV Injection"): =, +, - and @, and tab and carriage return, after which some programs
 # read the rest of the cell as typed.
@@ -61,82 +72,13 @@ def spreadsheet_text(value):
     return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
-def _rollup_sums():
-    # Annotations may not share a name with a field of the model, hence the n_ prefix,
-    # taken off again by _named().
-    return {
-        "n_requests": Sum("requests"),
-        "n_prompt_tokens": Sum("prompt_tokens"),
-        # The part of the prompt tokens read from the upstream's prompt cache.
-        "n_cached_tokens": Sum("cached_tokens"),
-        "n_completion_tokens": Sum("completion_tokens"),
-        "n_total_tokens": Sum("total_tokens"),
-        "n_cost": Sum("cost"),
-        "n_errors": Sum("errors"),
-        "n_latency_sum": Sum("latency_ms"),
-        "n_units": Sum(_counted()),
-    }
-
-
-def _record_sums():
-    return {
-        "n_requests": Count("id"),
-        "n_prompt_tokens": Sum("prompt_tokens"),
-        "n_cached_tokens": Sum("cached_tokens"),
-        "n_completion_tokens": Sum("completion_tokens"),
-        "n_total_tokens": Sum("total_tokens"),
-        # As many digits as the rollups' sums: more than one record's cost holds.
-        "n_cost": Sum("cost", output_field=UsageRollup._meta.get_field("cost")),
-        "n_errors": Count("id", filter=~Q(status=UsageRecord.OK)),
-        "n_latency_sum": Sum("latency_ms"),
-        "n_units": Sum(_counted()),
-    }
-
-
-def _counted():
-    """The units a request counts: tokens for the text endpoints, images, audio seconds,
-    characters or documents for the others."""
-    return Case(
-        When(unit=UsageRecord.TOKENS, then=F("total_tokens")),
-        default=F("units"),
-        output_field=IntegerField(),
-    )
-
-
-def _merged(groups, rows):
-    """Add up rows of the same group (the values of `groups`), summing their n_ fields."""
-    merged = {}
-    key = itemgetter(*groups) if groups else (lambda row: ())
-    sums = None
-    for row in rows:
-        if sums is None:
-            sums = [name for name in row if name.startswith("n_")]
-        group = key(row)
-        into = merged.get(group)
-        if into is None:
-            merged[group] = {
-                **{name: row[name] for name in groups},
-                **{name: row[name] or 0 for name in sums},
-            }
-        else:
-            for name in sums:
-                into[name] += row[name] or 0
-    return [merged[group] for group in sorted(merged, key=_sortable)]
-
-
-def _sortable(group):
-    # itemgetter of one field gives the value itself rather than a tuple of one.
-    group = group if isinstance(group, tuple) else (group,)
-    return tuple(("", "") if value is None else (type(value).__name__, value) for value in group)
-
-
 def _named(row):
     named = {name.removeprefix("n_"): value for name, value in row.items()}
+    latency_sum = named.pop("latency_ms", 0)
+    named["units"] = named.pop("counted_units", 0)
     for field in SUM_FIELDS:
         named.setdefault(field, 0)
-    named.setdefault("units", 0)
     named["cost"] = Decimal(named["cost"] or 0).quantize(COST_PLACES)
-    latency_sum = named.pop("latency_sum", 0)
     # The average of the requests, in ms; None without any.
     named["latency_ms"] = round(latency_sum / named["requests"]) if named["requests"] else None
     # Percent of requests that failed, with one decimal.
@@ -233,7 +175,7 @@ class PeriodUsage:
 
         The rollups of the period are read once rather than once per table; what comes back
         is a row per group that had usage in a bucket, summed again in Python for each table
-        (_merged). A month is about 30 rows a group (its days).
+        (apikeys/rollups.merge). A month is about 30 rows a group (its days).
         """
         trunc = TruncHour if self.period.bucket == "hour" else TruncDay
         team_name = F("team__name")
@@ -250,11 +192,11 @@ class PeriodUsage:
         ]
 
     def totals(self):
-        return _named((_merged((), self._finest) or [{}])[0])
+        return _named((merge((), self._finest) or [{}])[0])
 
     def series(self):
         """Return sums per hour or day, one row per bucket, empty buckets included."""
-        found = {row["bucket"]: _named(row) for row in _merged(("bucket",), self._finest)}
+        found = {row["bucket"]: _named(row) for row in merge(("bucket",), self._finest)}
         empty = {field: 0 for field in [*SUM_FIELDS, "error_rate"]}
         return [{**found.get(start, empty), "bucket": start} for start in self.period.buckets()]
 
@@ -285,10 +227,11 @@ class PeriodUsage:
 
     def _grouped(self, *fields):
         # By the team's current name where grouped by team; usage of no team sorts first
-        # (_sortable puts None first).
-        return [_named(row) for row in _merged(fields, self._finest)]
+        # (apikeys/rollups.merge puts None first).
+        return [_named(row) for row in merge(fields, self._finest)]
 
     @staticmethod
     def _rows(queryset, *fields):
-        sums = _record_sums() if queryset.model is UsageRecord else _rollup_sums()
-        return list(queryset.values(*fields).annotate(**sums).order_by())
+        return list(
+            queryset.values(*fields).annotate(**sums(queryset.model, REPORT_SUMS)).order_by()
+        )

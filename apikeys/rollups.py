@@ -13,6 +13,14 @@ either end, the hourly rows of its partial days, and the daily rows of its whole
 month then reads about 30 rows a group rather than 720: the cost of a report follows the
 groups of its period, not its hours nor the records the table holds.
 
+What is summed is the same from records and rollups (`sums`), and rows of a span's three
+sources are added up in one place (`merge`). `requests` counts the client's requests: a
+fallback candidate that failed after reading the prompt leaves a record of its own
+(UsageRecord.attempt), whose tokens, units and cost count under its model, but which is
+neither a request, an error nor a latency of its own; the request's own record is all of
+those. So a request whose first candidate failed is one request, and its cost includes
+the prompt that candidate read.
+
 `rebuild()` (manage.py rebuild_rollups) recomputes the hours whose records are all kept,
 then the days from the hours; older hours, whose records are pruned
 (apikeys/retention.py), keep their rollups.
@@ -20,9 +28,10 @@ then the days from the hours; older hours, whose records are pruned
 
 from datetime import UTC, timedelta
 from decimal import Decimal
+from operator import itemgetter
 
 from django.db import connections, transaction
-from django.db.models import Count, Q, Sum
+from django.db.models import Case, Count, DecimalField, F, IntegerField, Q, Sum, When
 from django.db.models.functions import Coalesce, TruncDay, TruncHour
 from django.utils import timezone
 
@@ -138,15 +147,17 @@ def add(records):
             record.unit,
         )
         sums = groups.setdefault(key, dict.fromkeys(SUMS, 0))
-        sums["requests"] += 1
-        sums["errors"] += record.status != UsageRecord.OK
+        # As _record_sum() counts them: a failed fallback attempt is no request of its own.
+        if not record.attempt:
+            sums["requests"] += 1
+            sums["errors"] += record.status != UsageRecord.OK
+            sums["latency_ms"] += record.latency_ms
         sums["prompt_tokens"] += record.prompt_tokens
         sums["completion_tokens"] += record.completion_tokens
         sums["total_tokens"] += record.total_tokens
         sums["cached_tokens"] += record.cached_tokens
         sums["units"] += record.units
         sums["cost"] += Decimal(record.cost)
-        sums["latency_ms"] += record.latency_ms
         if record.time_to_first_token_ms is not None:
             sums["first_token_ms"] += record.time_to_first_token_ms
             sums["first_token_count"] += 1
@@ -197,22 +208,92 @@ def _sort_key(key):
     return tuple(-1 if value is None else value for value in key)
 
 
-def record_sums():
-    """Return the rollup's sums as aggregates over UsageRecord rows, named n_<sum>
-    (an annotation may not take the name of a field of the model)."""
-    return {
-        "n_requests": Count("id"),
-        "n_errors": Count("id", filter=~Q(status=UsageRecord.OK)),
-        "n_prompt_tokens": Sum("prompt_tokens"),
-        "n_completion_tokens": Sum("completion_tokens"),
-        "n_total_tokens": Sum("total_tokens"),
-        "n_cached_tokens": Sum("cached_tokens"),
-        "n_units": Sum("units"),
-        "n_cost": Sum("cost"),
-        "n_latency_ms": Sum("latency_ms"),
-        "n_first_token_ms": Coalesce(Sum("time_to_first_token_ms"), 0),
-        "n_first_token_count": Count("time_to_first_token_ms"),
-    }
+def sums(model, names=SUMS):
+    """Return aggregates of the sums `names` over rows of `model`, each named n_<name> (an
+    annotation may not take the name of a field of the model): the same figures from the
+    records (UsageRecord, or a migration's copy of it) as from the rollups (UsageRollup,
+    UsageDayRollup), so that a span's sources add up (`merge`).
+
+    Besides SUMS, "counted_units" is what a request counts in its endpoint's unit: its tokens
+    for the text endpoints (records written before 0006_usage_units have no units), images,
+    audio seconds, characters or documents for the others.
+    """
+    fields = {field.name for field in model._meta.concrete_fields}
+    if "requests" in fields:
+        return {f"n_{name}": _rollup_sum(name) for name in names}
+    # A migration before 0012_usage_sums passes a UsageRecord without attempts.
+    requests = Q(attempt=False) if "attempt" in fields else Q(pk__isnull=False)
+    return {f"n_{name}": _record_sum(name, requests) for name in names}
+
+
+def _rollup_sum(name):
+    if name == "counted_units":
+        return Sum(_counted())
+    return Sum(name)
+
+
+def _record_sum(name, requests):
+    """The rollup column `name` as an aggregate over the records; `requests` selects the
+    records that are requests of the client's (not failed fallback attempts)."""
+    if name == "requests":
+        return Count("id", filter=requests)
+    if name == "errors":
+        return Count("id", filter=requests & ~Q(status=UsageRecord.OK))
+    if name == "latency_ms":
+        # A request's own record times all of it, the failed candidates' part included.
+        return Coalesce(Sum("latency_ms", filter=requests), 0)
+    if name == "first_token_ms":
+        return Coalesce(Sum("time_to_first_token_ms"), 0)
+    if name == "first_token_count":
+        return Count("time_to_first_token_ms")
+    if name == "cost":
+        # As many digits as the rollups' sums: more than one record's cost holds.
+        return Sum("cost", output_field=DecimalField(max_digits=20, decimal_places=8))
+    if name == "counted_units":
+        return Sum(_counted())
+    return Sum(name)
+
+
+def _counted():
+    return Case(
+        When(unit=UsageRecord.TOKENS, then=F("total_tokens")),
+        default=F("units"),
+        output_field=IntegerField(),
+    )
+
+
+def merge(groups, rows):
+    """Add up rows of the same group (their values of the fields `groups`), summing their
+    n_ fields (None as 0); return a row per group, in the order of the groups' values
+    (None first).
+
+    Rows of a span's three sources (records, hours, days) come in one list. Profiled on
+    the usage report's pages: itemgetter and one dict per group are what keep this a
+    small part of a page's time.
+    """
+    merged = {}
+    key = itemgetter(*groups) if groups else (lambda row: ())
+    names = None
+    for row in rows:
+        if names is None:
+            names = [name for name in row if name.startswith("n_")]
+        group = key(row)
+        into = merged.get(group)
+        if into is None:
+            merged[group] = {
+                **{name: row[name] for name in groups},
+                **{name: row[name] or 0 for name in names},
+            }
+        else:
+            for name in names:
+                into[name] += row[name] or 0
+    return [merged[group] for group in sorted(merged, key=_sortable)]
+
+
+def _sortable(group):
+    # itemgetter of one field gives the value itself rather than a tuple of one.
+    group = group if isinstance(group, tuple) else (group,)
+    return tuple(("", "") if value is None else (type(value).__name__, value) for value in group)
 
 
 def oldest_kept_hour():
@@ -233,18 +314,8 @@ def rebuild(since=None):
     rollups are rebuilt (a lock on the tables), so that a record written meanwhile is
     neither lost nor counted twice.
     """
-    connection = connections[UsageRollup.objects.db]
     with transaction.atomic():
-        if connection.vendor == "postgresql":
-            # Blocks the writers' upserts (ROW EXCLUSIVE), not readers. A writer whose
-            # records are not yet committed adds their sums once the rebuild commits. In
-            # the writers' order, hours then days.
-            with connection.cursor() as cursor:
-                for model in (UsageRollup, UsageDayRollup):
-                    cursor.execute(
-                        f"LOCK TABLE {connection.ops.quote_name(model._meta.db_table)} "
-                        "IN SHARE ROW EXCLUSIVE MODE"
-                    )
+        lock_writers_out(UsageRollup, UsageDayRollup)
         first = oldest_kept_hour()
         if first is None:
             return None, 0
@@ -255,6 +326,25 @@ def rebuild(since=None):
     return first, written
 
 
+def lock_writers_out(hour_model, day_model):
+    """On PostgreSQL, make the writers wait until the current transaction ends, so that the
+    rollups can be summed again meanwhile; elsewhere (SQLite: one writer at a time) nothing.
+
+    Blocks the writers' upserts (ROW EXCLUSIVE), not readers. A writer whose records are not
+    yet committed adds their sums once the transaction commits. In the writers' order,
+    hours then days. Takes the models, so that a migration can pass its own.
+    """
+    connection = connections[hour_model.objects.db]
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        for model in (hour_model, day_model):
+            cursor.execute(
+                f"LOCK TABLE {connection.ops.quote_name(model._meta.db_table)} "
+                "IN SHARE ROW EXCLUSIVE MODE"
+            )
+
+
 def hours_from_records(record_model, hour_model, first):
     """Replace the hourly rows from the hour `first` on by sums of the records; return the
     rows written. Takes the models, so that a migration can pass its own."""
@@ -263,7 +353,7 @@ def hours_from_records(record_model, hour_model, first):
         record_model.objects.filter(created_at__gte=first)
         .annotate(hour=TruncHour("created_at", tzinfo=UTC))
         .values(*GROUP)
-        .annotate(**record_sums())
+        .annotate(**sums(record_model))
         .order_by()
     )
     return _insert_select(hour_model, GROUP, grouped)
@@ -277,7 +367,7 @@ def days_from_hours(hour_model, day_model, first_day):
         hour_model.objects.filter(hour__gte=first_day)
         .annotate(day=TruncDay("hour", tzinfo=UTC))
         .values(*DAY_GROUP)
-        .annotate(**{f"n_{name}": Sum(name) for name in SUMS})
+        .annotate(**sums(hour_model))
         .order_by()
     )
     return _insert_select(day_model, DAY_GROUP, grouped)
@@ -310,27 +400,9 @@ def usage_sums(api_key=None, team=None, since=None, now=None, until=None):
         span.filter(api_key=api_key)
     if team is not None:
         span.filter(team=team)
-    records, hours, days = span
     totals = {"requests": 0, "total_tokens": 0, "cost": Decimal(0)}
-    for rows in (hours, days):
-        found = rows.aggregate(
-            requests=Coalesce(Sum("requests"), 0),
-            total_tokens=Coalesce(Sum("total_tokens"), 0),
-            cost=Sum("cost"),
-        )
-        _add(totals, found)
-    _add(
-        totals,
-        records.aggregate(
-            requests=Count("id"),
-            total_tokens=Coalesce(Sum("total_tokens"), 0),
-            cost=Sum("cost"),
-        ),
-    )
+    for rows in span:
+        found = rows.aggregate(**sums(rows.model, totals))
+        for name in totals:
+            totals[name] += found[f"n_{name}"] or 0
     return totals
-
-
-def _add(totals, found):
-    totals["requests"] += found["requests"] or 0
-    totals["total_tokens"] += found["total_tokens"] or 0
-    totals["cost"] += found["cost"] or Decimal(0)

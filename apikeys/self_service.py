@@ -10,18 +10,18 @@ counted; the request itself counts against the key's request rate like any read 
 """
 
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
-from django.db.models import Count, DecimalField, Sum, Value
-from django.db.models.functions import Coalesce, TruncDay, TruncHour
+from django.db.models.functions import TruncDay, TruncHour
 
 from apikeys import periods, throttling
 from apikeys.models import Team, UsageRecord
-from apikeys.rollups import TIME_FIELD, Span
+from apikeys.rollups import TIME_FIELD, Span, merge, sums
 from gateway.errors import InvalidRequest
 
 # What /v1/usage may group by, each a UsageRecord field.
 GROUPS = ("model", "endpoint")
+# What each result sums (apikeys/rollups.sums).
+SUMS = ("requests", "prompt_tokens", "completion_tokens", "total_tokens", "cost")
 # Rows of results one answer may hold (buckets times groups): about 2 MB of JSON.
 MAX_RESULTS = 10_000
 
@@ -97,23 +97,18 @@ def usage_buckets(key, start, end, bucket, group_by=()):
         sources = list(Span(start, end, by_day=False))
     else:
         sources = [UsageRecord.objects.filter(created_at__gte=start, created_at__lt=end)]
-    merged = {}
+    rows = []
     for queryset in sources:
         time = TIME_FIELD[queryset.model]
         trunc = TruncDay(time, tzinfo=zone) if bucket == "day" else TruncHour(time, tzinfo=UTC)
-        sums = _SUMS if queryset.model is UsageRecord else _ROLLUP_SUMS
-        rows = (
+        rows += (
             queryset.filter(api_key=key)
             .annotate(bucket_start=trunc)
             .values("bucket_start", *group_by)
-            .annotate(**sums)
+            .annotate(**sums(queryset.model, SUMS))
             .order_by()[: MAX_RESULTS + 1]
         )
-        for row in rows:
-            group = (row["bucket_start"], *(row[name] for name in group_by))
-            into = merged.setdefault(group, {**row, **dict.fromkeys(sums, 0)})
-            for name in sums:
-                into[name] += row[name]
+    merged = merge(("bucket_start", *group_by), rows)
     if len(merged) > MAX_RESULTS:
         raise InvalidRequest(
             f"Invalid value for 'group_by': the answer would hold more than {MAX_RESULTS:,} "
@@ -121,8 +116,8 @@ def usage_buckets(key, start, end, bucket, group_by=()):
             param="group_by",
         )
     results = {}
-    for group in sorted(merged):
-        results.setdefault(group[0], []).append(_result(merged[group], group_by))
+    for row in merged:
+        results.setdefault(row["bucket_start"], []).append(_result(row, group_by))
     return [
         {
             "object": "bucket",
@@ -132,25 +127,6 @@ def usage_buckets(key, start, end, bucket, group_by=()):
         }
         for first, following in spans
     ]
-
-
-_SUMS = {
-    # Annotations may not share a name with a field of the model, hence the n_ prefix.
-    "n_requests": Count("id"),
-    "n_prompt_tokens": Coalesce(Sum("prompt_tokens"), 0),
-    "n_completion_tokens": Coalesce(Sum("completion_tokens"), 0),
-    "n_total_tokens": Coalesce(Sum("total_tokens"), 0),
-    "n_cost": Coalesce(
-        Sum("cost"), Value(Decimal(0)), output_field=DecimalField(max_digits=20, decimal_places=8)
-    ),
-}
-_ROLLUP_SUMS = {
-    "n_requests": Sum("requests"),
-    "n_prompt_tokens": Sum("prompt_tokens"),
-    "n_completion_tokens": Sum("completion_tokens"),
-    "n_total_tokens": Sum("total_tokens"),
-    "n_cost": Sum("cost"),
-}
 
 
 def _result(row, group_by):

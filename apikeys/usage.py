@@ -1,5 +1,7 @@
 """Usage records: one for every request that reached a provider, whatever its outcome, and
-one more for each fallback attempt that spent something before failing (attempt_failed).
+one more for each fallback attempt that spent something before failing (attempt_failed),
+marked `attempt`: the reports count its tokens and cost, but not as a request
+(apikeys/rollups.sums).
 
 The record carries the request's cost, from the answering model's prices; once it is
 written, its tokens and cost settle the request's reservation (apikeys/throttling.py).
@@ -78,6 +80,8 @@ class UsageMeter:
         # documents), priced at the model's unit_price; tokens are counted from `usage`.
         self.unit = UsageRecord.TOKENS
         self.units = 0
+        # The record's fields once they are final (a failed attempt's: attempt_failed).
+        self.final_fields = None
 
     def answered_by(self, model):
         self.model = model
@@ -129,16 +133,20 @@ class UsageMeter:
         record settles the hold. This meter starts afresh for the next candidate.
         """
         attempt = copy.copy(self)
-        attempt.fields = dict(self.fields)
+        # Marked, so that the reports count its tokens and cost but not a request of its
+        # own (apikeys/rollups.sums): the request's own record is the one that counts.
+        attempt.fields = {**self.fields, "attempt": True}
         attempt.model = model
         attempt.reservation = None
         attempt.first_token_at = None
         attempt.failed(error)
+        # Measured once, now: the attempt's latency ends as it failed, not when it is saved.
+        attempt.final_fields = attempt.record_fields()
         self.usage = None
         self.units = 0
         self.completion_tokens_seen = 0
-        fields = attempt.record_fields()
-        return attempt if fields["total_tokens"] or fields["units"] else None
+        spent = attempt.final_fields["total_tokens"] or attempt.final_fields["units"]
+        return attempt if spent else None
 
     def client_closed(self):
         self.status = UsageRecord.CLIENT_CLOSED
@@ -150,6 +158,8 @@ class UsageMeter:
         self.prompt_spent = True
 
     def record_fields(self):
+        if self.final_fields is not None:
+            return dict(self.final_fields)
         now = time.monotonic()
         usage = self.usage
         if usage is not None:

@@ -10,16 +10,17 @@ the pages seconds, so that the pages can be timed again on a quiet machine.
 
 Starts PostgreSQL on loopback with scripts/services (GATEWAY_PG_PORT, GATEWAY_REDIS_PORT as
 usual), makes a fresh database `gateway_bench_usage`, loads N records spread over 100 days
-with INSERT ... SELECT from generate_series (20 keys, 5 models, a few percent of failures)
-and their hourly and daily rollups (apikeys/rollups.rebuild), then times, in this process
-through Django's test client (the view and its queries, no HTTP): the admin's usage report
-for 24 h, 7 d and 30 d, of all keys and of one key; the CSV export; a key's change page; the
-day's and the month's sums a limit reads when its cache counter is missing; a lifetime
-budget's sum; and prune_usage (USAGE_RETENTION_DAYS=90, so about a tenth of the records)
-while a thread writes batches of records as the API's usage writer does, whose slowest
-batch is reported. Each page is timed REPEAT times after one warm-up; the median is shown,
-and beside it the time its SQL queries took (one more run, with Django's query log on): the
-rest is Python and templates. The last line is
+with INSERT ... SELECT from generate_series (20 keys, 5 models, a few percent of failures,
+half of those fallback candidates that failed) and their hourly and daily rollups
+(apikeys/rollups.rebuild), then times, in this process through Django's test client (the
+view and its queries, no HTTP): the admin's usage report for 24 h, 7 d and 30 d, of all keys
+and of one key; the CSV export; a key's change page; the day's and the month's sums a limit
+reads when its cache counter is missing; a lifetime budget's sum; and prune_usage
+(USAGE_RETENTION_DAYS=90, so about a tenth of the records) while a thread writes batches of
+records as the API's usage writer does, whose slowest batch is reported. Each page is timed
+REPEAT times after one warm-up; the median is shown, and beside it the time its SQL queries
+took (one more run, with Django's query log on): the rest is Python and templates. The last
+line is
 `slowest page at N rows: X ms`.
 """
 
@@ -46,7 +47,7 @@ COLUMNS = (
     "api_key_id, key_name, team_id, model, requested_model, provider, endpoint, stream, status,"
     " http_status, error, prompt_tokens, completion_tokens, total_tokens, cached_tokens,"
     " tokens_estimated, units, unit, cost, latency_ms, time_to_first_token_ms, request_id,"
-    " created_at"
+    " created_at, attempt"
 )
 
 
@@ -113,7 +114,9 @@ def _load(url, keys, rows, now):
             200, '', {prompt}, {completion}, {prompt} + {completion}, {prompt} / 4, false,
             {prompt} + {completion}, 'tokens',
             ({prompt} * 15 + {completion} * 60)::numeric / 100000000, 300 + i %% 4000, NULL,
-            'bench-' || i, %(start)s::timestamptz + (%(step)s * i) * interval '1 microsecond'
+            'bench-' || i, %(start)s::timestamptz + (%(step)s * i) * interval '1 microsecond',
+            -- Half the provider's failures are fallback candidates that failed.
+            i %% 100 = 0
         FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS i
         -- Each key mostly on one model, now and then on the next.
         JOIN k ON k.n = ((i * 7919) # (i >> 3)) %% {KEYS}
