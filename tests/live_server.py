@@ -279,7 +279,7 @@ class LiveGateway:
             self.database = Database(self.folder, follow_run=self.on_run_stack, migrated=True)
             self._resources.callback(self.database.drop)
             own = {} if self.on_run_stack else {"DEBUG": "false"}
-            self.env = gateway_env(self.database, **own, **self.extra_env)
+            self.env = gateway_env(self.database, **{**own, **self.extra_env})
             output = migrate_and_run(self.env, self.setup)
             self.printed = dict(line.split(" ", 1) for line in output.splitlines() if " " in line)
             self.base_urls = [
