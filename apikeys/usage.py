@@ -210,18 +210,28 @@ class UsageMeter:
 
     async def save(self):
         """Write the record once, even if the request is cancelled while it is written."""
+        task = self.submit()
+        if task is not None:
+            await asyncio.shield(task)
+
+    def submit(self):
+        """Hand the record to the usage writer once, and return at once the task that
+        waits for its write and then settles the limits (None if it was handed over
+        before). The writer holds the record from here on, at exit too (apikeys/writer.py).
+        """
         if self.saved:
-            return
+            return None
         self.saved = True
         reservation = self.reservation
         if reservation is not None:
             reservation.claimed = True
         fields = self.record_fields()
         self._observe(fields)
-        task = asyncio.ensure_future(_record(self.fields["api_key"], reservation, fields))
+        written = writer.submit(fields)
+        task = asyncio.ensure_future(_record(self.fields["api_key"], reservation, fields, written))
         _pending_saves.add(task)
         task.add_done_callback(_pending_saves.discard)
-        await asyncio.shield(task)
+        return task
 
     def _observe(self, fields):
         """Count the call in the Prometheus metrics (gateway/metrics.py)."""
@@ -267,9 +277,11 @@ def units_cost(model, units):
     return (units * price).quantize(COST_PRECISION, rounding=ROUND_HALF_UP)
 
 
-async def _record(key, reservation, fields):
+async def _record(key, reservation, fields, written):
     try:
-        await _write(fields)
+        # The writer's own thread and connection: a cancelled stream's request has already
+        # released its connection, and the write must not open one behind it.
+        await writer.wait(written)
     finally:
         # Settled after the write, so that a sum of the records made meanwhile counts the
         # request twice rather than not at all; settled even if the write failed: the
@@ -278,9 +290,3 @@ async def _record(key, reservation, fields):
         # Scheduled, not awaited: the request does not wait for its alerts. After the
         # settlement, which is what the alerts read (apikeys/throttling.budget_status).
         budget_alerts.check_after(key)
-
-
-async def _write(fields):
-    # The writer's own thread and connection: a cancelled stream's request has already
-    # released its connection, and the write must not open one behind it.
-    await writer.write(fields)

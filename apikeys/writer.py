@@ -144,17 +144,30 @@ class UsageWriter:
         Raise the write's error if it failed, or UsageNotWritten after
         USAGE_WRITE_TIMEOUT seconds; either way the record is kept and written later.
         """
+        await self.wait(self.submit(fields))
+
+    def submit(self, fields):
+        """Queue one UsageRecord with these fields and return at once, with a future that
+        is done once the record is committed (see wait). Once queued, the record is the
+        thread's: written later if its write fails, and at exit if still queued."""
         # The time of the request, not of a write that may come much later.
         fields = {"created_at": timezone.now(), **fields}
         if not self.threaded:
-            await sync_to_async(self.store.add_one)(fields)
-            return
+            return asyncio.ensure_future(sync_to_async(self.store.add_one)(fields))
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._put(_Record(fields, loop, future))
+        return future
+
+    async def wait(self, written):
+        """Wait for a submitted record's write (`written`, what submit returned).
+
+        Raise the write's error if it failed, or UsageNotWritten after
+        USAGE_WRITE_TIMEOUT seconds; either way the record is kept and written later.
+        """
         try:
             # Shielded: a wait that runs out leaves the future to the thread.
-            await asyncio.wait_for(asyncio.shield(future), settings.USAGE_WRITE_TIMEOUT)
+            await asyncio.wait_for(asyncio.shield(written), settings.USAGE_WRITE_TIMEOUT)
         except TimeoutError:
             raise UsageNotWritten(
                 f"The usage record was not written within {settings.USAGE_WRITE_TIMEOUT:g} s; "

@@ -18,6 +18,9 @@ estimated. A record of its own rather than tokens folded into the answer's: each
 names one model and holds that model's tokens at that model's prices, so sums by model,
 provider and status stay true, and a candidate's failures show in the usage report. An
 attempt refused before its model ran (a 429, unreachable) leaves none; it is logged.
+An earlier attempt's record is handed to the usage writer without waiting for its write:
+the client waits on the next candidate, not on the database, and the writer keeps the
+record until it is written, at exit included (apikeys/writer.py).
 """
 
 import asyncio
@@ -69,7 +72,11 @@ async def call_with_fallbacks(candidates, meter, call):
                 )
                 attempt = meter.attempt_failed(model, error)
                 if attempt is not None:
-                    await attempt.save()
+                    # Handed to the usage writer, not waited for: the next candidate is
+                    # called at once, and a failed write is the writer's to retry. Its
+                    # settlement may come a moment after the request's own; until then
+                    # the limits' counters lack its tokens (milliseconds).
+                    attempt.submit().add_done_callback(_attempt_recorded)
                 continue
             meter.failed(error)
             await meter.save()
@@ -83,3 +90,12 @@ async def call_with_fallbacks(candidates, meter, call):
         meter.answered_by(model)
         return model, provider, result
     raise AssertionError("call_with_fallbacks needs at least one candidate")
+
+
+def _attempt_recorded(task):
+    """Log a failed attempt's record that is not written yet (the writer keeps it)."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning(
+            "The usage record of a failed attempt is not written yet (%s); it is kept",
+            task.exception(),
+        )

@@ -413,10 +413,7 @@ async def _stream(candidates, meter, open_deltas, chunks, stop, before_finish=No
         # Not one event was sent: the upstream's stream is closed, and the record keeps
         # the prompt it read and what the upstream sent of its answer (`first`).
         if first is not None:
-            if first.usage is not None:
-                meter.succeeded(first.usage)
-            # One token an event, as _events counts a stream.
-            meter.completion_tokens_seen += bool(first.text) + bool(first.reasoning)
+            _count(meter, first)
         if dropped:
             # A failure of the gateway's own (status gateway_error): another answer was sent.
             meter.failed(RuntimeError("The stream was dropped for another answer."))
@@ -438,16 +435,14 @@ async def _events(deltas, first, meter, stops, chunks, before_finish=None):
         for event in chunks.opening():
             yield event
         async for delta in _prepend(first, deltas):
+            _count(meter, delta)
             if delta.reasoning:
-                meter.completion_tokens_seen += 1
                 meter.first_token()
                 event = chunks.reasoning(delta.reasoning)
                 if event is not None:
                     yield event
             text = delta.text
             if text:
-                # Workers AI sends one token per event: the count of a cut stream.
-                meter.completion_tokens_seen += 1
                 text = stop_filter.feed(text) if stop_filter else text
                 if text:
                     meter.first_token()
@@ -455,8 +450,6 @@ async def _events(deltas, first, meter, stops, chunks, before_finish=None):
             if delta.tool_calls:
                 meter.first_token()
                 yield chunks.tool_calls(delta.tool_calls)
-            if delta.usage is not None:
-                meter.succeeded(delta.usage)
             finish_reason = delta.finish_reason or finish_reason
         if stop_filter:
             rest = stop_filter.flush()
@@ -489,6 +482,15 @@ async def _events(deltas, first, meter, stops, chunks, before_finish=None):
     if chunks.include_usage and meter.usage is not None:
         yield chunks.usage(meter.usage)
     yield chunks.done()
+
+
+def _count(meter, delta):
+    """Count what the upstream sent in one event, whether or not it reaches the client: its
+    usage, and a token for its text and one for its reasoning (Workers AI sends one token
+    an event: the count of a stream cut before its usage)."""
+    meter.completion_tokens_seen += bool(delta.text) + bool(delta.reasoning)
+    if delta.usage is not None:
+        meter.succeeded(delta.usage)
 
 
 async def _end_stream(deltas, meter):

@@ -6,6 +6,7 @@ from asgiref.sync import async_to_sync
 from django import test
 from django.test import client
 
+from completions.providers.client import close_client
 from gateway.handler import ApiHandler, is_api_path
 
 
@@ -23,8 +24,17 @@ class _Routing:
 class _ClientHandler(_Routing, client.ClientHandler):
     def get_response(self, request):
         if is_api_path(request.path_info):
-            return async_to_sync(self.api.get_response)(request)
+            return async_to_sync(self._api_response)(request)
         return super().get_response(request)
+
+    async def _api_response(self, request):
+        # async_to_sync runs each request on an event loop of its own, which ends with it:
+        # the upstream client made on that loop is closed here, or its aiohttp session is
+        # left open until the interpreter's exit (tests/test_sync_client.py).
+        try:
+            return await self.api.get_response(request)
+        finally:
+            await close_client()
 
 
 class _AsyncClientHandler(_Routing, client.AsyncClientHandler):

@@ -7,10 +7,13 @@ as `name value` are kept in `.printed` (API key secrets, say). The fake upstream
 test process. Two kinds:
 
     LiveGateway(folder, setup, **env)
-        a module's own small gateway: always SQLite, DEBUG off, the run's REDIS_URL as is
+        a module's own small gateway: always SQLite, DEBUG off (unless `env` says otherwise)
     LiveGateway(folder, setup, on_run_stack=True, processes=2, **env)
-        on the run's own kind of database and cache (gateway_env): PostgreSQL and Redis on
-        the production-stack leg, so that it tests daphne on them too
+        on the run's own kind of database: PostgreSQL on the production-stack leg, so that
+        it tests daphne on it too
+
+Both take their environment from `gateway_env`: the run's Redis, if it has one, in a
+database of the test gateways' own.
 
 The pieces (`gateway_env`, `manage`, `daphne`, `Database`) stay public for tests that need
 only some of them (a database with no server, a daphne started another way).
@@ -178,22 +181,6 @@ def gateway_env(database, **extra):
     return {**env, **extra}
 
 
-def own_gateway_env(database, **extra):
-    """Return the environment of a module's own small gateway: SQLite, DEBUG off."""
-    return {
-        **os.environ,
-        "ENVIRONMENT": "development",
-        "DEBUG": "false",
-        "DATABASE_URL": database.url,
-        "ECHO_STREAM_DELAY": "0",
-        "DJANGO_SETTINGS_MODULE": "gateway.settings",
-        # As in gateway_env: other tests' 401s from 127.0.0.1 in a shared Redis must not
-        # turn this gateway's first request into a 429.
-        "AUTH_FAILURES_PER_MINUTE": "100000",
-        **extra,
-    }
-
-
 def manage(env, *args):
     """Run a management command in the gateway's environment; return its stdout."""
     return subprocess.run(
@@ -291,8 +278,8 @@ class LiveGateway:
         try:
             self.database = Database(self.folder, follow_run=self.on_run_stack, migrated=True)
             self._resources.callback(self.database.drop)
-            make_env = gateway_env if self.on_run_stack else own_gateway_env
-            self.env = make_env(self.database, **self.extra_env)
+            own = {} if self.on_run_stack else {"DEBUG": "false"}
+            self.env = gateway_env(self.database, **{**own, **self.extra_env})
             output = migrate_and_run(self.env, self.setup)
             self.printed = dict(line.split(" ", 1) for line in output.splitlines() if " " in line)
             self.base_urls = [

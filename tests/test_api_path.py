@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.live_server import Database, LiveGateway, daphne, own_gateway_env
+from tests.live_server import Database, LiveGateway, daphne, gateway_env
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ def test_a_root_path_header_from_a_client_does_not_change_the_admins_policy(tmp_
     # The first requests the process serves name a root path of the client's choosing:
     # daphne's own, which reads the header (deploy/nginx.conf drops it, tested below).
     database = Database(tmp_path, follow_run=False, migrated=True)
-    env = own_gateway_env(database)
+    env = gateway_env(database, DEBUG="false")
     probe = {"Daphne-Root-Path": "/zzz"}
     with daphne(env, tmp_path / "daphne.log", module="daphne", probe_headers=probe) as base_url:
         page = httpx.get(f"{base_url}/admin/login/")

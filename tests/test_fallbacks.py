@@ -1,16 +1,19 @@
 """Fallbacks: a model's fallbacks answer, in order, when its provider fails before answering."""
 
+import asyncio
 import json
+import threading
 from decimal import Decimal
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import IntegrityError
 
 from apikeys.models import ApiKey, UsageRecord
 from apikeys.usage import cost_of
+from apikeys.writer import DatabaseStore, writer
 from completions import worst_case
 from completions.models import Model, ModelFallback
-from completions.providers.base import ChatRequest, estimate_prompt_tokens
 from tests.conftest import LLAMA, Persona
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -100,14 +103,64 @@ async def test_a_failed_candidate_that_read_the_prompt_leaves_its_own_record_at_
         UsageRecord.UPSTREAM_ERROR,
         502,
     )
-    # The prompt as the gateway counts it, at the failed model's own price; no answer.
-    assert failed.prompt_tokens == await _prompt_estimate(FAILING)
+    # The prompt as the gateway counts it (11 characters, 3 tokens), at the failed
+    # model's own price; no answer.
+    assert failed.prompt_tokens == 3
     assert failed.completion_tokens == 0
     assert failed.tokens_estimated
     assert failed.cost == failed.prompt_tokens * Decimal("2000") / 10**6
     assert (answered.model, answered.status) == (LLAMA, UsageRecord.OK)
     assert failed.request_id == answered.request_id == response["x-request-id"]
     assert failed.requested_model == answered.requested_model == FAILING
+
+
+class RefusingFailedAttempts(DatabaseStore):
+    """A database that refuses the records of failed attempts until `accepting` is set, as
+    it would a record at fault (not as an unavailable database: the others are written)."""
+
+    def __init__(self):
+        self.accepting = threading.Event()
+
+    def add(self, records):
+        if not self.accepting.is_set() and any(
+            fields["status"] == UsageRecord.UPSTREAM_ERROR for fields in records
+        ):
+            raise IntegrityError("refused for the test")
+        return super().add(records)
+
+
+@pytest.fixture
+def refusing_store(settings):
+    # No retry within the test: only the writing at exit writes what the writer kept.
+    settings.USAGE_WRITE_RETRY_SECONDS = 600
+    store = writer.store = RefusingFailedAttempts()
+    yield store
+    store.accepting.set()
+    writer.store = DatabaseStore()
+    writer.shutdown(timeout=5)
+    writer.store = None
+
+
+async def test_a_fallback_answers_while_the_failed_candidates_record_waits_to_be_written(
+    api, alice, cloudflare, upstream, refusing_store
+):
+    await sync_to_async(_fall_back)(FAILING, LLAMA)
+
+    response = await _chat(api, alice, FAILING)
+
+    # The client waits for no write of the failed attempt's record, and no failure of it
+    # reaches the client: the writer keeps the record.
+    assert response.status_code == 200
+    assert _models_called(upstream) == [FAILING, LLAMA]
+    [answered] = await _records()
+    assert answered.model == LLAMA
+    # Written at exit at the latest (SIGTERM under daphne runs the same shutdown).
+    refusing_store.accepting.set()
+    await asyncio.to_thread(writer.shutdown, 5)
+    # After the answer's record: the attempt's was written later.
+    _, failed = await _records()
+    assert (failed.model, failed.status) == (FAILING, UsageRecord.UPSTREAM_ERROR)
+    assert failed.request_id == answered.request_id
 
 
 async def test_a_streams_failed_candidate_leaves_its_own_record(api, alice, cloudflare):
@@ -122,7 +175,7 @@ async def test_a_streams_failed_candidate_leaves_its_own_record(api, alice, clou
         UsageRecord.UPSTREAM_ERROR,
         True,
     )
-    assert failed.prompt_tokens == await _prompt_estimate(FAILING)
+    assert failed.prompt_tokens == 3
     assert (answered.model, answered.status) == (LLAMA, UsageRecord.OK)
 
 
@@ -136,15 +189,6 @@ async def test_a_candidate_that_refused_before_reading_the_prompt_leaves_no_reco
 
     [record] = await _records()
     assert (record.model, record.status) == (LLAMA, UsageRecord.OK)
-
-
-async def _prompt_estimate(model):
-    @sync_to_async
-    def estimate():
-        chat = ChatRequest(model=model, messages=MESSAGES, params={})
-        return estimate_prompt_tokens(chat)
-
-    return await estimate()
 
 
 async def test_fallbacks_are_tried_in_order_of_position(api, alice, cloudflare, upstream):

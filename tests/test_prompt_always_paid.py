@@ -21,7 +21,6 @@ from asgiref.sync import sync_to_async
 from apikeys.models import UsageRecord
 from apikeys.usage import cost_of
 from completions.models import Model, Provider
-from completions.providers.base import estimate_tokens
 from completions.providers.openai import OpenAIProvider
 from gateway.asgi import application
 from tests import fake_upstream
@@ -35,6 +34,9 @@ INPUT_PRICE = Decimal("1000")
 OUTPUT_PRICE = Decimal("2000")
 # A hostile client's prompt: 10,000 words.
 LONG_PROMPT = " ".join(["lorem"] * 10_000)
+# LONG_PROMPT as the gateway counts it (providers/base.py estimate_tokens): 59,999 ASCII
+# characters at 4 a token.
+LONG_PROMPT_TOKENS = 15_000
 SHORT_PROMPT = "hello there world"
 # Seconds to wait for the record of a request the client left.
 RECORD_TIMEOUT = 5
@@ -121,7 +123,7 @@ async def test_a_long_streamed_prompt_dropped_after_the_first_token_pays_for_its
 
     record = await _record()
     assert record.status == UsageRecord.CLIENT_CLOSED
-    assert record.prompt_tokens == estimate_tokens(LONG_PROMPT) == 15_000
+    assert record.prompt_tokens == LONG_PROMPT_TOKENS
     assert 1 <= record.completion_tokens <= 3
     assert record.tokens_estimated is True
     await _assert_priced(record)
@@ -140,7 +142,7 @@ async def test_a_plain_request_the_client_abandons_while_waiting_pays_for_its_pr
 
     record = await _record()
     assert record.status == UsageRecord.CLIENT_CLOSED
-    assert (record.prompt_tokens, record.completion_tokens) == (estimate_tokens(LONG_PROMPT), 0)
+    assert (record.prompt_tokens, record.completion_tokens) == (LONG_PROMPT_TOKENS, 0)
     assert record.tokens_estimated is True
     await _assert_priced(record)
 
@@ -166,7 +168,7 @@ async def test_a_stream_the_upstream_cuts_pays_for_its_prompt(api, alice, priced
     assert '"code":"stream_cut"' in body
     record = await _record()
     assert record.status == UsageRecord.UPSTREAM_ERROR
-    assert record.prompt_tokens == estimate_tokens(LONG_PROMPT)
+    assert record.prompt_tokens == LONG_PROMPT_TOKENS
     assert record.completion_tokens >= 1
     assert record.tokens_estimated is True
     await _assert_priced(record)
@@ -181,7 +183,7 @@ async def test_an_upstream_that_fails_after_reading_the_prompt_is_paid_for(
     assert response.status_code == 502
     record = await _record()
     assert record.status == UsageRecord.UPSTREAM_ERROR
-    assert (record.prompt_tokens, record.completion_tokens) == (estimate_tokens(LONG_PROMPT), 0)
+    assert (record.prompt_tokens, record.completion_tokens) == (LONG_PROMPT_TOKENS, 0)
     assert record.tokens_estimated is True
     await _assert_priced(record)
 
@@ -195,7 +197,7 @@ async def test_an_upstream_that_times_out_after_reading_the_prompt_is_paid_for(
 
     assert response.status_code == 504
     record = await _record()
-    assert record.prompt_tokens == estimate_tokens(LONG_PROMPT)
+    assert record.prompt_tokens == LONG_PROMPT_TOKENS
     await _assert_priced(record)
 
 
@@ -204,7 +206,7 @@ async def test_a_stream_that_fails_before_its_first_event_is_paid_for(api, alice
 
     assert response.status_code == 502
     record = await _record()
-    assert (record.stream, record.prompt_tokens) == (True, estimate_tokens(LONG_PROMPT))
+    assert (record.stream, record.prompt_tokens) == (True, LONG_PROMPT_TOKENS)
     await _assert_priced(record)
 
 
@@ -220,7 +222,7 @@ async def test_a_prompt_hidden_in_tool_definitions_is_paid_for(api, alice, price
 
     assert response.status_code == 502
     record = await _record()
-    assert record.prompt_tokens > estimate_tokens(LONG_PROMPT)
+    assert record.prompt_tokens > LONG_PROMPT_TOKENS
     await _assert_priced(record)
 
 
@@ -234,7 +236,7 @@ async def test_a_prompt_hidden_in_a_completions_suffix_is_paid_for(api, alice, p
 
     assert response.status_code == 502
     record = await _record()
-    assert record.prompt_tokens > estimate_tokens(LONG_PROMPT)
+    assert record.prompt_tokens > LONG_PROMPT_TOKENS
     await _assert_priced(record)
 
 
@@ -280,7 +282,7 @@ async def test_a_responses_stream_the_upstream_cuts_pays_for_its_prompt(api, ali
 
     record = await _record()
     assert record.status == UsageRecord.UPSTREAM_ERROR
-    assert record.prompt_tokens == estimate_tokens(LONG_PROMPT)
+    assert record.prompt_tokens == LONG_PROMPT_TOKENS
     await _assert_priced(record)
 
 
@@ -294,7 +296,7 @@ async def test_a_response_that_fails_after_reading_the_prompt_is_paid_for(api, a
 
     assert response.status_code == 502
     record = await _record()
-    assert record.prompt_tokens == estimate_tokens(LONG_PROMPT)
+    assert record.prompt_tokens == LONG_PROMPT_TOKENS
     await _assert_priced(record)
 
 
@@ -303,7 +305,8 @@ async def test_a_failed_prompt_of_several_keeps_the_others_usage_and_pays_its_ow
     api, alice, priced, model
 ):
     # The fake counts words: the first two prompts are 3 and 2 tokens, their answers
-    # ("Echo: ...") 4 and 3; the third fails once the others have answered.
+    # ("Echo: ...") 4 and 3; the third fails once the others have answered, and is paid
+    # for as the gateway counts it: 30 characters, 8 tokens.
     failing = f"some words then {fake_upstream.FAIL_LATER}"
 
     response = await api.post(
@@ -316,7 +319,7 @@ async def test_a_failed_prompt_of_several_keeps_the_others_usage_and_pays_its_ow
     assert response.status_code == 502
     record = await _record()
     assert record.status == UsageRecord.UPSTREAM_ERROR
-    assert record.prompt_tokens == 3 + 2 + estimate_tokens(failing)
+    assert record.prompt_tokens == 3 + 2 + 8
     assert record.completion_tokens == 4 + 3
     assert record.tokens_estimated is True
     await _assert_priced(record)
@@ -332,7 +335,8 @@ async def test_prompts_of_a_completion_the_client_abandons_while_waiting_are_pai
 
     record = await _record()
     assert record.status == UsageRecord.CLIENT_CLOSED
-    assert record.prompt_tokens == estimate_tokens(LONG_PROMPT) + estimate_tokens(SHORT_PROMPT)
+    # SHORT_PROMPT's 17 characters are 5 tokens.
+    assert record.prompt_tokens == LONG_PROMPT_TOKENS + 5
     await _assert_priced(record)
 
 
@@ -341,7 +345,8 @@ async def test_a_failed_batch_of_embeddings_keeps_the_others_usage_and_pays_its_
 ):
     monkeypatch.setattr(OpenAIProvider, "embedding_batch_size", 2)
     # The fake counts a word a token: the first batch is 3 tokens; the second fails once
-    # the first has answered.
+    # the first has answered, and is paid for as the gateway counts it: 18 and 20
+    # characters, 5 tokens each.
     texts = ["alpha beta", "gamma", "delta epsilon zeta", f"omega {fake_upstream.FAIL_LATER}"]
 
     response = await api.post(
@@ -353,14 +358,15 @@ async def test_a_failed_batch_of_embeddings_keeps_the_others_usage_and_pays_its_
 
     assert response.status_code == 502
     record = await _record()
-    assert record.prompt_tokens == 3 + estimate_tokens(texts[2]) + estimate_tokens(texts[3])
+    assert record.prompt_tokens == 3 + 5 + 5
     assert record.tokens_estimated is True
     await _assert_priced(record)
 
 
 async def test_a_failed_batch_of_workers_ai_embeddings_pays_for_every_text(api, alice, priced):
     # Workers AI reports no tokens for embeddings: every batch is estimated. The second
-    # of two batches (of 100 and 50) fails.
+    # of two batches (of 100 and 50) fails. Each text is 4 tokens (13 to 15 characters),
+    # the failing one 8 (30 characters).
     texts = [f"text number {n}" for n in range(150)]
     texts[120] += f" {fake_upstream.FAIL_LATER}"
 
@@ -373,7 +379,7 @@ async def test_a_failed_batch_of_workers_ai_embeddings_pays_for_every_text(api, 
 
     assert response.status_code == 502
     record = await _record()
-    assert record.prompt_tokens == sum(estimate_tokens(text) for text in texts)
+    assert record.prompt_tokens == 149 * 4 + 8
     await _assert_priced(record)
 
 
@@ -397,5 +403,5 @@ async def test_embeddings_refused_for_their_dimensions_after_the_upstream_ran_ar
 
     assert response.status_code == 400
     record = await _record()
-    assert record.prompt_tokens == estimate_tokens(LONG_PROMPT)
+    assert record.prompt_tokens == LONG_PROMPT_TOKENS
     await _assert_priced(record)

@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 
 from tests.integration.test_multiprocess import monkeypatch_module, production_stack  # noqa: F401
-from tests.live_server import ROOT, Database, gateway_env, manage
+from tests.live_server import ROOT, Database, gateway_env, migrate_and_run
 from tests.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.integration
@@ -67,7 +67,7 @@ def receiver():
 
 @pytest.fixture
 def database(production_stack, tmp_path, receiver):  # noqa: F811
-    database = Database(tmp_path)
+    database = Database(tmp_path, migrated=True)
     assert database.postgres
     env = gateway_env(
         database,
@@ -76,8 +76,7 @@ def database(production_stack, tmp_path, receiver):  # noqa: F811
         BUDGET_ALERT_WEBHOOK_BACKOFF="0.01",
     )
     try:
-        manage(env, "migrate", "--no-input", "-v0")
-        manage(env, "shell", "-c", SETUP.format(url=receiver.url, secret=SECRET, alerts=ALERTS))
+        migrate_and_run(env, SETUP.format(url=receiver.url, secret=SECRET, alerts=ALERTS))
         yield database, env
     finally:
         database.drop()
