@@ -195,6 +195,7 @@ class LanguageModelAdmin(AuditedAdmin, admin.ModelAdmin):
         "cached_input_price",
         "unit_price",
         "context_window",
+        "default_max_tokens",
         "deprecation_date",
         "catalogue_properties",
         "request_schema",

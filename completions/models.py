@@ -5,6 +5,7 @@ import re
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -231,6 +232,17 @@ class Model(models.Model):
         blank=True,
         help_text="Tokens of prompt and answer together the model can hold; bounds the "
         "default max_tokens.",
+    )
+    # Reasoning models (OpenAI's o-series and gpt-5, gpt-oss) spend their reasoning inside
+    # the bound, so one default for every model is either too small for them or reserves
+    # too much for the others (completions/providers/bounds.py).
+    default_max_tokens = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Completion tokens sent and reserved when a chat names no maximum; "
+        "empty: the gateway's DEFAULT_MAX_TOKENS. Raise it for reasoning models, whose "
+        "reasoning counts in it. Bounded by the context window.",
     )
     # Workers AI's JSON Schemas of the model's request and answer (GET .../ai/models/schema),
     # read by completions/providers/workers_ai_schema.py. None: no schema known, and requests

@@ -170,6 +170,7 @@ async def prepare_chat(request, data, params, endpoint, image_param="messages[{}
             response_format=data.get("response_format"),
             schema=schema_of(candidate),
             context_window=candidate.context_window,
+            default_max_tokens=candidate.default_max_tokens,
             session_affinity=affinity,
             prompt_cache_key=data.get("prompt_cache_key") or None,
         )
@@ -219,6 +220,7 @@ async def completions(request):
             params=params,
             schema=schema_of(candidate),
             context_window=candidate.context_window,
+            default_max_tokens=candidate.default_max_tokens,
         )
 
     get_provider(model.provider).check_completion(completion_for(model, prompts[0]))

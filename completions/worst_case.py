@@ -4,7 +4,8 @@
                 with their roles, tools, response_format; a prompt; texts to embed), plus
                 PROMPT_OVERHEAD_TOKENS a call, and IMAGE_TOKENS an image instead of its bytes
     completion  the request's max_tokens (max_completion_tokens, max_output_tokens), else the
-                gateway's default, DEFAULT_MAX_TOKENS bounded by the model's context window;
+                model's default (Model.default_max_tokens, else DEFAULT_MAX_TOKENS) bounded
+                by its context window;
                 Workers AI and OpenAI-compatible upstreams are sent that bound or less
     cost        those tokens at the model's prices; with fallbacks, at the dearest way
                 through the candidates: each one before the answering one fails after
@@ -26,10 +27,8 @@ import math
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.conf import settings
-
 from apikeys.usage import cost_of, units_cost
-from completions.providers.bounds import default_max_tokens
+from completions.providers.bounds import configured, default_max_tokens
 
 # Tokens a chat template or system header may add to one call beyond the JSON's own bytes
 # (Llama 3.1 adds a dated system header of about 25 tokens).
@@ -80,7 +79,7 @@ def completion_cap(max_tokens, model):
     """Return the completion tokens a call may produce on this model."""
     if max_tokens is not None:
         return max_tokens
-    return default_max_tokens(settings.DEFAULT_MAX_TOKENS, model.context_window, 0)
+    return default_max_tokens(configured(model.default_max_tokens), model.context_window, 0)
 
 
 def generation(candidates, prompt_tokens, max_tokens, calls=1):

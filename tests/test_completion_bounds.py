@@ -15,6 +15,7 @@ import pytest
 from completions.models import Model, Provider
 from completions.providers import get_provider
 from completions.providers.types import ChatRequest
+from tests.limited_keys import chat, new_key
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -209,3 +210,47 @@ async def test_a_call_reads_its_prompt_once_for_its_bound_and_its_estimated_usag
     # A long prompt is read whole to estimate it: once a call, not once for the bound it
     # is sent and again for the usage the upstream did not report.
     assert message.reads == 1
+
+
+# A model's own default bound: a reasoning model (OpenAI's o-series and gpt-5, gpt-oss)
+# spends its reasoning inside the bound, so the gateway's default may be too small for it.
+
+
+async def test_a_models_own_default_bound_is_sent_when_a_chat_names_none(
+    api, alice, openai_upstream, upstream, settings
+):
+    await Model.objects.filter(name="gpt-test-mini").aupdate(default_max_tokens=25_000)
+
+    await _chat(api, alice)
+
+    assert _sent(upstream)["max_tokens"] == 25_000
+    assert settings.DEFAULT_MAX_TOKENS != 25_000
+
+
+async def test_a_models_own_default_bound_is_still_bounded_by_its_context_window(
+    api, alice, openai_upstream, upstream
+):
+    await Model.objects.filter(name="gpt-test-mini").aupdate(
+        default_max_tokens=25_000, context_window=100
+    )
+
+    await _chat(api, alice)
+
+    # "hello there": 3 tokens at 4 characters a token.
+    assert _sent(upstream)["max_tokens"] == 97
+
+
+async def test_admission_reserves_a_models_own_default_bound(api, openai_upstream, upstream):
+    # Room for the gateway's default (4,096) and a prompt, not for 25,000 tokens.
+    headers = await new_key(tokens_per_minute=10_000)
+    assert (await chat(api, headers, model="gpt-test-mini", max_tokens=None)).status_code == 200
+
+    model = await Model.objects.aget(name="gpt-test-mini")
+    model.default_max_tokens = 25_000
+    # Saved as in the admin, which clears the catalogue of models the gateway keeps.
+    await model.asave()
+    response = await chat(api, headers, model="gpt-test-mini", max_tokens=None)
+
+    assert response.status_code == 429
+    assert "tokens per minute" in response.json()["error"]["message"]
+    assert len([r for r in upstream.requests if r["path"] == CHAT_PATH]) == 1

@@ -122,6 +122,9 @@ class ChatRequest:
     # and its context window in tokens; None when the catalogue gave none.
     schema: object = None
     context_window: int | None = None
+    # The model's own bound for a chat that names none (Model.default_max_tokens); None:
+    # the gateway's DEFAULT_MAX_TOKENS.
+    default_max_tokens: int | None = None
     # The conversation's id for upstream prompt caching (completions/affinity.py), sent
     # to Workers AI as x-session-affinity; never a client's value as such.
     session_affinity: str | None = None
@@ -150,6 +153,7 @@ class CompletionRequest:
     params: dict = field(default_factory=dict)
     schema: object = None
     context_window: int | None = None
+    default_max_tokens: int | None = None
     # As ChatRequest's.
     prompt_estimate: int | None = field(default=None, init=False, repr=False, compare=False)
 
