@@ -14,8 +14,9 @@ from apikeys.models import ApiKey
 from apikeys.writer import UsageWriter
 
 # Seconds a test may move the clock on and still be in the day (so the week and the month)
-# the clock stopped in: it never stops in the last hour of a day of LIMITS_TIME_ZONE.
-ROOM = 60 * 60
+# the clock stopped in: it never stops in the last 10 minutes of a day of LIMITS_TIME_ZONE.
+# Less than half an hour, so that the clock stays in the real time's hour.
+ROOM = 10 * 60
 # The real clock, whatever a test makes time.time say.
 _real_time = time.time
 
@@ -40,9 +41,9 @@ class FakeClock:
 def stop_at(real):
     """Return where the clock stops for a test that starts at `real` (seconds since the epoch).
 
-    One second into the minute, so that a minute window has 59 s left. In the last hour of
-    a day, an hour earlier, so that a test has ROOM to move the clock on within its day: a
-    minute on from 23:59:01 is the next day, and a day limit is no longer spent.
+    One second into the minute, so that a minute window has 59 s left. In the last ROOM
+    seconds of a day, ROOM earlier, so that a test has ROOM to move the clock on within its
+    day: a minute on from 23:59:01 is the next day, and a day limit is no longer spent.
     """
     moment = real // 60 * 60 + 1
     if periods.start("day", moment) != periods.start("day", moment + ROOM):
@@ -55,8 +56,8 @@ def freeze(monkeypatch):
 
     Usage records are stamped on it too, so that each falls in the day and month the limits
     counted it in, even when the real time runs into the next day while the clock stands.
-    Close to the real time (an hour and a minute at most), so that records a test writes
-    with the real time fall in the clock's day and month.
+    Close to the real time (in its hour, at most ROOM and a minute behind), so that records
+    a test writes with the real time fall in the clock's day and month.
     """
     clock = FakeClock(stop_at(time.time()))
     monkeypatch.setattr(throttling, "timer", clock)
