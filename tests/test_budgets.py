@@ -4,14 +4,18 @@ A chat here costs 0.011 USD and reserves up to 0.136 USD while it runs (tests/li
 WORST_TOKENS at the dear prices): a budget of 0.15 USD admits two and refuses the third.
 """
 
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.core.cache import cache
 
+from apikeys import rollups
 from apikeys.models import ApiKey, UsageRecord
 from completions.models import Model
+from tests.clock import run_real_time_from
 from tests.conftest import LLAMA
 from tests.limited_keys import chat, new_key, read_stream
 
@@ -145,14 +149,22 @@ async def test_spend_is_summed_again_from_usage_records_when_the_cache_loses_it(
     assert response.json()["error"]["code"] == "insufficient_quota"
 
 
-async def test_spend_set_in_an_earlier_month_does_not_count(api, dear, clock):
+# The real time may run into the next hour during the test: then the hour of the record is
+# summed from the rollups, not from the records.
+@pytest.mark.parametrize("real_hours_on", [0, 1])
+async def test_spend_set_in_an_earlier_month_does_not_count(
+    api, dear, clock, monkeypatch, real_hours_on
+):
     dave = await new_key(monthly_budget=Decimal("0.14"))
     await chat(api, dave)
     key = await ApiKey.objects.aget(name="dave")
     await UsageRecord.objects.filter(api_key=key).aupdate(
         created_at=datetime(2020, 1, 31, 23, 59, tzinfo=UTC)
     )
+    # The record's usage moves with it in the rollups too.
+    await sync_to_async(rollups.rebuild)()
     await cache.aclear()
+    run_real_time_from(monkeypatch, time.time() + real_hours_on * 3600)
 
     response = await chat(api, dave)
 

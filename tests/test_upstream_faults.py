@@ -192,11 +192,24 @@ async def test_it_ends_a_stream_with_a_malformed_event_with_an_error_event(
     _assert_no_secrets("".join(events), upstream)
 
 
-async def test_it_ends_a_stalled_stream_with_a_timeout_event(api, alice, cloudflare, settings):
+@pytest.mark.parametrize(
+    "model",
+    [
+        "@cf/test/drip",
+        # Its head 0.5 s late, as any head may be on a loaded machine: a stream's head has
+        # its own bound, not the 0.1 s between reads.
+        "@cf/test/slow-drip",
+    ],
+)
+async def test_it_ends_a_stalled_stream_with_a_timeout_event(
+    api, alice, cloudflare, settings, model
+):
+    await Model.objects.aget_or_create(name=model, provider=cloudflare)
     # The drip model sends an event every 0.2 s: longer than the 0.1 s allowed between reads.
     settings.UPSTREAM_TIMEOUT = 0.1
+    settings.UPSTREAM_FIRST_BYTE_TIMEOUT = 5
 
-    response = await _chat(api, alice, "@cf/test/drip", stream=True)
+    response = await _chat(api, alice, model, stream=True)
 
     events = await _events(response)
     assert events[-1] == "[DONE]"

@@ -1,6 +1,8 @@
 """GET /v1/key and GET /v1/usage served by daphne, read with the openai SDK and httpx."""
 
 import time
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import httpx
 import openai
@@ -32,10 +34,34 @@ UsageRecord.objects.create(
 """
 
 
+def midday_zone(now):
+    """Return a zone (Etc/GMT-12 to Etc/GMT+11) in which `now` is between 11:00 and 13:00.
+
+    The limits' days and months are counted in it, so that Carol's record of 30 s before
+    the gateway starts and the reads after it fall in one day and month of the limits,
+    whenever the suite runs: in UTC, from 00:00:00 to 00:00:30 the record is yesterday's,
+    and a gateway started before midnight is read after it.
+    """
+    hours = 12 - now.astimezone(UTC).hour
+    # POSIX signs: Etc/GMT-5 is 5 hours ahead of UTC.
+    return f"Etc/GMT{-hours:+d}" if hours else "Etc/GMT"
+
+
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    with LiveGateway(tmp_path_factory.mktemp("self-service"), SETUP) as gateway:
+    zone = midday_zone(datetime.now(UTC))
+    folder = tmp_path_factory.mktemp("self-service")
+    with LiveGateway(folder, SETUP, LIMITS_TIME_ZONE=zone) as gateway:
         yield gateway
+
+
+@pytest.mark.parametrize("hour", range(24))
+def test_the_limits_zone_puts_any_hour_of_utc_at_midday(hour):
+    now = datetime(2026, 12, 31, hour, 59, 59, tzinfo=UTC)
+
+    local = now.astimezone(ZoneInfo(midday_zone(now)))
+
+    assert 11 <= local.hour < 13
 
 
 def _sdk(live, name):
