@@ -29,8 +29,7 @@ from alerts.claims import claim
 from alerts.models import DigestDelivery
 from apikeys import periods
 from apikeys.models import Team
-from apikeys.reports import Period, PeriodUsage
-from apikeys.rollups import Span
+from apikeys.rollups import Span, merge, sums
 from apikeys.spend import spent
 
 logger = logging.getLogger(__name__)
@@ -100,10 +99,27 @@ def team_digest(team, period, now):
     """Return the team's Digest for the period before the one holding `now`."""
     start, end = previous_period(period, now)
     # Through the rollups, as the budget lines below: the period's records may be pruned.
-    usage = PeriodUsage(Period(start, end, PERIOD_WORDS[period]), team=team, now=now)
+    # The period exactly, as _teams_to_tell reads it, where the report pages would start a
+    # pruned period at its whole hour: in a zone of half hours, a digest would then count
+    # the half hour before its day that the previous digest counted.
+    span = Span(start, end, by_day=True)
+    span.filter(team=team)
+    grouped = [
+        row
+        for usage in span
+        for row in usage.values("key_name", "model")
+        .annotate(**sums(usage.model, ("requests", "total_tokens", "cost")))
+        .order_by()
+    ]
     rows = [
-        Row(row["key_name"], row["model"], row["requests"], row["total_tokens"], row["cost"])
-        for row in usage.by_key_and_model()
+        Row(
+            row["key_name"],
+            row["model"],
+            row["n_requests"] or 0,
+            row["n_total_tokens"] or 0,
+            row["n_cost"] or Decimal(0),
+        )
+        for row in merge(("key_name", "model"), grouped)
     ]
     # Each budget's period that holds the digest's last moment, spent so far.
     last = end - timedelta(microseconds=1)
@@ -134,13 +150,14 @@ def send_digests(period, now, force=False):
         if delivery is None:
             outcome.skipped.append(team)
             continue
-        # Built once claimed: a digest sent already, or being sent by another run, is not.
-        digest = team_digest(team, period, now)
         recipients = team.contacts()
-        context = {"digest": digest, "zone": periods.zone(), "word": PERIOD_WORDS[period]}
-        subject = render_to_string("alerts/digest_subject.txt", context).strip()
-        body = render_to_string("alerts/digest_body.txt", context)
         try:
+            # Built once claimed: a digest sent already, or being sent by another run, is
+            # not. A digest that cannot be built lets its claim go, as one not sent.
+            digest = team_digest(team, period, now)
+            context = {"digest": digest, "zone": periods.zone(), "word": PERIOD_WORDS[period]}
+            subject = render_to_string("alerts/digest_subject.txt", context).strip()
+            body = render_to_string("alerts/digest_body.txt", context)
             EmailMessage(subject, body, to=recipients).send()
         except Exception as error:
             logger.warning(

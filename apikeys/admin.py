@@ -681,6 +681,7 @@ class UsageRecordAdmin(ReadOnlyAdmin, TeamScopedAdmin):
         "endpoint",
         "stream",
         "status",
+        "attempt",
         "http_status",
         "tokens",
         "cost",
@@ -695,6 +696,7 @@ class UsageRecordAdmin(ReadOnlyAdmin, TeamScopedAdmin):
         ("team", TeamScopedRelatedFilter),
         CatalogueModelFilter,
         "status",
+        "attempt",
         "stream",
         "created_at",
     ]

@@ -165,8 +165,10 @@ def _window(window, now):
         "used": window.used,
         "remaining": window.remaining,
         "resets_in_seconds": round(window.resets_in, 3),
-        # To the nearest whole second: the window's own edges are whole seconds of its clock.
-        "resets_at": datetime.fromtimestamp(round(now + window.resets_in), UTC),
+        # The window's own edges are whole seconds of its clock.
+        "resets_at": datetime.fromtimestamp(
+            round(now + window.resets_in if window.ends_at is None else window.ends_at), UTC
+        ),
     }
 
 

@@ -79,6 +79,9 @@ class Window:
     resets_in: float  # seconds
     reserved: int = 0
     holder: str = ""  # "" for the key, else "the team 'x'"
+    # When the window ends, in seconds since the epoch, where it is known to the second
+    # (the request window; a window that has just ended, resets_in 0, ended then).
+    ends_at: float | None = None
 
     @property
     def remaining(self):
@@ -220,12 +223,14 @@ def request_window(key, increment=True):
     # window ends when that second does. django-ratelimit reads its clock twice; when a
     # second ends between the two, time_left is one less and the window has just ended.
     now = timer()
+    ends_at = now - now % 1 + usage["time_left"] + 1
     return Window(
         "requests",
         PERIOD_NAMES[key.rate_limit[-1]],
         usage["limit"],
         usage["count"],
-        max(0.0, usage["time_left"] + 1 - now % 1),
+        max(0.0, ends_at - now),
+        ends_at=ends_at,
     )
 
 

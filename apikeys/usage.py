@@ -227,7 +227,13 @@ class UsageMeter:
             reservation.claimed = True
         fields = self.record_fields()
         self._observe(fields)
-        written = writer.submit(fields)
+        try:
+            written = writer.submit(fields)
+        except Exception as error:
+            # The writer could not take the record (no thread to start at interpreter exit):
+            # the limits are settled all the same, and the task raises the error.
+            written = asyncio.get_running_loop().create_future()
+            written.set_exception(error)
         task = asyncio.ensure_future(_record(self.fields["api_key"], reservation, fields, written))
         _pending_saves.add(task)
         task.add_done_callback(_pending_saves.discard)

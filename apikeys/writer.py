@@ -143,14 +143,6 @@ class UsageWriter:
     def store(self, store):
         self._store = store
 
-    async def write(self, fields):
-        """Write one UsageRecord with these fields; return once it is committed.
-
-        Raise the write's error if it failed, or UsageNotWritten after
-        USAGE_WRITE_TIMEOUT seconds; either way the record is kept and written later.
-        """
-        await self.wait(self.submit(fields))
-
     def submit(self, fields):
         """Queue one UsageRecord with these fields and return at once, with a future that
         is done once the record is committed (see wait). Once queued, the record is the
@@ -413,6 +405,7 @@ def _described(fields):
         "key_name",
         "model",
         "status",
+        "attempt",
         "prompt_tokens",
         "completion_tokens",
         "cost",

@@ -16,7 +16,8 @@ succeeded) leaves a record of its own, under the same request id, with the error
 and what it spent at its own model's prices: the prompt as the gateway counts it, marked
 estimated. A record of its own rather than tokens folded into the answer's: each record
 names one model and holds that model's tokens at that model's prices, so sums by model,
-provider and status stay true, and a candidate's failures show in the usage report. An
+provider and status stay true. It is marked `attempt`: the reports count its tokens and
+cost under its model, not as a request nor an error (apikeys/rollups.py). An
 attempt refused before its model ran (a 429, unreachable) leaves none; it is logged.
 An earlier attempt's record is handed to the usage writer without waiting for its write:
 the client waits on the next candidate, not on the database, and the writer keeps the
@@ -93,9 +94,8 @@ async def call_with_fallbacks(candidates, meter, call):
 
 
 def _attempt_recorded(task):
-    """Log a failed attempt's record that is not written yet (the writer keeps it)."""
+    """Log a failed attempt's record whose write or settlement failed."""
     if not task.cancelled() and task.exception() is not None:
         logger.warning(
-            "The usage record of a failed attempt is not written yet (%s); it is kept",
-            task.exception(),
+            "The usage record or settlement of a failed attempt failed (%s)", task.exception()
         )

@@ -220,7 +220,6 @@ async def completions(request):
             params=params,
             schema=schema_of(candidate),
             context_window=candidate.context_window,
-            default_max_tokens=candidate.default_max_tokens,
         )
 
     get_provider(model.provider).check_completion(completion_for(model, prompts[0]))

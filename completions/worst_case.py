@@ -27,8 +27,9 @@ import math
 from dataclasses import dataclass
 from decimal import Decimal
 
+from django.conf import settings
+
 from apikeys.usage import cost_of, units_cost
-from completions.providers.bounds import configured, default_max_tokens
 
 # Tokens a chat template or system header may add to one call beyond the JSON's own bytes
 # (Llama 3.1 adds a dated system header of about 25 tokens).
@@ -79,7 +80,14 @@ def completion_cap(max_tokens, model):
     """Return the completion tokens a call may produce on this model."""
     if max_tokens is not None:
         return max_tokens
-    return default_max_tokens(configured(model.default_max_tokens), model.context_window, 0)
+    limit = model_default(model.default_max_tokens)
+    return min(limit, model.context_window) if model.context_window else limit
+
+
+def model_default(model_bound):
+    """Return the completion bound of a model when a request names none: its own
+    (Model.default_max_tokens), else the gateway's DEFAULT_MAX_TOKENS."""
+    return model_bound or settings.DEFAULT_MAX_TOKENS
 
 
 def generation(candidates, prompt_tokens, max_tokens, calls=1):

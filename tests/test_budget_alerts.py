@@ -53,8 +53,8 @@ def dear(cloudflare):
 
 @pytest.fixture
 def alert_clock(clock, monkeypatch):
-    """The limits' clock, also the alerts' and the usage records' (they are stamped with
-    timezone.now()), so that moving it a day on starts a new budget day everywhere.
+    """The limits' clock, also the alerts' and Django's (timezone.now(), which the alerts'
+    periods read), so that moving it a day on starts a new budget day everywhere.
 
     Stopped at the last noon (UTC, the tests' LIMITS_TIME_ZONE), one second in: a test
     that moves it on by the sweep's delay stays in the budget day it started in.

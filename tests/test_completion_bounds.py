@@ -1,7 +1,8 @@
 """The completion bound an OpenAI-compatible upstream is sent.
 
-Admission reserves, for a request that names no maximum, DEFAULT_MAX_TOKENS bounded by the
-model's context window (completions/worst_case.py). The upstream is sent that bound, so that
+Admission reserves, for a request that names no maximum, the model's own default bound
+(Model.default_max_tokens), else DEFAULT_MAX_TOKENS, bounded by the model's context window
+(completions/worst_case.py). The upstream is sent that bound, so that
 no answer runs past what was reserved; a maximum the client named is sent as it came. OpenAI's
 own API takes the bound of a chat as `max_completion_tokens` (its reasoning models refuse
 `max_tokens`); other servers as `max_tokens`.
@@ -13,7 +14,7 @@ import httpx
 import pytest
 
 from completions.models import Model, Provider
-from completions.providers import get_provider
+from completions.providers import estimates, get_provider
 from completions.providers.types import ChatRequest
 from tests.limited_keys import chat, new_key
 
@@ -21,6 +22,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 MESSAGES = [{"role": "user", "content": "hello there"}]
 CHAT_PATH = "/openai/v1/chat/completions"
+# A PNG of one pixel.
+PIXEL = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8"
+    "z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
 COMPLETIONS_PATH = "/openai/v1/completions"
 
 
@@ -69,8 +75,9 @@ async def test_it_bounds_the_default_by_what_the_context_window_leaves_after_the
 
     await _chat(api, alice)
 
-    # "hello there": 11 characters, 3 tokens at 4 characters a token.
-    assert _sent(upstream)["max_tokens"] == 97
+    # "hello there": 11 characters, 3 tokens at 4 characters a token, and the 32 tokens a
+    # chat template may add that admission allows for (worst_case.PROMPT_OVERHEAD_TOKENS).
+    assert _sent(upstream)["max_tokens"] == 100 - 3 - 32
 
 
 async def test_it_sends_a_streamed_chat_the_bound_too(api, alice, openai_upstream, upstream):
@@ -80,7 +87,23 @@ async def test_it_sends_a_streamed_chat_the_bound_too(api, alice, openai_upstrea
     b"".join([chunk async for chunk in response.streaming_content])
 
     sent = _sent(upstream)
-    assert (sent["stream"], sent["max_tokens"]) == (True, 97)
+    assert (sent["stream"], sent["max_tokens"]) == (True, 100 - 3 - 32)
+
+
+async def test_it_leaves_room_in_the_window_for_each_image_of_the_prompt(
+    api, alice, openai_upstream, upstream
+):
+    await Model.objects.filter(name="gpt-test-mini").aupdate(
+        context_window=10_000, accepts_images=True
+    )
+    image = {"type": "image_url", "image_url": {"url": PIXEL}}
+    text = {"type": "text", "text": "hello there"}
+
+    await _chat(api, alice, messages=[{"role": "user", "content": [text, image]}])
+
+    # The image's tokens are not estimated: what the largest image may take is left out of
+    # the window (worst_case.IMAGE_TOKENS), as admission reserves it.
+    assert _sent(upstream)["max_tokens"] == 10_000 - 3 - 32 - 6_404
 
 
 @pytest.mark.parametrize("name", ["max_tokens", "max_completion_tokens"])
@@ -187,29 +210,24 @@ async def test_it_sends_openai_itself_a_legacy_completions_max_tokens_under_that
     assert (sent["max_tokens"], "max_completion_tokens" in sent) == (16, False)
 
 
-class _CountedMessage(dict):
-    """A chat message that counts how often its content is read."""
-
-    reads = 0
-
-    def get(self, key, default=None):
-        if key == "content":
-            self.reads += 1
-        return super().get(key, default)
-
-
 async def test_a_call_reads_its_prompt_once_for_its_bound_and_its_estimated_usage(
-    openai_upstream,
+    openai_upstream, monkeypatch
 ):
-    message = _CountedMessage(role="user", content="hello there")
-    chat = ChatRequest(model="gpt-test-no-usage", messages=[message], context_window=100)
+    flattened = []
+    monkeypatch.setattr(
+        estimates, "prompt_text", lambda request: flattened.append(request) or "hello there"
+    )
+    chat = ChatRequest(
+        model="gpt-test-no-usage", messages=[{"role": "user", "content": "hello there"}]
+    )
 
     result = await get_provider(openai_upstream).chat(chat)
 
     assert result.usage.estimated
-    # A long prompt is read whole to estimate it: once a call, not once for the bound it
-    # is sent and again for the usage the upstream did not report.
-    assert message.reads == 1
+    # A long prompt is read whole to estimate it (its messages flattened, its tools
+    # serialized): once a call, not once for the bound it is sent and again for the usage
+    # the upstream did not report.
+    assert len(flattened) == 1
 
 
 # A model's own default bound: a reasoning model (OpenAI's o-series and gpt-5, gpt-oss)
@@ -236,8 +254,8 @@ async def test_a_models_own_default_bound_is_still_bounded_by_its_context_window
 
     await _chat(api, alice)
 
-    # "hello there": 3 tokens at 4 characters a token.
-    assert _sent(upstream)["max_tokens"] == 97
+    # "hello there": 3 tokens at 4 characters a token, and a template's 32.
+    assert _sent(upstream)["max_tokens"] == 100 - 3 - 32
 
 
 async def test_admission_reserves_a_models_own_default_bound(api, openai_upstream, upstream):

@@ -209,8 +209,11 @@ async def test_the_rollups_equal_the_records_after_a_rebuild(api, alice):
     assert sum(row[2] for row in written[UsageRollup]) == 2
 
 
-def test_the_migration_marks_the_attempts_recorded_before_it_and_sums_the_rollups_again(alice):
-    before, after = [("apikeys", "0011_usage_day_rollups")], [("apikeys", "0012_usage_sums")]
+def test_the_migration_marks_the_attempts_recorded_before_it_and_takes_them_out_of_the_rollups(
+    alice,
+):
+    before = [("apikeys", "0011_usage_day_rollups")]
+    after = [("apikeys", "0013_mark_fallback_attempts")]
     executor = MigrationExecutor(connection)
     executor.migrate(before)
     try:
@@ -218,11 +221,15 @@ def test_the_migration_marks_the_attempts_recorded_before_it_and_sums_the_rollup
         record = old.get_model("apikeys", "UsageRecord")
         at = timezone.now() - timedelta(days=2)
         fields = {"api_key_id": alice.key.pk, "key_name": "alice", "endpoint": "chat.completions"}
-        for model, status, request_id, cost in [
-            (FAILING, UsageRecord.UPSTREAM_ERROR, "req-fell-back", "0.5"),
-            (LLAMA, UsageRecord.OK, "req-fell-back", "0.25"),
+        for model, status, request_id, cost, latency, late in [
+            (FAILING, UsageRecord.UPSTREAM_ERROR, "req-fell-back", "0.5", 100, 0),
+            (LLAMA, UsageRecord.OK, "req-fell-back", "0.25", 300, 0),
             # A request that failed with no fallback: its own record, an error.
-            (LLAMA, UsageRecord.UPSTREAM_ERROR, "req-failed", "0.125"),
+            (LLAMA, UsageRecord.UPSTREAM_ERROR, "req-failed", "0.125", 50, 0),
+            # The request's own record written first: its attempt's write failed, and the
+            # writer wrote it again later (a higher id, an earlier time).
+            (LLAMA, UsageRecord.OK, "req-written-late", "0.25", 200, 1),
+            (FAILING, UsageRecord.UPSTREAM_ERROR, "req-written-late", "0.5", 100, 0),
         ]:
             record.objects.create(
                 **fields,
@@ -230,7 +237,8 @@ def test_the_migration_marks_the_attempts_recorded_before_it_and_sums_the_rollup
                 status=status,
                 request_id=request_id,
                 cost=cost,
-                created_at=at,
+                latency_ms=latency,
+                created_at=at + timedelta(milliseconds=late),
             )
         hour, day = (
             old.get_model("apikeys", "UsageRollup"),
@@ -238,7 +246,7 @@ def test_the_migration_marks_the_attempts_recorded_before_it_and_sums_the_rollup
         )
         rollups.hours_from_records(record, hour, rollups.hour_of(at))
         rollups.days_from_hours(hour, day, rollups.day_of(at))
-        assert hour.objects.aggregate(n=Sum("requests"))["n"] == 3
+        assert hour.objects.aggregate(n=Sum("requests"))["n"] == 5
     finally:
         executor = MigrationExecutor(connection)
         executor.migrate(after)
@@ -247,11 +255,14 @@ def test_the_migration_marks_the_attempts_recorded_before_it_and_sums_the_rollup
         executor.migrate(executor.loader.graph.leaf_nodes())
 
     assert set(UsageRecord.objects.filter(attempt=True).values_list("request_id", "model")) == {
-        ("req-fell-back", FAILING)
+        ("req-fell-back", FAILING),
+        ("req-written-late", FAILING),
     }
     for rows in (UsageRollup.objects, UsageDayRollup.objects):
-        assert rows.aggregate(requests=Sum("requests"), errors=Sum("errors"), cost=Sum("cost")) == {
-            "requests": 2,
-            "errors": 1,
-            "cost": Decimal("0.875"),
-        }
+        assert rows.aggregate(
+            requests=Sum("requests"), errors=Sum("errors"), cost=Sum("cost"), ms=Sum("latency_ms")
+        ) == {"requests": 3, "errors": 1, "cost": Decimal("1.625"), "ms": 550}
+    # As a rebuild from the records would have them.
+    migrated = _rollup_rows()
+    call_command("rebuild_rollups", stdout=StringIO())
+    assert _rollup_rows() == migrated

@@ -34,7 +34,7 @@ INPUT_PRICE = Decimal("1000")
 OUTPUT_PRICE = Decimal("2000")
 # A hostile client's prompt: 10,000 words.
 LONG_PROMPT = " ".join(["lorem"] * 10_000)
-# LONG_PROMPT as the gateway counts it (providers/base.py estimate_tokens): 59,999 ASCII
+# LONG_PROMPT as the gateway counts it (providers/estimates.py estimate_tokens): 59,999 ASCII
 # characters at 4 a token.
 LONG_PROMPT_TOKENS = 15_000
 SHORT_PROMPT = "hello there world"

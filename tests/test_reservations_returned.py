@@ -17,6 +17,7 @@ from django.test import override_settings
 from apikeys.models import ApiKey, UsageRecord
 from apikeys.throttling import budget_status
 from apikeys.usage import cost_of
+from apikeys.writer import writer
 from completions.models import Model
 from completions.worst_case import chat_prompt_tokens
 from gateway.handler import ApiHandler
@@ -164,3 +165,19 @@ async def test_a_client_that_leaves_between_the_head_and_the_body_returns_its_re
     [record, _] = await _records()
     assert record.status == UsageRecord.CLIENT_CLOSED
     assert await asyncio.to_thread(upstream.drip_closed.wait, 5)
+
+
+async def test_a_record_the_writer_cannot_take_still_returns_its_reservation(
+    api, priced, clock, monkeypatch
+):
+    dave = await new_key(monthly_budget=await sync_to_async(_budget_for_one)())
+
+    def no_thread(fields):
+        # What Thread.start raises once the interpreter is shutting down.
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    monkeypatch.setattr(writer, "submit", no_thread)
+    with pytest.raises(RuntimeError, match="interpreter shutdown"):
+        await chat(api, dave, max_tokens=MAX_TOKENS)
+
+    assert await _returned("dave")

@@ -231,3 +231,45 @@ def test_a_digest_of_a_day_whose_records_were_pruned_still_shows_its_usage(
     assert message.subject == f"Usage of team acme on {day}: 3.25 USD"
     assert f"  dave  {LLAMA}  1 request  100 tokens  1.2500 USD" in message.body
     assert f"  erin  {LLAMA}  1 request  100 tokens  2.0000 USD" in message.body
+
+
+def test_a_digest_whose_building_failed_is_sent_by_the_next_run(acme, mailoutbox, monkeypatch):
+    spend("dave", yesterday(), "1.00")
+    build = digest.team_digest
+
+    def failing(*args):
+        raise OSError("the database went away")
+
+    monkeypatch.setattr(digest, "team_digest", failing)
+    with pytest.raises(CommandError, match="acme: OSError: the database went away"):
+        call_command("usage_digest", "--daily")
+    monkeypatch.setattr(digest, "team_digest", build)
+
+    call_command("usage_digest", "--daily")
+
+    [message] = mailoutbox
+    assert "1.00 USD" in message.subject
+
+
+def test_a_digest_in_a_zone_of_half_hours_counts_its_own_day_once_the_records_are_pruned(
+    acme, mailoutbox, settings
+):
+    settings.LIMITS_TIME_ZONE = "Asia/Kolkata"
+    start, end = previous_period("day", timezone.now())
+    # Each in the half hour that begins or follows the day, in an hour it shares with
+    # the day before or after.
+    spend("dave", start - timedelta(minutes=10), "5.00")
+    spend("dave", start + timedelta(minutes=10), "1.25")
+    spend("erin", end - timedelta(minutes=10), "2.00")
+    spend("erin", end + timedelta(minutes=10), "7.00")
+    spend("erin", start + timedelta(hours=2), "0.50")
+    settings.USAGE_RETENTION_DAYS = 1
+    retention.prune(now=timezone.now() + timedelta(days=2))
+
+    call_command("usage_digest", "--daily")
+
+    [message] = mailoutbox
+    # Nothing of the days before and after: the day's own half hours are pruned with the
+    # records of their hours (the hourly rollups cannot be cut at the half hour).
+    assert message.subject.endswith(": 0.50 USD")
+    assert "dave" not in message.body

@@ -146,8 +146,9 @@ async def test_it_bounds_its_default_by_what_the_context_window_leaves(
 
     await _post(api, alice, model=LLAMA_33, messages=[{"role": "user", "content": "x" * 2000}])
 
-    # 2000 characters are about 500 tokens of prompt: 500 are left of the window.
-    assert _sent(upstream)["max_tokens"] == 500
+    # 2000 characters are about 500 tokens of prompt, and a chat template's 32 that
+    # admission allows for: 468 are left of the window.
+    assert _sent(upstream)["max_tokens"] == 1000 - 500 - 32
 
 
 # 2. Streams that aren't.

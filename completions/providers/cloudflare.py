@@ -350,9 +350,13 @@ def _with_max_tokens(request, chat=True):
     that stops there is reported with finish_reason "length".
     """
     schema = request.schema
-    if request.max_tokens is None and schema is not None and not schema.has("max_tokens", chat):
+    if request.max_tokens is not None or schema is None:
+        return bounded(request)
+    if not schema.has("max_tokens", chat):
         return request
-    return bounded(request)
+    # The gateway's own bound (a model's default may be set above what its schema allows)
+    # is kept within the schema's range, which a client's value is checked against.
+    return bounded(request, highest=schema.bounds("max_tokens", chat).maximum)
 
 
 def _params(request, chat):

@@ -16,7 +16,6 @@ Cloudflare's newer models answer in these same shapes, so the readers at the bot
 this module serve both providers.
 """
 
-import functools
 import json
 from urllib.parse import urlsplit
 
@@ -70,16 +69,14 @@ class OpenAIProvider(BaseProvider):
         key = self.row.get_api_key()
         return {"Authorization": f"Bearer {key}"} if key else {}
 
-    @functools.cached_property
     def _takes_max_completion_tokens(self):
-        # Decided once a provider object: its row's base URL does not change under it.
         host = urlsplit(self.row.get_base_url()).hostname or ""
         return host in OPENAI_HOSTS or host.endswith(AZURE_OPENAI_HOST_SUFFIX)
 
     def _chat_body(self, request, stream):
         body = {"model": request.model, "messages": request.messages}
         body.update({k: request.params[k] for k in CHAT_PARAMS if k in request.params})
-        if "max_tokens" in body and self._takes_max_completion_tokens:
+        if "max_tokens" in body and self._takes_max_completion_tokens():
             body["max_completion_tokens"] = body.pop("max_tokens")
         for name in ("tools", "tool_choice", "response_format", "prompt_cache_key"):
             if getattr(request, name) is not None:

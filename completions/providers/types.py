@@ -153,7 +153,6 @@ class CompletionRequest:
     params: dict = field(default_factory=dict)
     schema: object = None
     context_window: int | None = None
-    default_max_tokens: int | None = None
     # As ChatRequest's.
     prompt_estimate: int | None = field(default=None, init=False, repr=False, compare=False)
 

@@ -16,7 +16,8 @@ SETUP = """
 from datetime import timedelta
 from decimal import Decimal
 from django.utils import timezone
-from apikeys.models import ApiKey, Team, UsageRecord
+from apikeys.models import ApiKey, Team
+from apikeys.writer import DatabaseStore
 
 team = Team.objects.create(name="research", monthly_budget=Decimal("40"))
 carol, secret = ApiKey.objects.create_key(
@@ -25,12 +26,13 @@ carol, secret = ApiKey.objects.create_key(
 print("carol", secret)
 bob, secret = ApiKey.objects.create_key(name="bob", permissions="read")
 print("bob", secret)
-# Spent earlier today by Carol.
-UsageRecord.objects.create(
+# Spent earlier today by Carol, through the writer's store, which keeps the rollups: an
+# hour that ends before the gateway reads it is summed from them.
+DatabaseStore().add_one(dict(
     api_key=carol, key_name="carol", team=team, model="echo", endpoint="/v1/chat/completions",
     prompt_tokens=10, completion_tokens=5, total_tokens=15, cost=Decimal("1.5"),
     request_id="req-earlier", created_at=timezone.now() - timedelta(seconds=30),
-)
+))
 """
 
 
