@@ -151,6 +151,36 @@ async def test_it_bounds_its_default_by_what_the_context_window_leaves(
     assert _sent(upstream)["max_tokens"] == 1000 - 500 - 32
 
 
+def _with_max_tokens_maximum(schema, maximum):
+    """Return a copy of a model's schema whose max_tokens fields allow at most `maximum`."""
+    if isinstance(schema, dict):
+        return {
+            name: {**value, "maximum": maximum}
+            if name == "max_tokens" and isinstance(value, dict)
+            else _with_max_tokens_maximum(value, maximum)
+            for name, value in schema.items()
+        }
+    if isinstance(schema, list):
+        return [_with_max_tokens_maximum(value, maximum) for value in schema]
+    return schema
+
+
+async def test_a_models_own_default_bound_keeps_within_its_schemas_maximum(
+    api, alice, workers_ai, upstream
+):
+    # A schema with a maximum for max_tokens: the gateway's own bound keeps within it
+    # rather than being refused as if the client had asked for more.
+    schema = _with_max_tokens_maximum(workers_ai_models.schema(LLAMA_33), 1000)
+    model = await sync_to_async(workers_ai)(LLAMA_33, schema=schema)
+    model.default_max_tokens = 5000
+    await model.asave()
+
+    response = await _post(api, alice, model=LLAMA_33)
+
+    assert response.status_code == 200
+    assert _sent(upstream)["max_tokens"] == 1000
+
+
 # 2. Streams that aren't.
 
 
