@@ -42,17 +42,7 @@ SUM_FIELDS = [
 ]
 # What each row of a report sums (apikeys/rollups.sums): latency_ms is the sum of the
 # requests' latencies until _named() averages it, counted_units its `units`.
-REPORT_SUMS = (
-    "requests",
-    "prompt_tokens",
-    "cached_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "cost",
-    "errors",
-    "latency_ms",
-    "counted_units",
-)
+REPORT_SUMS = (*SUM_FIELDS, "counted_units")
 # What a spreadsheet takes as the start of a formula in a cell it opens from CSV (OWASP,
 # "CSV Injection"): =, +, - and @, and tab and carriage return, after which some programs
 # read the rest of the cell as typed.
