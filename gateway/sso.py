@@ -319,7 +319,9 @@ class OidcBackend(OIDCAuthenticationBackend):
                 limit = self.UserModel._meta.get_field(field).max_length
                 setattr(user, field, value[:limit])
         user.save()
-        # The difference, rather than teams.set(), which would read the teams again.
+        # The difference, rather than teams.set(), which would read the teams again. A team
+        # an operator adds the user to between the read above and these writes stays until
+        # the next sign-in (the groups decide then): a moment's race, not worth a row lock.
         user.teams.remove(*left)
         user.teams.add(*joined)
         source = audit.sso_source(self.request)
