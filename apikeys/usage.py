@@ -84,6 +84,8 @@ class UsageMeter:
         self.final_fields = None
 
     def answered_by(self, model):
+        """Name the model the record is of: the candidate that answered, or the last one
+        called when none did (its prices are what its reading of the prompt cost)."""
         self.model = model
 
     def first_token(self):

@@ -49,6 +49,8 @@ async def call_with_fallbacks(candidates, meter, call):
     for position, (model, provider) in enumerate(zip(candidates, providers, strict=True)):
         if provider.allowance in exhausted:
             continue
+        # The record is of the candidate called last, whatever its outcome.
+        meter.answered_by(model)
         try:
             result = await call(provider, model)
         except asyncio.CancelledError:
@@ -88,7 +90,6 @@ async def call_with_fallbacks(candidates, meter, call):
             meter.failed(error)
             await meter.save()
             raise
-        meter.answered_by(model)
         return model, provider, result
     raise AssertionError("call_with_fallbacks needs at least one candidate")
 

@@ -266,3 +266,29 @@ def test_the_migration_marks_the_attempts_recorded_before_it_and_takes_them_out_
     migrated = _rollup_rows()
     call_command("rebuild_rollups", stdout=StringIO())
     assert _rollup_rows() == migrated
+
+
+async def test_the_last_candidate_to_fail_is_charged_at_its_own_prices(api, alice, cloudflare):
+    # Both read the prompt and fail (a 500): the last one's record is the request's own.
+    second = await Model.objects.acreate(
+        name="@cf/test/fail-500-second", provider=cloudflare, input_price=Decimal("3000")
+    )
+    await Model.objects.filter(name=FAILING).aupdate(input_price=Decimal("2000"))
+    await ModelFallback.objects.acreate(
+        model=await Model.objects.aget(name=FAILING), fallback=second, position=0
+    )
+
+    response = await api.post(
+        "/v1/chat/completions",
+        data={"model": FAILING, "messages": MESSAGES},
+        content_type="application/json",
+        headers=alice.headers,
+    )
+
+    assert response.status_code == 502
+    attempt, own = await sync_to_async(list)(UsageRecord.objects.order_by("id"))
+    assert (attempt.model, attempt.attempt) == (FAILING, True)
+    assert (own.model, own.attempt, own.requested_model) == (second.name, False, FAILING)
+    # "hello there": 3 tokens as the gateway counts them, at each model's own prices.
+    assert attempt.cost == 3 * Decimal("2000") / 1_000_000
+    assert own.cost == 3 * Decimal("3000") / 1_000_000

@@ -246,7 +246,8 @@ async def test_when_every_model_fails_the_last_error_is_answered_and_recorded(
     _, record = await _records()
     assert record.status == UsageRecord.UPSTREAM_ERROR
     assert record.http_status == 503
-    assert (record.model, record.requested_model) == (FAILING, FAILING)
+    # Of the model whose error it records, under the name the client asked for.
+    assert (record.model, record.requested_model) == (LIMITED, FAILING)
 
 
 async def test_a_stream_falls_back_before_its_first_event(api, alice, cloudflare, upstream):
